@@ -1,0 +1,78 @@
+//! The command line (clap).
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Parser, Subcommand};
+
+use crate::config::{parse_duration, parse_size};
+
+/// hubfs: the Hugging Face Hub as a read-only filesystem.
+///
+/// Paths under the mount: /<org>/<repo>@<rev>/<path> for models, /datasets/<org>/<repo>@<rev>/...
+/// and /spaces/<org>/<repo>@<rev>/... . <rev> is a branch, tag or commit sha (percent-encode a
+/// `/`: @refs%2Fpr%2F1); no @<rev> means @main. Reads become HTTP range requests held in a
+/// memory-only cache: nothing is written to local disk.
+#[derive(Parser, Debug)]
+#[command(name = "hubfs", version, about, long_about)]
+pub struct Cli {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The subcommands.
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Mount the Hub at MOUNTPOINT and serve it in the foreground until SIGINT/SIGTERM (or an
+    /// external umount), then unmount cleanly.
+    Mount(MountArgs),
+}
+
+/// Options of `hubfs mount`.
+#[derive(clap::Args, Debug, Clone)]
+pub struct MountArgs {
+    /// An existing, empty directory to mount on.
+    pub mountpoint: PathBuf,
+
+    /// The Hub's base URL. Default: env HF_ENDPOINT, else https://huggingface.co.
+    #[arg(long, value_name = "URL")]
+    pub endpoint: Option<String>,
+
+    /// Read the token from this file instead of the usual places (env HF_TOKEN, then the file at
+    /// env HF_TOKEN_PATH, then $HF_HOME/token, HF_HOME defaulting to ~/.cache/huggingface). The
+    /// token is sent only to the endpoint's host, never to the CDN, and never logged.
+    #[arg(long, value_name = "PATH")]
+    pub token_file: Option<PathBuf>,
+
+    /// Memory for cached file blocks (a hard cap; nothing is cached on disk). Units K, M, G
+    /// (powers of 1024).
+    #[arg(long, value_name = "SIZE", default_value = "512MiB", value_parser = parse_size)]
+    pub cache_size: u64,
+
+    /// A branch or tag directory (m@main) is re-resolved to its current commit only after nothing
+    /// under it was used for this long, so a running load always reads one commit.
+    #[arg(long, value_name = "DURATION", default_value = "60s", value_parser = parse_duration)]
+    pub revision_ttl: Duration,
+
+    /// Let users other than the one mounting access the mount (needs user_allow_other in
+    /// /etc/fuse.conf when not mounting as root). Off by default.
+    #[arg(long)]
+    pub allow_other: bool,
+
+    /// Deadline for each Hub request to answer, and for a response body to make progress.
+    #[arg(long, value_name = "DURATION", default_value = "30s", value_parser = parse_duration)]
+    pub read_timeout: Duration,
+
+    /// Owner of all files (default: the mounting user).
+    #[arg(long)]
+    pub uid: Option<u32>,
+
+    /// Group of all files (default: the mounting user's group).
+    #[arg(long)]
+    pub gid: Option<u32>,
+
+    /// FUSE worker threads reading requests from the kernel (network work runs on async tasks).
+    #[arg(long, default_value_t = 4, value_name = "N")]
+    pub fuse_threads: usize,
+}

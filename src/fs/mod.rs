@@ -1,0 +1,548 @@
+//! The filesystem core: the namespace, inodes, snapshot consistency and reads, generic over a
+//! [`HubClient`]. It knows inodes and errors, not URLs or FUSE replies, so tests drive it directly
+//! with an in-memory Hub; the FUSE adapter (`crate::fuse`) is a thin layer over it.
+
+pub mod error;
+pub mod inode;
+pub mod listing;
+pub mod namespace;
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use futures::FutureExt;
+use parking_lot::Mutex;
+
+pub use error::{FsError, FsResult};
+use inode::{Inode, InodeTable, Node, NodeKey, RefName, Snapshot, ROOT_INO};
+use listing::{Listing, ListingCache};
+use namespace::{parse_repo_dir, parse_root_name, RootName};
+
+use crate::cache::{BlockCache, FetchFn};
+use crate::hub::{CommitInfo, EntryKind, FileRef, HubClient, RepoId, RepoType};
+use crate::singleflight::SingleFlight;
+use crate::stats::Stats;
+
+/// The extended attribute holding the commit of anything inside a repo directory.
+pub const XATTR_COMMIT: &str = "user.hf.commit";
+
+/// Settings of the filesystem core.
+#[derive(Clone, Debug)]
+pub struct FsConfig {
+    /// Owner of every file and directory.
+    pub uid: u32,
+    /// Group of every file and directory.
+    pub gid: u32,
+    /// A branch or tag is re-resolved only after nothing under it was used for this long.
+    pub revision_ttl: Duration,
+    /// Block size of the cache.
+    pub block_size: u64,
+    /// Capacity of the block cache in bytes.
+    pub cache_bytes: u64,
+    /// Most bytes one range request fetches.
+    pub max_request_bytes: u64,
+    /// Most folder entries kept in the listing cache.
+    pub listing_entries: usize,
+}
+
+impl Default for FsConfig {
+    fn default() -> Self {
+        FsConfig {
+            uid: nix::unistd::getuid().as_raw(),
+            gid: nix::unistd::getgid().as_raw(),
+            revision_ttl: Duration::from_secs(60),
+            block_size: 1 << 20,
+            cache_bytes: 512 << 20,
+            max_request_bytes: 8 << 20,
+            listing_entries: 1_000_000,
+        }
+    }
+}
+
+/// File or directory.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Kind {
+    /// A directory (mode 0555).
+    Dir,
+    /// A regular file (mode 0444).
+    File,
+}
+
+/// How long the kernel may cache an answer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Lifetime {
+    /// Immutable (inside a commit, or a sha-pinned repo directory): cache for long.
+    Immutable,
+    /// May change: a branch or tag directory name, the root, org and type directories.
+    Short,
+}
+
+/// Attributes of an inode.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Attr {
+    /// Inode number.
+    pub ino: u64,
+    /// File or directory.
+    pub kind: Kind,
+    /// Size in bytes.
+    pub size: u64,
+    /// Modification time: the commit date inside repos, the mount time elsewhere.
+    pub mtime: SystemTime,
+    /// Permission bits: 0444 or 0555.
+    pub perm: u16,
+    /// Owner.
+    pub uid: u32,
+    /// Group.
+    pub gid: u32,
+    /// How long the kernel may keep this (and the name that led to it).
+    pub lifetime: Lifetime,
+}
+
+/// One directory entry.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DirEntry {
+    /// Inode number.
+    pub ino: u64,
+    /// File or directory.
+    pub kind: Kind,
+    /// Name.
+    pub name: String,
+}
+
+/// The filesystem core.
+pub struct HubFs<C: HubClient> {
+    hub: Arc<C>,
+    cfg: FsConfig,
+    inodes: InodeTable,
+    blocks: Arc<BlockCache>,
+    listings: ListingCache,
+    refs: Mutex<std::collections::HashMap<(RepoType, String, String), Arc<RefName>>>,
+    resolving: SingleFlight<(RepoId, String), CommitInfo>,
+    stats: Arc<Stats>,
+    started: Instant,
+    mount_time: SystemTime,
+}
+
+impl<C: HubClient> HubFs<C> {
+    /// A filesystem over `hub`.
+    pub fn new(hub: Arc<C>, cfg: FsConfig, stats: Arc<Stats>) -> Self {
+        let blocks = BlockCache::new(
+            cfg.block_size,
+            cfg.cache_bytes,
+            cfg.max_request_bytes,
+            stats.clone(),
+        );
+        HubFs {
+            hub,
+            listings: ListingCache::new(cfg.listing_entries),
+            cfg,
+            inodes: InodeTable::new(),
+            blocks,
+            refs: Mutex::new(Default::default()),
+            resolving: SingleFlight::default(),
+            stats,
+            started: Instant::now(),
+            mount_time: SystemTime::now(),
+        }
+    }
+
+    /// The counters.
+    pub fn stats(&self) -> &Arc<Stats> {
+        &self.stats
+    }
+
+    /// The block cache.
+    pub fn block_cache(&self) -> &Arc<BlockCache> {
+        &self.blocks
+    }
+
+    /// The settings.
+    pub fn config(&self) -> &FsConfig {
+        &self.cfg
+    }
+
+    fn now_ms(&self) -> u64 {
+        self.started.elapsed().as_millis() as u64
+    }
+
+    fn node(&self, ino: u64) -> FsResult<Arc<Inode>> {
+        let inode = self.inodes.get(ino).ok_or(FsError::StaleInode(ino))?;
+        if let Some(s) = inode.node.snapshot() {
+            s.name_state
+                .last_access_ms
+                .store(self.now_ms(), Ordering::Relaxed);
+        }
+        Ok(inode)
+    }
+
+    fn attr_of(&self, inode: &Inode) -> Attr {
+        let (kind, size, mtime, lifetime) = match &inode.node {
+            Node::Root | Node::TypeDir(_) | Node::Org { .. } => {
+                (Kind::Dir, 0, self.mount_time, Lifetime::Short)
+            }
+            Node::RepoRoot(s) => {
+                let pinned = s.revision == s.commit;
+                let l = if pinned {
+                    Lifetime::Immutable
+                } else {
+                    Lifetime::Short
+                };
+                (Kind::Dir, 0, s.date, l)
+            }
+            Node::Dir { snap, .. } => (Kind::Dir, 0, snap.date, Lifetime::Immutable),
+            Node::File { snap, file } => (Kind::File, file.size, snap.date, Lifetime::Immutable),
+        };
+        Attr {
+            ino: inode.ino,
+            kind,
+            size,
+            mtime,
+            perm: if kind == Kind::Dir { 0o555 } else { 0o444 },
+            uid: self.cfg.uid,
+            gid: self.cfg.gid,
+            lifetime,
+        }
+    }
+
+    /// Looks `name` up in directory `parent`; counts one kernel lookup on success.
+    pub async fn lookup(&self, parent: u64, name: &str) -> FsResult<Attr> {
+        let p = self.node(parent)?;
+        let child = match &p.node {
+            Node::Root => match parse_root_name(name).ok_or(FsError::NotFound)? {
+                RootName::TypeDir(t) => self
+                    .inodes
+                    .get_or_insert(NodeKey::TypeDir(t), || Node::TypeDir(t)),
+                RootName::Org(org) => self.org_inode(RepoType::Model, org),
+            },
+            Node::TypeDir(t) => match parse_root_name(name) {
+                Some(RootName::Org(org)) => self.org_inode(*t, org),
+                _ => return Err(FsError::NotFound),
+            },
+            Node::Org { repo_type, org } => {
+                self.repo_root(p.ino, *repo_type, org, name).await?
+            }
+            Node::RepoRoot(snap) => self.entry(p.ino, snap, "", name).await?,
+            Node::Dir { snap, path } => {
+                let root = Self::root_ino_of(&p)?;
+                self.entry(root, snap, path, name).await?
+            }
+            Node::File { .. } => return Err(FsError::NotDir),
+        };
+        self.inodes.add_lookup(&child);
+        Ok(self.attr_of(&child))
+    }
+
+    fn org_inode(&self, repo_type: RepoType, org: String) -> Arc<Inode> {
+        self.inodes
+            .get_or_insert(NodeKey::Org(repo_type, org.clone()), || Node::Org {
+                repo_type,
+                org,
+            })
+    }
+
+    /// The repo directory inode for a folder inode's snapshot (entries are keyed under it).
+    fn root_ino_of(inode: &Inode) -> FsResult<u64> {
+        inode.key_root().ok_or(FsError::StaleInode(inode.ino))
+    }
+
+    /// Resolves a repo directory name (`m@rev`) under an org to its snapshot's root inode,
+    /// re-resolving a branch or tag only after `revision_ttl` without access.
+    async fn repo_root(
+        &self,
+        org_ino: u64,
+        repo_type: RepoType,
+        org: &str,
+        name: &str,
+    ) -> FsResult<Arc<Inode>> {
+        let parsed = parse_repo_dir(name).ok_or(FsError::NotFound)?;
+        let state = self
+            .refs
+            .lock()
+            .entry((repo_type, org.to_owned(), name.to_owned()))
+            .or_default()
+            .clone();
+        let now = self.now_ms();
+        let fresh = |last: u64| {
+            parsed.is_pinned() || now.saturating_sub(last) < self.cfg.revision_ttl.as_millis() as u64
+        };
+        let current = state.current.lock().clone();
+        if let Some((snap, _)) = &current {
+            if fresh(state.last_access_ms.load(Ordering::Relaxed)) {
+                state.last_access_ms.store(now, Ordering::Relaxed);
+                return Ok(self.repo_inode(org_ino, name, snap.clone()));
+            }
+        }
+        let repo = RepoId::new(repo_type, org, &parsed.repo);
+        let hub = self.hub.clone();
+        let (r2, rev2) = (repo.clone(), parsed.revision.clone());
+        let info = self
+            .resolving
+            .run((repo.clone(), parsed.revision.clone()), move || async move {
+                hub.resolve_revision(&r2, &rev2).await
+            })
+            .await?;
+        if parsed.is_pinned() && info.sha != parsed.revision {
+            return Err(FsError::NotFound);
+        }
+        let snap = match current {
+            Some((s, _)) if s.commit == info.sha => s,
+            old => {
+                if let Some((o, _)) = old {
+                    tracing::info!(repo = %repo, revision = %parsed.revision, from = %o.commit, to = %info.sha, "revision moved; new loads see the new commit");
+                }
+                Arc::new(Snapshot {
+                    repo,
+                    revision: parsed.revision.clone(),
+                    commit: info.sha.clone(),
+                    date: info.date.unwrap_or(UNIX_EPOCH),
+                    name_state: state.clone(),
+                })
+            }
+        };
+        let inode = self.repo_inode(org_ino, name, snap.clone());
+        *state.current.lock() = Some((snap, inode.ino));
+        state.last_access_ms.store(now, Ordering::Relaxed);
+        Ok(inode)
+    }
+
+    fn repo_inode(&self, org_ino: u64, name: &str, snap: Arc<Snapshot>) -> Arc<Inode> {
+        let key = NodeKey::Repo {
+            parent: org_ino,
+            name: name.to_owned(),
+            commit: snap.commit.clone(),
+        };
+        self.inodes.get_or_insert(key, || Node::RepoRoot(snap.clone()))
+    }
+
+    async fn listing(&self, snap: &Snapshot, path: &str) -> FsResult<Arc<Listing>> {
+        let hub = self.hub.clone();
+        let (repo, commit, p) = (snap.repo.clone(), snap.commit.clone(), path.to_owned());
+        Ok(self
+            .listings
+            .get(&snap.repo, &snap.commit, path, move || async move {
+                hub.list_dir(&repo, &commit, &p).await
+            })
+            .await?)
+    }
+
+    async fn entry(
+        &self,
+        root: u64,
+        snap: &Arc<Snapshot>,
+        dir: &str,
+        name: &str,
+    ) -> FsResult<Arc<Inode>> {
+        let listing = self.listing(snap, dir).await?;
+        let e = listing.get(name).ok_or(FsError::NotFound)?;
+        let path = if dir.is_empty() {
+            name.to_owned()
+        } else {
+            format!("{dir}/{name}")
+        };
+        Ok(self.entry_inode(root, snap, path, e))
+    }
+
+    fn entry_inode(
+        &self,
+        root: u64,
+        snap: &Arc<Snapshot>,
+        path: String,
+        e: &listing::ListEntry,
+    ) -> Arc<Inode> {
+        let key = NodeKey::Entry {
+            root,
+            path: path.clone(),
+        };
+        self.inodes.get_or_insert(key, || match e.kind {
+            EntryKind::Directory => Node::Dir {
+                snap: snap.clone(),
+                path,
+            },
+            EntryKind::File => Node::File {
+                snap: snap.clone(),
+                file: FileRef {
+                    repo: snap.repo.clone(),
+                    commit: snap.commit.clone(),
+                    path,
+                    size: e.size,
+                    etag: e.etag.clone(),
+                },
+            },
+        })
+    }
+
+    /// Attributes of `ino`.
+    pub fn getattr(&self, ino: u64) -> FsResult<Attr> {
+        let inode = self.node(ino)?;
+        Ok(self.attr_of(&inode))
+    }
+
+    /// The entries of directory `ino` (without `.` and `..`). Inside a repo: the folder's tree at
+    /// the commit. Elsewhere: the type directories and the orgs and repos already looked up.
+    pub async fn readdir(&self, ino: u64) -> FsResult<Vec<DirEntry>> {
+        let inode = self.node(ino)?;
+        let mut out = Vec::new();
+        match &inode.node {
+            Node::Root => {
+                for (t, n) in [(RepoType::Dataset, "datasets"), (RepoType::Space, "spaces")] {
+                    let i = self
+                        .inodes
+                        .get_or_insert(NodeKey::TypeDir(t), || Node::TypeDir(t));
+                    out.push(DirEntry {
+                        ino: i.ino,
+                        kind: Kind::Dir,
+                        name: n.to_owned(),
+                    });
+                }
+                out.extend(self.known_orgs(RepoType::Model));
+            }
+            Node::TypeDir(t) => out.extend(self.known_orgs(*t)),
+            Node::Org { repo_type, org } => {
+                let names: Vec<(String, Arc<RefName>)> = self
+                    .refs
+                    .lock()
+                    .iter()
+                    .filter(|((t, o, _), _)| t == repo_type && o == org)
+                    .map(|((_, _, n), s)| (n.clone(), s.clone()))
+                    .collect();
+                for (name, state) in names {
+                    if let Some((_, rino)) = state.current.lock().as_ref() {
+                        out.push(DirEntry {
+                            ino: *rino,
+                            kind: Kind::Dir,
+                            name,
+                        });
+                    }
+                }
+                out.sort_by(|a, b| a.name.cmp(&b.name));
+            }
+            Node::RepoRoot(snap) => {
+                out = self.list_entries(ino, snap, "").await?;
+            }
+            Node::Dir { snap, path } => {
+                let root = Self::root_ino_of(&inode)?;
+                out = self.list_entries(root, snap, path).await?;
+            }
+            Node::File { .. } => return Err(FsError::NotDir),
+        }
+        Ok(out)
+    }
+
+    fn known_orgs(&self, t: RepoType) -> Vec<DirEntry> {
+        let mut v = self.inodes.collect(|i| match &i.node {
+            Node::Org { repo_type, org } if *repo_type == t => Some(DirEntry {
+                ino: i.ino,
+                kind: Kind::Dir,
+                name: org.clone(),
+            }),
+            _ => None,
+        });
+        v.sort_by(|a, b| a.name.cmp(&b.name));
+        v
+    }
+
+    async fn list_entries(
+        &self,
+        root: u64,
+        snap: &Arc<Snapshot>,
+        dir: &str,
+    ) -> FsResult<Vec<DirEntry>> {
+        let listing = self.listing(snap, dir).await?;
+        Ok(listing
+            .entries
+            .iter()
+            .map(|e| {
+                let path = if dir.is_empty() {
+                    e.name.clone()
+                } else {
+                    format!("{dir}/{}", e.name)
+                };
+                let i = self.entry_inode(root, snap, path, e);
+                DirEntry {
+                    ino: i.ino,
+                    kind: if e.kind == EntryKind::Directory {
+                        Kind::Dir
+                    } else {
+                        Kind::File
+                    },
+                    name: e.name.clone(),
+                }
+            })
+            .collect())
+    }
+
+    /// Checks that `ino` may be opened: files only, and never for writing.
+    pub fn open(&self, ino: u64, write: bool) -> FsResult<()> {
+        let inode = self.node(ino)?;
+        if write {
+            return Err(FsError::ReadOnly);
+        }
+        if inode.node.is_dir() {
+            return Err(FsError::IsDir);
+        }
+        Ok(())
+    }
+
+    /// Reads up to `size` bytes at `offset` of file `ino`: exactly that many unless the file ends
+    /// first.
+    pub async fn read(&self, ino: u64, offset: u64, size: u32) -> FsResult<Bytes> {
+        let inode = self.node(ino)?;
+        let Node::File { file, .. } = &inode.node else {
+            return Err(FsError::IsDir);
+        };
+        let hub = self.hub.clone();
+        let f = Arc::new(file.clone());
+        let fetch: FetchFn = Arc::new(move |off, len| {
+            let hub = hub.clone();
+            let f = f.clone();
+            async move { hub.read_range(&f, off, len).await }.boxed()
+        });
+        let content_key = if file.etag.is_empty() {
+            format!("{}@{}/{}", file.repo, file.commit, file.path)
+        } else {
+            format!("{}:{}", file.etag, file.size)
+        };
+        let data = self
+            .blocks
+            .read(&content_key, file.size, offset, size as u64, fetch)
+            .await?;
+        Stats::add(&self.stats.bytes_served, data.len() as u64);
+        Ok(data)
+    }
+
+    /// The value of extended attribute `name` of `ino`.
+    pub fn getxattr(&self, ino: u64, name: &str) -> FsResult<Vec<u8>> {
+        let inode = self.node(ino)?;
+        match (name, inode.node.snapshot()) {
+            (XATTR_COMMIT, Some(s)) => Ok(s.commit.clone().into_bytes()),
+            _ => Err(FsError::NoAttr),
+        }
+    }
+
+    /// The names of the extended attributes of `ino`.
+    pub fn listxattr(&self, ino: u64) -> FsResult<Vec<String>> {
+        let inode = self.node(ino)?;
+        Ok(if inode.node.snapshot().is_some() {
+            vec![XATTR_COMMIT.to_owned()]
+        } else {
+            vec![]
+        })
+    }
+
+    /// The kernel dropped `n` lookups of `ino`.
+    pub fn forget(&self, ino: u64, n: u64) {
+        self.inodes.forget(ino, n);
+    }
+
+    /// Number of live inodes (for stats and tests).
+    pub fn inode_count(&self) -> usize {
+        self.inodes.len()
+    }
+
+    /// The root inode number.
+    pub fn root(&self) -> u64 {
+        ROOT_INO
+    }
+}

@@ -1,0 +1,793 @@
+//! The real Hub client over HTTP (reqwest, rustls). Redirects are followed by hand so that the
+//! token goes to the endpoint's origin only, and so that a file's CDN URL is remembered until its
+//! signature expires. Every response is checked: a range read returns exactly the bytes asked for
+//! or an error.
+
+use std::num::NonZeroUsize;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use bytes::{Bytes, BytesMut};
+use lru::LruCache;
+use parking_lot::Mutex;
+use reqwest::header::{HeaderMap, AUTHORIZATION, CONTENT_RANGE, LOCATION, RANGE};
+use reqwest::{Method, Response, StatusCode};
+use serde::Deserialize;
+use url::Url;
+
+use super::auth::Token;
+use super::error::redact_url;
+use super::retry::RetryPolicy;
+use super::urls::Urls;
+use super::{
+    CommitInfo, EntryKind, FileRef, HttpContext, HubClient, HubError, NotFoundKind, RepoId,
+    TreeEntry,
+};
+
+/// Most redirects followed for one request (Hub → resolve-cache or CDN, renamed repos).
+const MAX_REDIRECTS: usize = 8;
+/// Most tree pages followed for one folder (1000 entries each).
+const MAX_PAGES: usize = 100_000;
+/// How long a CDN URL without an `Expires` parameter is reused.
+const DEFAULT_REDIRECT_TTL: Duration = Duration::from_secs(300);
+/// A remembered CDN URL is dropped this long before it expires.
+const EXPIRY_MARGIN: Duration = Duration::from_secs(60);
+
+/// Settings of the HTTP client.
+#[derive(Clone, Debug)]
+pub struct HttpConfig {
+    /// Base URL, e.g. `https://huggingface.co`.
+    pub endpoint: String,
+    /// Sent as `Authorization: Bearer` to the endpoint's origin only.
+    pub token: Option<Token>,
+    /// Deadline for connecting and receiving response headers.
+    pub request_timeout: Duration,
+    /// Deadline for progress while reading a response body.
+    pub read_timeout: Duration,
+    /// Retries of transient failures.
+    pub retry: RetryPolicy,
+}
+
+impl HttpConfig {
+    /// Defaults for `endpoint`: no token, 30 s deadlines, default retries.
+    pub fn new(endpoint: &str) -> Self {
+        HttpConfig {
+            endpoint: endpoint.to_owned(),
+            token: None,
+            request_timeout: Duration::from_secs(30),
+            read_timeout: Duration::from_secs(30),
+            retry: RetryPolicy::default(),
+        }
+    }
+}
+
+struct CachedRedirect {
+    url: String,
+    valid_until: Instant,
+}
+
+/// The Hub client over HTTP.
+pub struct HttpHub {
+    client: reqwest::Client,
+    urls: Urls,
+    origin: url::Origin,
+    cfg: HttpConfig,
+    redirects: Mutex<LruCache<String, CachedRedirect>>,
+}
+
+/// A response after redirects, with the URL that produced it.
+struct Sent {
+    resp: Response,
+    url: String,
+}
+
+#[derive(Deserialize)]
+struct RevisionJson {
+    sha: Option<String>,
+    #[serde(rename = "lastModified")]
+    last_modified: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct LfsJson {
+    oid: String,
+}
+
+#[derive(Deserialize)]
+struct TreeJson {
+    #[serde(rename = "type")]
+    kind: String,
+    path: String,
+    #[serde(default)]
+    size: u64,
+    #[serde(default)]
+    oid: String,
+    lfs: Option<LfsJson>,
+}
+
+impl HttpHub {
+    /// A client for `cfg.endpoint`. Fails on an endpoint that is not an http(s) URL.
+    pub fn new(cfg: HttpConfig) -> Result<Self, HubError> {
+        let base = Url::parse(&cfg.endpoint).map_err(|e| HubError::Protocol {
+            url: cfg.endpoint.clone(),
+            message: format!("invalid endpoint: {e}"),
+        })?;
+        if !matches!(base.scheme(), "http" | "https") {
+            return Err(HubError::Protocol {
+                url: cfg.endpoint.clone(),
+                message: "endpoint must be http or https".into(),
+            });
+        }
+        let client = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .connect_timeout(cfg.request_timeout)
+            .pool_max_idle_per_host(64)
+            .tcp_nodelay(true)
+            .user_agent(concat!("hubfs/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .map_err(|e| HubError::Network {
+                url: cfg.endpoint.clone(),
+                message: format!("cannot build HTTP client: {e}"),
+            })?;
+        Ok(HttpHub {
+            client,
+            urls: Urls::new(&cfg.endpoint),
+            origin: base.origin(),
+            redirects: Mutex::new(LruCache::new(
+                NonZeroUsize::new(4096).expect("non-zero"),
+            )),
+            cfg,
+        })
+    }
+
+    /// The URL builder for this endpoint.
+    pub fn urls(&self) -> &Urls {
+        &self.urls
+    }
+
+    fn same_origin(&self, url: &Url) -> bool {
+        url.origin() == self.origin
+    }
+
+    /// Sends `method url`, following redirects; the token goes only to the endpoint's origin.
+    async fn send(&self, method: Method, url: &str, range: Option<&str>) -> Result<Sent, HubError> {
+        let mut current = Url::parse(url).map_err(|e| HubError::Protocol {
+            url: redact_url(url),
+            message: format!("bad URL: {e}"),
+        })?;
+        for _ in 0..=MAX_REDIRECTS {
+            let mut req = self.client.request(method.clone(), current.clone());
+            if let Some(r) = range {
+                req = req.header(RANGE, r);
+            }
+            if self.same_origin(&current) {
+                if let Some(t) = &self.cfg.token {
+                    req = req.header(AUTHORIZATION, format!("Bearer {}", t.expose()));
+                }
+            }
+            let shown = redact_url(current.as_str());
+            let resp = match tokio::time::timeout(self.cfg.request_timeout, req.send()).await {
+                Err(_) => {
+                    return Err(HubError::Timeout {
+                        url: shown,
+                        after: self.cfg.request_timeout,
+                    })
+                }
+                Ok(Err(e)) => {
+                    return Err(HubError::Network {
+                        url: shown,
+                        message: error_chain(&e),
+                    })
+                }
+                Ok(Ok(r)) => r,
+            };
+            if resp.status().is_redirection() {
+                let loc = resp
+                    .headers()
+                    .get(LOCATION)
+                    .and_then(|v| v.to_str().ok())
+                    .ok_or_else(|| HubError::Protocol {
+                        url: shown.clone(),
+                        message: format!("{} without a Location", resp.status()),
+                    })?;
+                let next = current.join(loc).map_err(|e| HubError::Protocol {
+                    url: shown.clone(),
+                    message: format!("bad Location: {e}"),
+                })?;
+                if !matches!(next.scheme(), "http" | "https") {
+                    return Err(HubError::Protocol {
+                        url: shown,
+                        message: "redirect to a non-http URL".into(),
+                    });
+                }
+                tracing::trace!(from = %shown, to = %redact_url(next.as_str()), "redirect");
+                current = next;
+                continue;
+            }
+            return Ok(Sent {
+                resp,
+                url: current.to_string(),
+            });
+        }
+        Err(HubError::Protocol {
+            url: redact_url(url),
+            message: format!("more than {MAX_REDIRECTS} redirects"),
+        })
+    }
+
+    /// GET with retries; returns the successful response or the classified error.
+    async fn get_ok(&self, url: &str) -> Result<Sent, HubError> {
+        self.cfg
+            .retry
+            .run("GET", || async {
+                let sent = self.send(Method::GET, url, None).await?;
+                if sent.resp.status().is_success() {
+                    Ok(sent)
+                } else {
+                    Err(error_from_response(sent.resp, &sent.url).await)
+                }
+            })
+            .await
+    }
+
+    async fn body_json<T: for<'de> Deserialize<'de>>(&self, sent: Sent) -> Result<T, HubError> {
+        let url = redact_url(&sent.url);
+        let bytes = read_body(sent.resp, &url, self.cfg.read_timeout, 256 << 20, None).await?;
+        serde_json::from_slice(&bytes).map_err(|e| HubError::Protocol {
+            url,
+            message: format!("invalid JSON: {e}"),
+        })
+    }
+
+    fn cached_redirect(&self, key: &str) -> Option<String> {
+        let mut cache = self.redirects.lock();
+        match cache.get(key) {
+            Some(c) if c.valid_until > Instant::now() => Some(c.url.clone()),
+            Some(_) => {
+                cache.pop(key);
+                None
+            }
+            None => None,
+        }
+    }
+
+    fn remember_redirect(&self, key: &str, target: &str) {
+        let ttl = redirect_ttl(target);
+        if ttl.is_zero() {
+            return;
+        }
+        self.redirects.lock().put(
+            key.to_owned(),
+            CachedRedirect {
+                url: target.to_owned(),
+                valid_until: Instant::now() + ttl,
+            },
+        );
+    }
+
+    fn forget_redirect(&self, key: &str) {
+        self.redirects.lock().pop(key);
+    }
+
+    /// One ranged GET from `start_url` (the resolve URL or a remembered CDN URL), checked.
+    async fn range_once(
+        &self,
+        start_url: &str,
+        file: &FileRef,
+        offset: u64,
+        len: u64,
+    ) -> Result<(Bytes, String), HubError> {
+        let end = offset + len - 1;
+        let range = format!("bytes={offset}-{end}");
+        let sent = self.send(Method::GET, start_url, Some(&range)).await?;
+        let url = redact_url(&sent.url);
+        let status = sent.resp.status();
+        check_commit(sent.resp.headers(), file, &url)?;
+        match status {
+            StatusCode::PARTIAL_CONTENT => {
+                let cr = sent
+                    .resp
+                    .headers()
+                    .get(CONTENT_RANGE)
+                    .and_then(|v| v.to_str().ok())
+                    .ok_or_else(|| HubError::Protocol {
+                        url: url.clone(),
+                        message: "206 without Content-Range".into(),
+                    })?;
+                let (a, b, total) = parse_content_range(cr).ok_or_else(|| HubError::Protocol {
+                    url: url.clone(),
+                    message: format!("bad Content-Range {cr:?}"),
+                })?;
+                if a != offset || b != end || total.is_some_and(|t| t != file.size) {
+                    return Err(HubError::Protocol {
+                        url,
+                        message: format!(
+                            "Content-Range {cr:?} does not match bytes {offset}-{end}/{}",
+                            file.size
+                        ),
+                    });
+                }
+            }
+            StatusCode::OK if offset == 0 && len == file.size => {}
+            StatusCode::OK => {
+                return Err(HubError::Protocol {
+                    url,
+                    message: format!("200 instead of 206 for bytes {offset}-{end}"),
+                })
+            }
+            _ => return Err(error_from_response(sent.resp, &sent.url).await),
+        }
+        let body = read_body(sent.resp, &url, self.cfg.read_timeout, len, Some(len)).await?;
+        Ok((body, sent.url))
+    }
+}
+
+impl HubClient for HttpHub {
+    async fn resolve_revision(&self, repo: &RepoId, revision: &str) -> Result<CommitInfo, HubError> {
+        let url = self.urls.revision_info(repo, revision)?;
+        let sent = self.get_ok(&url).await?;
+        let shown = redact_url(&sent.url);
+        let info: RevisionJson = self.body_json(sent).await?;
+        let sha = info.sha.filter(|s| is_commit_sha(s)).ok_or(HubError::Protocol {
+            url: shown,
+            message: "revision info without a 40-hex sha".into(),
+        })?;
+        Ok(CommitInfo {
+            sha,
+            date: info.last_modified.as_deref().and_then(parse_rfc3339),
+        })
+    }
+
+    async fn list_dir(
+        &self,
+        repo: &RepoId,
+        commit: &str,
+        path: &str,
+    ) -> Result<Vec<TreeEntry>, HubError> {
+        let mut url = self.urls.tree(repo, commit, path)?;
+        let prefix = if path.is_empty() {
+            String::new()
+        } else {
+            format!("{path}/")
+        };
+        let mut out = Vec::new();
+        for _ in 0..MAX_PAGES {
+            let sent = self.get_ok(&url).await?;
+            let next = next_link(sent.resp.headers());
+            let shown = redact_url(&sent.url);
+            let page: Vec<TreeJson> = self.body_json(sent).await?;
+            for e in page {
+                let kind = match e.kind.as_str() {
+                    "file" => EntryKind::File,
+                    "directory" => EntryKind::Directory,
+                    other => {
+                        tracing::debug!(kind = other, path = %e.path, "skipping tree entry");
+                        continue;
+                    }
+                };
+                match e.path.strip_prefix(&prefix) {
+                    Some(name) if !name.is_empty() && !name.contains('/') => {}
+                    _ => {
+                        tracing::warn!(url = %shown, entry = %e.path, "tree entry outside the folder listed; skipped");
+                        continue;
+                    }
+                }
+                out.push(TreeEntry {
+                    etag: e.lfs.map(|l| l.oid).unwrap_or(e.oid),
+                    path: e.path,
+                    kind,
+                    size: if kind == EntryKind::File { e.size } else { 0 },
+                });
+            }
+            match next {
+                None => return Ok(out),
+                Some(n) => {
+                    let parsed = Url::parse(&n).map_err(|e| HubError::Protocol {
+                        url: shown.clone(),
+                        message: format!("bad next link: {e}"),
+                    })?;
+                    if !self.same_origin(&parsed) {
+                        return Err(HubError::Protocol {
+                            url: shown,
+                            message: "next page link points to another host".into(),
+                        });
+                    }
+                    url = n;
+                }
+            }
+        }
+        Err(HubError::Protocol {
+            url: redact_url(&url),
+            message: format!("more than {MAX_PAGES} pages"),
+        })
+    }
+
+    async fn read_range(&self, file: &FileRef, offset: u64, len: u64) -> Result<Bytes, HubError> {
+        if len == 0 {
+            return Ok(Bytes::new());
+        }
+        if offset.checked_add(len).is_none_or(|e| e > file.size) {
+            return Err(HubError::Protocol {
+                url: file.path.clone(),
+                message: format!("range {offset}+{len} beyond size {}", file.size),
+            });
+        }
+        let resolve = self.urls.resolve(&file.repo, &file.commit, &file.path)?;
+        let reresolved = std::sync::atomic::AtomicBool::new(false);
+        self.cfg
+            .retry
+            .run("range", || async {
+                loop {
+                    let cached = self.cached_redirect(&resolve);
+                    let start = cached.as_deref().unwrap_or(&resolve);
+                    match self.range_once(start, file, offset, len).await {
+                        Ok((bytes, final_url)) => {
+                            if final_url != resolve && cached.as_deref() != Some(&final_url) {
+                                self.remember_redirect(&resolve, &final_url);
+                            }
+                            return Ok(bytes);
+                        }
+                        Err(e) if cached.is_some() && !reresolved.load(std::sync::atomic::Ordering::Relaxed) => {
+                            // A remembered CDN URL that expired or was refused: ask the Hub again once.
+                            tracing::debug!(error = %e, "remembered redirect failed; re-resolving");
+                            self.forget_redirect(&resolve);
+                            reresolved.store(true, std::sync::atomic::Ordering::Relaxed);
+                        }
+                        Err(e) => {
+                            if cached.is_some() {
+                                self.forget_redirect(&resolve);
+                            }
+                            return Err(e);
+                        }
+                    }
+                }
+            })
+            .await
+    }
+}
+
+/// Reads a body, failing when it stalls for `read_timeout`, exceeds `limit`, or (with `exact`)
+/// ends before that many bytes.
+async fn read_body(
+    mut resp: Response,
+    url: &str,
+    read_timeout: Duration,
+    limit: u64,
+    exact: Option<u64>,
+) -> Result<Bytes, HubError> {
+    let cap = exact.unwrap_or(0).min(64 << 20) as usize;
+    let mut buf = BytesMut::with_capacity(cap);
+    loop {
+        match tokio::time::timeout(read_timeout, resp.chunk()).await {
+            Err(_) => {
+                return Err(HubError::Timeout {
+                    url: url.to_owned(),
+                    after: read_timeout,
+                })
+            }
+            Ok(Err(e)) => {
+                return Err(HubError::Network {
+                    url: url.to_owned(),
+                    message: format!("body cut after {} bytes: {}", buf.len(), error_chain(&e)),
+                })
+            }
+            Ok(Ok(None)) => break,
+            Ok(Ok(Some(c))) => {
+                if buf.len() as u64 + c.len() as u64 > limit {
+                    return Err(HubError::Protocol {
+                        url: url.to_owned(),
+                        message: format!("body longer than {limit} bytes"),
+                    });
+                }
+                buf.extend_from_slice(&c);
+            }
+        }
+    }
+    if let Some(n) = exact {
+        if buf.len() as u64 != n {
+            return Err(HubError::Protocol {
+                url: url.to_owned(),
+                message: format!("short body: {} of {n} bytes", buf.len()),
+            });
+        }
+    }
+    Ok(buf.freeze())
+}
+
+/// Classifies a non-success response, reading the Hub's error headers and JSON body.
+async fn error_from_response(resp: Response, url: &str) -> HubError {
+    let status = resp.status().as_u16();
+    let h = resp.headers();
+    let header = |name: &str| {
+        h.get(name)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned)
+    };
+    let error_code = header("x-error-code");
+    let mut message = header("x-error-message");
+    let request_id = header("x-request-id");
+    let retry_after = header("retry-after")
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        .map(Duration::from_secs)
+        .or_else(|| header("ratelimit").and_then(|v| ratelimit_reset(&v)));
+    if message.is_none() {
+        if let Ok(Ok(Some(body))) =
+            tokio::time::timeout(Duration::from_secs(5), async { resp.bytes().await.map(Some) })
+                .await
+        {
+            message = serde_json::from_slice::<serde_json::Value>(&body[..body.len().min(65536)])
+                .ok()
+                .and_then(|v| v.get("error").and_then(|e| e.as_str()).map(str::to_owned));
+        }
+    }
+    let context = HttpContext {
+        status,
+        url: redact_url(url),
+        error_code,
+        message,
+        request_id,
+    };
+    let code = context.error_code.as_deref();
+    match (status, code) {
+        (_, Some("GatedRepo")) => HubError::Gated { context },
+        (404, Some("RevisionNotFound")) => HubError::NotFound {
+            kind: NotFoundKind::Revision,
+            context,
+        },
+        (404, Some("EntryNotFound")) => HubError::NotFound {
+            kind: NotFoundKind::Entry,
+            context,
+        },
+        (404, Some("RepoNotFound")) => HubError::NotFound {
+            kind: NotFoundKind::Repo,
+            context,
+        },
+        (404, _) => HubError::NotFound {
+            kind: NotFoundKind::Other,
+            context,
+        },
+        (401 | 403, _) => HubError::Denied { context },
+        (429, _) => HubError::RateLimited {
+            retry_after,
+            context,
+        },
+        _ => HubError::Status { context },
+    }
+}
+
+/// Fails with `Stale` when a response names another commit than the file was opened at.
+fn check_commit(headers: &HeaderMap, file: &FileRef, url: &str) -> Result<(), HubError> {
+    if let Some(c) = headers.get("x-repo-commit").and_then(|v| v.to_str().ok()) {
+        if c != file.commit {
+            return Err(HubError::Stale {
+                url: url.to_owned(),
+                message: format!("X-Repo-Commit {c} but the file is read at {}", file.commit),
+            });
+        }
+    }
+    Ok(())
+}
+
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut src = e.source();
+    while let Some(inner) = src {
+        s.push_str(": ");
+        s.push_str(&inner.to_string());
+        src = inner.source();
+    }
+    // reqwest puts the URL (with any signature) in its message: cut queries out.
+    redact_queries(&s)
+}
+
+fn redact_queries(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    let mut in_query = false;
+    for ch in s.chars() {
+        if ch == '?' {
+            in_query = true;
+            out.push_str("?<redacted>");
+            continue;
+        }
+        if in_query && (ch.is_whitespace() || ch == ')' || ch == '"') {
+            in_query = false;
+        }
+        if !in_query {
+            out.push(ch);
+        }
+    }
+    out
+}
+
+/// Parses `bytes a-b/total` (total may be `*`).
+pub fn parse_content_range(v: &str) -> Option<(u64, u64, Option<u64>)> {
+    let rest = v.trim().strip_prefix("bytes ")?;
+    let (range, total) = rest.split_once('/')?;
+    let (a, b) = range.split_once('-')?;
+    let a: u64 = a.trim().parse().ok()?;
+    let b: u64 = b.trim().parse().ok()?;
+    if b < a {
+        return None;
+    }
+    let total = match total.trim() {
+        "*" => None,
+        t => Some(t.parse().ok()?),
+    };
+    if total.is_some_and(|t| b >= t) {
+        return None;
+    }
+    Some((a, b, total))
+}
+
+/// The `rel="next"` URL of a `Link` header, if any.
+pub fn next_link(headers: &HeaderMap) -> Option<String> {
+    for v in headers.get_all("link") {
+        let Ok(v) = v.to_str() else { continue };
+        for part in v.split(',') {
+            let mut pieces = part.split(';');
+            let Some(target) = pieces.next() else {
+                continue;
+            };
+            let target = target.trim();
+            if !(target.starts_with('<') && target.ends_with('>')) {
+                continue;
+            }
+            let is_next = pieces.any(|p| {
+                let p = p.trim();
+                p == "rel=\"next\"" || p == "rel=next"
+            });
+            if is_next {
+                return Some(target[1..target.len() - 1].to_owned());
+            }
+        }
+    }
+    None
+}
+
+/// Seconds until reset from a `RateLimit: "bucket";r=0;t=N` header, when nothing remains.
+fn ratelimit_reset(v: &str) -> Option<Duration> {
+    let mut r = None;
+    let mut t = None;
+    for p in v.split(';') {
+        let p = p.trim();
+        if let Some(x) = p.strip_prefix("r=") {
+            r = x.parse::<u64>().ok();
+        } else if let Some(x) = p.strip_prefix("t=") {
+            t = x.parse::<u64>().ok();
+        }
+    }
+    match (r, t) {
+        (Some(0), Some(t)) => Some(Duration::from_secs(t + 1)),
+        _ => None,
+    }
+}
+
+/// How long a redirect target may be reused: until its `Expires` query parameter (epoch seconds)
+/// minus a margin, else a default.
+fn redirect_ttl(target: &str) -> Duration {
+    let Ok(u) = Url::parse(target) else {
+        return Duration::ZERO;
+    };
+    let expires = u
+        .query_pairs()
+        .find(|(k, _)| k.eq_ignore_ascii_case("expires"))
+        .and_then(|(_, v)| v.parse::<u64>().ok());
+    match expires {
+        None => DEFAULT_REDIRECT_TTL,
+        Some(e) => {
+            let now = SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .unwrap_or_default()
+                .as_secs();
+            Duration::from_secs(e.saturating_sub(now)).saturating_sub(EXPIRY_MARGIN)
+        }
+    }
+}
+
+/// True for a 40-character lowercase hex string.
+pub fn is_commit_sha(s: &str) -> bool {
+    s.len() == 40 && s.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+}
+
+/// Parses `2024-01-02T12:00:00.000Z` (RFC 3339, UTC or with an offset).
+pub fn parse_rfc3339(s: &str) -> Option<SystemTime> {
+    let b = s.as_bytes();
+    if b.len() < 19 || b[4] != b'-' || b[7] != b'-' || b[10] != b'T' {
+        return None;
+    }
+    let num = |r: std::ops::Range<usize>| s.get(r)?.parse::<i64>().ok();
+    let (y, mo, d) = (num(0..4)?, num(5..7)?, num(8..10)?);
+    let (h, mi, se) = (num(11..13)?, num(14..16)?, num(17..19)?);
+    let mut rest = &s[19..];
+    if let Some(r) = rest.strip_prefix('.') {
+        let n = r.bytes().take_while(u8::is_ascii_digit).count();
+        rest = &r[n..];
+    }
+    let offset = match rest {
+        "Z" | "z" | "" => 0,
+        r if r.len() == 6 && (r.starts_with('+') || r.starts_with('-')) => {
+            let sign = if r.starts_with('-') { -1 } else { 1 };
+            sign * (r[1..3].parse::<i64>().ok()? * 3600 + r[4..6].parse::<i64>().ok()? * 60)
+        }
+        _ => return None,
+    };
+    // Days from civil (Howard Hinnant).
+    let y2 = if mo <= 2 { y - 1 } else { y };
+    let era = y2.div_euclid(400);
+    let yoe = y2 - era * 400;
+    let mp = (mo + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146097 + doe - 719468;
+    let secs = days * 86400 + h * 3600 + mi * 60 + se - offset;
+    u64::try_from(secs)
+        .ok()
+        .map(|s| UNIX_EPOCH + Duration::from_secs(s))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use reqwest::header::HeaderValue;
+
+    #[test]
+    fn content_range_parsing() {
+        assert_eq!(parse_content_range("bytes 0-9/100"), Some((0, 9, Some(100))));
+        assert_eq!(parse_content_range("bytes 5-5/*"), Some((5, 5, None)));
+        assert_eq!(parse_content_range("bytes 9-0/100"), None);
+        assert_eq!(parse_content_range("bytes 0-100/100"), None);
+        assert_eq!(parse_content_range("bytes */100"), None);
+        assert_eq!(parse_content_range("items 0-1/2"), None);
+        assert_eq!(parse_content_range("bytes a-b/c"), None);
+    }
+
+    #[test]
+    fn link_header_next() {
+        let mut h = HeaderMap::new();
+        h.insert(
+            "link",
+            HeaderValue::from_static(
+                "<http://h/api/x?cursor=abc>; rel=\"next\", <http://h/p>; rel=\"prev\"",
+            ),
+        );
+        assert_eq!(next_link(&h).as_deref(), Some("http://h/api/x?cursor=abc"));
+        let mut h2 = HeaderMap::new();
+        h2.insert("link", HeaderValue::from_static("<http://h/p>; rel=\"prev\""));
+        assert_eq!(next_link(&h2), None);
+    }
+
+    #[test]
+    fn rfc3339_dates() {
+        let t = parse_rfc3339("2024-01-02T12:00:00.000Z").unwrap();
+        assert_eq!(t.duration_since(UNIX_EPOCH).unwrap().as_secs(), 1704196800);
+        let t2 = parse_rfc3339("2024-01-02T13:00:00+01:00").unwrap();
+        assert_eq!(t, t2);
+        assert!(parse_rfc3339("yesterday").is_none());
+    }
+
+    #[test]
+    fn redirect_ttl_follows_expires() {
+        let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs();
+        let u = format!("http://cdn/x?Expires={}&Signature=s", now + 3600);
+        let ttl = redirect_ttl(&u);
+        assert!(ttl > Duration::from_secs(3400) && ttl <= Duration::from_secs(3540));
+        let past = format!("http://cdn/x?Expires={}", now - 10);
+        assert_eq!(redirect_ttl(&past), Duration::ZERO);
+        assert_eq!(redirect_ttl("http://cdn/x"), DEFAULT_REDIRECT_TTL);
+    }
+
+    #[test]
+    fn queries_are_redacted_from_error_text() {
+        let s = redact_queries("error sending request for url (http://cdn/x?Signature=abc)");
+        assert!(!s.contains("abc"));
+        assert!(s.contains("http://cdn/x?<redacted>)"));
+    }
+
+    #[test]
+    fn ratelimit_header() {
+        assert_eq!(
+            ratelimit_reset("\"api\";r=0;t=12"),
+            Some(Duration::from_secs(13))
+        );
+        assert_eq!(ratelimit_reset("\"api\";r=5;t=12"), None);
+    }
+}

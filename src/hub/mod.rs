@@ -1,0 +1,160 @@
+//! The Hub client: what hubfs needs from the Hugging Face Hub, as a small trait, plus the real
+//! HTTP implementation ([`http::HttpHub`]) and an in-memory one for tests ([`memory::MemoryHub`]).
+//!
+//! This layer knows HTTP and JSON. It knows nothing of FUSE, inodes or errno.
+
+pub mod auth;
+pub mod error;
+pub mod http;
+pub mod memory;
+pub mod retry;
+pub mod urls;
+
+use std::fmt;
+use std::future::Future;
+use std::time::SystemTime;
+
+use bytes::Bytes;
+
+pub use error::{HttpContext, HubError, NotFoundKind};
+
+/// The kind of a Hub repository. The namespace prefix and API path differ per kind.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum RepoType {
+    /// `/api/models/...`, files at `/{repo}/resolve/...`.
+    Model,
+    /// `/api/datasets/...`, files at `/datasets/{repo}/resolve/...`.
+    Dataset,
+    /// `/api/spaces/...`, files at `/spaces/{repo}/resolve/...`.
+    Space,
+}
+
+impl RepoType {
+    /// The plural used in API paths: `models`, `datasets`, `spaces`.
+    pub fn api_plural(self) -> &'static str {
+        match self {
+            RepoType::Model => "models",
+            RepoType::Dataset => "datasets",
+            RepoType::Space => "spaces",
+        }
+    }
+
+    /// The prefix of file URLs (`resolve`): empty for models.
+    pub fn url_prefix(self) -> &'static str {
+        match self {
+            RepoType::Model => "",
+            RepoType::Dataset => "datasets/",
+            RepoType::Space => "spaces/",
+        }
+    }
+}
+
+/// A repository on the Hub: its kind and its `namespace/name` id. Both parts are validated names
+/// (see `fs::namespace`), so they never contain `/`.
+#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct RepoId {
+    /// Model, dataset or space.
+    pub repo_type: RepoType,
+    /// The user or organisation.
+    pub namespace: String,
+    /// The repository name.
+    pub name: String,
+}
+
+impl RepoId {
+    /// A repo id from its parts.
+    pub fn new(repo_type: RepoType, namespace: &str, name: &str) -> Self {
+        RepoId {
+            repo_type,
+            namespace: namespace.to_owned(),
+            name: name.to_owned(),
+        }
+    }
+}
+
+impl fmt::Display for RepoId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{}{}/{}",
+            self.repo_type.url_prefix(),
+            self.namespace,
+            self.name
+        )
+    }
+}
+
+/// What a revision (branch, tag or sha) resolved to.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CommitInfo {
+    /// The 40-hex commit sha.
+    pub sha: String,
+    /// The commit date (`lastModified`), when the Hub gave one.
+    pub date: Option<SystemTime>,
+}
+
+/// File or directory, as a tree listing reports it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum EntryKind {
+    /// A regular file.
+    File,
+    /// A directory.
+    Directory,
+}
+
+/// One entry of a tree listing at a commit.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TreeEntry {
+    /// Full path from the repo root, `/`-separated.
+    pub path: String,
+    /// File or directory.
+    pub kind: EntryKind,
+    /// Size in bytes (the real size for LFS files); 0 for directories.
+    pub size: u64,
+    /// Content identity: the LFS sha256 for LFS files, else the git oid.
+    pub etag: String,
+}
+
+/// One file's bytes at one commit: everything a range read needs. `etag` identifies the content,
+/// so two paths or commits with the same content share cache blocks.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct FileRef {
+    /// The repository.
+    pub repo: RepoId,
+    /// The commit sha the file is read at (never a branch name).
+    pub commit: String,
+    /// Full path in the repo.
+    pub path: String,
+    /// Size in bytes, from the listing.
+    pub size: u64,
+    /// Content identity (LFS sha256 or git oid).
+    pub etag: String,
+}
+
+/// What the filesystem needs from the Hub. Implemented over HTTP by [`http::HttpHub`] and in memory
+/// by [`memory::MemoryHub`]. Every method is bounded in time by the implementation.
+pub trait HubClient: Send + Sync + 'static {
+    /// Resolves a branch, tag or commit sha to a commit.
+    fn resolve_revision(
+        &self,
+        repo: &RepoId,
+        revision: &str,
+    ) -> impl Future<Output = Result<CommitInfo, HubError>> + Send;
+
+    /// Lists the direct children of directory `path` ("" for the root) at `commit`, every page.
+    fn list_dir(
+        &self,
+        repo: &RepoId,
+        commit: &str,
+        path: &str,
+    ) -> impl Future<Output = Result<Vec<TreeEntry>, HubError>> + Send;
+
+    /// Reads exactly `len` bytes of `file` from `offset`. `offset + len` never exceeds the size;
+    /// an implementation returns exactly `len` bytes or an error, never fewer.
+    fn read_range(
+        &self,
+        file: &FileRef,
+        offset: u64,
+        len: u64,
+    ) -> impl Future<Output = Result<Bytes, HubError>> + Send;
+}

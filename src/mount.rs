@@ -1,0 +1,231 @@
+//! Wiring: tracing, token, runtime, Hub client, filesystem core and the FUSE session; checks of
+//! the mountpoint; clean unmount on SIGINT/SIGTERM.
+
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use fuser::{Config, MountOption, SessionACL};
+
+use crate::cli::MountArgs;
+use crate::config::choose_endpoint;
+use crate::fs::{FsConfig, HubFs};
+use crate::fuse::FuseAdapter;
+use crate::hub::auth::{find_token, ProcessEnv};
+use crate::hub::http::{HttpConfig, HttpHub};
+use crate::hub::HubClient;
+use crate::stats::Stats;
+
+/// Why mounting failed, each with what to do about it.
+#[derive(Debug, thiserror::Error)]
+pub enum MountError {
+    /// The mountpoint does not exist.
+    #[error("mountpoint {0} does not exist; create it with: mkdir -p {0}")]
+    Missing(PathBuf),
+    /// The mountpoint is not a directory.
+    #[error("mountpoint {0} is not a directory")]
+    NotDir(PathBuf),
+    /// Something is mounted there already.
+    #[error("mountpoint {0} is busy: something is already mounted there (see: findmnt {0}); unmount it first with: umount {0}")]
+    Busy(PathBuf),
+    /// A dead FUSE daemon left its mount behind and it could not be cleared.
+    #[error("mountpoint {0} is a stale FUSE mount left by a daemon that died; clear it with: umount -l {0}  (or: fusermount3 -u {0})")]
+    Stale(PathBuf),
+    /// Bad settings or a failure to start.
+    #[error("{0}")]
+    Setup(String),
+    /// The kernel refused the mount.
+    #[error("mount failed at {path}: {source}")]
+    Mount {
+        /// The mountpoint.
+        path: PathBuf,
+        /// Why.
+        source: io::Error,
+    },
+}
+
+/// Sets up logging from env `HUBFS_LOG` (RUST_LOG syntax), default `info`, to stderr.
+pub fn init_tracing() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("HUBFS_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(io::stderr)
+        .try_init();
+}
+
+fn is_mount_point(path: &Path) -> bool {
+    let Ok(canon) = std::fs::canonicalize(path) else {
+        return false;
+    };
+    let Ok(info) = std::fs::read_to_string("/proc/self/mountinfo") else {
+        return false;
+    };
+    info.lines().any(|l| {
+        l.split(' ')
+            .nth(4)
+            .map(unescape_mountinfo)
+            .is_some_and(|m| Path::new(&m) == canon)
+    })
+}
+
+fn unescape_mountinfo(s: &str) -> String {
+    let mut out = String::new();
+    let b = s.as_bytes();
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'\\' && i + 3 < b.len() {
+            if let Ok(v) = u8::from_str_radix(&s[i + 1..i + 4], 8) {
+                out.push(v as char);
+                i += 4;
+                continue;
+            }
+        }
+        out.push(b[i] as char);
+        i += 1;
+    }
+    out
+}
+
+/// Checks the mountpoint: it exists, is a directory, is not mounted already; a stale FUSE mount
+/// (ENOTCONN) is lazily unmounted when we may, else reported with the command to run.
+pub fn check_mountpoint(path: &Path) -> Result<(), MountError> {
+    match std::fs::metadata(path) {
+        Ok(m) if !m.is_dir() => Err(MountError::NotDir(path.to_owned())),
+        Ok(_) if is_mount_point(path) => Err(MountError::Busy(path.to_owned())),
+        Ok(_) => Ok(()),
+        Err(e) if e.raw_os_error() == Some(libc::ENOTCONN) => {
+            tracing::warn!(mountpoint = %path.display(), "stale FUSE mount found; unmounting it lazily");
+            nix::mount::umount2(path, nix::mount::MntFlags::MNT_DETACH)
+                .map_err(|_| MountError::Stale(path.to_owned()))?;
+            match std::fs::metadata(path) {
+                Ok(m) if m.is_dir() => Ok(()),
+                _ => Err(MountError::Stale(path.to_owned())),
+            }
+        }
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            Err(MountError::Missing(path.to_owned()))
+        }
+        Err(e) => Err(MountError::Setup(format!(
+            "cannot use mountpoint {}: {e}",
+            path.display()
+        ))),
+    }
+}
+
+/// The fuser configuration hubfs mounts with.
+pub fn fuse_config(allow_other: bool, threads: usize) -> Config {
+    let mut cfg = Config::default();
+    cfg.mount_options = vec![
+        MountOption::FSName("hubfs".into()),
+        MountOption::Subtype("hubfs".into()),
+        MountOption::RO,
+        MountOption::NoAtime,
+        MountOption::NoSuid,
+        MountOption::NoDev,
+        MountOption::DefaultPermissions,
+    ];
+    cfg.acl = if allow_other {
+        SessionACL::All
+    } else {
+        SessionACL::Owner
+    };
+    cfg.n_threads = Some(threads.max(1));
+    cfg.clone_fd = threads > 1;
+    cfg
+}
+
+/// Mounts `fs` at `mountpoint` in the background; dropping the session unmounts.
+pub fn spawn<C: HubClient>(
+    fs: Arc<HubFs<C>>,
+    rt: tokio::runtime::Handle,
+    mountpoint: &Path,
+    allow_other: bool,
+    threads: usize,
+) -> Result<fuser::BackgroundSession, MountError> {
+    check_mountpoint(mountpoint)?;
+    let adapter = FuseAdapter::new(fs, rt);
+    fuser::spawn_mount(adapter, mountpoint, &fuse_config(allow_other, threads)).map_err(|source| {
+        MountError::Mount {
+            path: mountpoint.to_owned(),
+            source,
+        }
+    })
+}
+
+/// `hubfs mount`: runs until SIGINT/SIGTERM or an external unmount.
+pub fn run(args: MountArgs) -> Result<(), MountError> {
+    let endpoint = choose_endpoint(
+        args.endpoint.as_deref(),
+        std::env::var("HF_ENDPOINT").ok().as_deref(),
+    );
+    let token = find_token(args.token_file.as_deref(), &ProcessEnv)
+        .map_err(|e| MountError::Setup(e.to_string()))?;
+    match &token {
+        Some((_, src)) => tracing::info!(source = %src, "using a Hub token"),
+        None => tracing::info!("no Hub token found: public repos only"),
+    }
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(std::thread::available_parallelism().map_or(4, |n| n.get().max(4)))
+        .thread_name("hubfs-io")
+        .enable_all()
+        .build()
+        .map_err(|e| MountError::Setup(format!("cannot start the runtime: {e}")))?;
+    let mut http = HttpConfig::new(&endpoint);
+    http.token = token.map(|(t, _)| t);
+    http.request_timeout = args.read_timeout;
+    http.read_timeout = args.read_timeout;
+    let hub = Arc::new(HttpHub::new(http).map_err(|e| MountError::Setup(e.to_string()))?);
+    let mut cfg = FsConfig {
+        revision_ttl: args.revision_ttl,
+        cache_bytes: args.cache_size,
+        ..FsConfig::default()
+    };
+    if let Some(u) = args.uid {
+        cfg.uid = u;
+    }
+    if let Some(g) = args.gid {
+        cfg.gid = g;
+    }
+    if cfg.cache_bytes < cfg.block_size * 4 {
+        return Err(MountError::Setup(format!(
+            "--cache-size must be at least {} bytes (4 blocks)",
+            cfg.block_size * 4
+        )));
+    }
+    let stats = Arc::new(Stats::default());
+    let fs = Arc::new(HubFs::new(hub, cfg, stats));
+    let session = spawn(
+        fs,
+        rt.handle().clone(),
+        &args.mountpoint,
+        args.allow_other,
+        args.fuse_threads,
+    )?;
+    tracing::info!(mountpoint = %args.mountpoint.display(), %endpoint, cache_size = args.cache_size, "mounted");
+
+    let ended_by = rt.block_on(async {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .map_err(|e| MountError::Setup(format!("cannot handle SIGTERM: {e}")))?;
+        let mut int = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt())
+            .map_err(|e| MountError::Setup(format!("cannot handle SIGINT: {e}")))?;
+        let mut tick = tokio::time::interval(Duration::from_millis(200));
+        loop {
+            tokio::select! {
+                _ = term.recv() => return Ok("SIGTERM"),
+                _ = int.recv() => return Ok("SIGINT"),
+                _ = tick.tick() => if session.guard.is_finished() { return Ok("external unmount") },
+            }
+        }
+    })?;
+    tracing::info!(reason = ended_by, "unmounting");
+    if ended_by == "external unmount" {
+        let _ = session.join();
+    } else if let Err(e) = session.umount_and_join() {
+        tracing::warn!(error = %e, "unmount reported an error");
+    }
+    rt.shutdown_timeout(Duration::from_secs(2));
+    tracing::info!("unmounted");
+    Ok(())
+}

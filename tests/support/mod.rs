@@ -1,0 +1,82 @@
+//! Test support: a mounted hubfs in a temp dir that unmounts on drop, and FUSE availability checks
+//! that fail loudly under CI instead of skipping.
+
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use hubfs::fs::{FsConfig, HubFs};
+use hubfs::hub::HubClient;
+use hubfs::stats::Stats;
+
+/// True when this machine can mount FUSE. Under `CI=true`, a missing FUSE is a failure.
+pub fn fuse_available() -> bool {
+    let ok = Path::new("/dev/fuse").exists() && nix::unistd::geteuid().is_root();
+    if !ok {
+        if std::env::var("CI").as_deref() == Ok("true") {
+            panic!("FUSE tests need /dev/fuse and root, and CI=true forbids skipping them");
+        }
+        eprintln!("SKIPPED: no /dev/fuse or not root (set CI=true to make this a failure)");
+    }
+    ok
+}
+
+/// A mounted filesystem; unmounts when dropped.
+pub struct Mounted<C: HubClient> {
+    pub dir: tempfile::TempDir,
+    pub fs: Arc<HubFs<C>>,
+    session: Option<fuser::BackgroundSession>,
+    rt: Option<tokio::runtime::Runtime>,
+}
+
+impl<C: HubClient> Mounted<C> {
+    pub fn path(&self) -> PathBuf {
+        self.dir.path().to_owned()
+    }
+
+    pub fn join(&self, rel: &str) -> PathBuf {
+        self.dir.path().join(rel)
+    }
+}
+
+impl<C: HubClient> Drop for Mounted<C> {
+    fn drop(&mut self) {
+        if let Some(s) = self.session.take() {
+            let _ = s.umount_and_join();
+        }
+        if let Some(rt) = self.rt.take() {
+            rt.shutdown_timeout(Duration::from_secs(2));
+        }
+    }
+}
+
+/// Mounts `hub` with `cfg` in a fresh temp dir, on its own runtime.
+pub fn mount<C: HubClient>(hub: Arc<C>, cfg: FsConfig) -> Mounted<C> {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(4)
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let dir = tempfile::Builder::new()
+        .prefix("hubfs-test-")
+        .tempdir()
+        .expect("tempdir");
+    let fs = Arc::new(HubFs::new(hub, cfg, Arc::new(Stats::default())));
+    let session = hubfs::mount::spawn(fs.clone(), rt.handle().clone(), dir.path(), false, 4)
+        .expect("mount");
+    // Wait until the kernel answers for the mount.
+    for _ in 0..100 {
+        if std::fs::metadata(dir.path().join("datasets")).is_ok() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    Mounted {
+        dir,
+        fs,
+        session: Some(session),
+        rt: Some(rt),
+    }
+}

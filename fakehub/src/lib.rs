@@ -1,1 +1,11 @@
-pub fn placeholder() {}
+//! A fake Hugging Face Hub for hubfs tests and benchmarks.
+//!
+//! [`FakeHub`] serves [`Fixtures`] over HTTP on two loopback ports: the Hub itself (repo info,
+//! tree listing, paths-info, refs, `/resolve/`, `/api/resolve-cache/`) and a CDN stand-in that
+//! serves LFS objects through signed, expiring URLs, following `HUB_PROTOCOL.md`.
+
+pub mod fixtures;
+pub mod server;
+
+pub use fixtures::*;
+pub use server::*;

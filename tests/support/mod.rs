@@ -80,3 +80,52 @@ pub fn mount<C: HubClient>(hub: Arc<C>, cfg: FsConfig) -> Mounted<C> {
         rt: Some(rt),
     }
 }
+
+/// Hex sha256 of bytes.
+pub fn sha256_hex(b: &[u8]) -> String {
+    use sha2::Digest;
+    let mut h = sha2::Sha256::new();
+    h.update(b);
+    format!("{:x}", h.finalize())
+}
+
+/// Hex sha256 of a file read in 1 MiB chunks through `read`.
+pub fn sha256_file(p: &Path) -> std::io::Result<String> {
+    use sha2::Digest;
+    use std::io::Read;
+    let mut f = std::fs::File::open(p)?;
+    let mut h = sha2::Sha256::new();
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let n = f.read(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        h.update(&buf[..n]);
+    }
+    Ok(format!("{:x}", h.finalize()))
+}
+
+/// The errno of an io error (panics on a non-OS error).
+pub fn errno(e: &std::io::Error) -> i32 {
+    e.raw_os_error().unwrap_or_else(|| panic!("not an OS error: {e}"))
+}
+
+/// The mount-relative directory of a fixture repo at a ref: `datasets/acme/corpus@refs%2Fpr%2F1`.
+pub fn repo_dir(t: fakehub::RepoType, id: &str, rev: &str) -> String {
+    let prefix = match t {
+        fakehub::RepoType::Model => "",
+        fakehub::RepoType::Dataset => "datasets/",
+        fakehub::RepoType::Space => "spaces/",
+    };
+    format!("{prefix}{id}@{}", rev.replace('/', "%2F"))
+}
+
+/// An HTTP Hub client for a fake Hub, with an optional token.
+pub fn http_hub(hub: &fakehub::FakeHub, token: Option<&str>) -> Arc<hubfs::hub::http::HttpHub> {
+    let mut cfg = hubfs::hub::http::HttpConfig::new(&hub.endpoint());
+    cfg.token = token.and_then(hubfs::hub::auth::Token::parse);
+    cfg.request_timeout = Duration::from_secs(10);
+    cfg.read_timeout = Duration::from_secs(10);
+    Arc::new(hubfs::hub::http::HttpHub::new(cfg).expect("client"))
+}

@@ -1,0 +1,164 @@
+//! The `hubfs` binary as users run it: mount, read, prove no disk writes, clean stop on SIGTERM,
+//! clear messages for a missing, busy or stale mountpoint.
+
+mod support;
+
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use fakehub::{FakeHub, FakeHubOptions, Fixtures, RepoType};
+use support::{repo_dir, sha256_file};
+
+const BIN: &str = env!("CARGO_BIN_EXE_hubfs");
+
+fn is_mounted(p: &Path) -> bool {
+    let canon = std::fs::canonicalize(p).unwrap_or(p.to_owned());
+    std::fs::read_to_string("/proc/self/mountinfo")
+        .unwrap()
+        .lines()
+        .any(|l| l.split(' ').nth(4) == Some(canon.to_str().unwrap()))
+}
+
+fn wait_for(what: &str, mut f: impl FnMut() -> bool) {
+    let t = Instant::now();
+    while !f() {
+        assert!(t.elapsed() < Duration::from_secs(20), "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+struct Daemon {
+    child: Child,
+    home: tempfile::TempDir,
+}
+
+fn start(mnt: &Path, endpoint: &str) -> Daemon {
+    let home = tempfile::tempdir().unwrap();
+    let child = Command::new(BIN)
+        .args(["mount", mnt.to_str().unwrap(), "--endpoint", endpoint, "--cache-size", "64MiB"])
+        .env_clear()
+        .env("HOME", home.path())
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("HUBFS_LOG", "info")
+        .current_dir(home.path())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn hubfs");
+    Daemon { child, home }
+}
+
+fn write_bytes(pid: u32) -> u64 {
+    let io = std::fs::read_to_string(format!("/proc/{pid}/io")).unwrap();
+    io.lines()
+        .find_map(|l| l.strip_prefix("write_bytes: "))
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap()
+}
+
+fn stop(mut d: Daemon) -> (std::process::ExitStatus, String) {
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(d.child.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+    let t = Instant::now();
+    loop {
+        if let Some(st) = d.child.try_wait().unwrap() {
+            let mut err = String::new();
+            use std::io::Read;
+            d.child.stderr.take().unwrap().read_to_string(&mut err).unwrap();
+            return (st, err);
+        }
+        assert!(t.elapsed() < Duration::from_secs(15), "hubfs did not stop on SIGTERM");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn daemon_serves_correct_bytes_writes_nothing_to_disk_and_stops_cleanly() {
+    if !support::fuse_available() {
+        return;
+    }
+    let hub = FakeHub::start(Fixtures::standard(), FakeHubOptions::default()).unwrap();
+    let fx = Fixtures::standard();
+    let mnt = tempfile::tempdir().unwrap();
+    let d = start(mnt.path(), &hub.endpoint());
+    wait_for("the mount", || is_mounted(mnt.path()) && mnt.path().join("datasets").is_dir());
+    let pid = d.child.id();
+    let before = write_bytes(pid);
+    for (t, id) in [(RepoType::Model, "acme/sharded"), (RepoType::Model, "acme/tiny-gpt2"), (RepoType::Dataset, "acme/corpus")] {
+        let c = fx.repo(t, id).unwrap().resolve("main").unwrap();
+        for (path, data) in c.files.iter().take(50) {
+            let p = mnt.path().join(format!("{}/{path}", repo_dir(t, id, "main")));
+            assert_eq!(sha256_file(&p).unwrap(), data.sha256_hex(), "{}", p.display());
+        }
+    }
+    assert_eq!(write_bytes(pid), before, "the daemon wrote bytes to disk");
+    assert_eq!(write_bytes(pid), 0, "the daemon wrote bytes to disk");
+    let left: Vec<_> = std::fs::read_dir(d.home.path()).unwrap().collect();
+    assert!(left.is_empty(), "the daemon created files in HOME/cwd: {left:?}");
+    let fds: Vec<String> = std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .unwrap()
+        .filter_map(|e| std::fs::read_link(e.ok()?.path()).ok())
+        .map(|p| p.display().to_string())
+        .filter(|p| p.starts_with('/') && !p.starts_with("/dev/") && !p.starts_with("/proc/"))
+        .collect();
+    assert!(fds.is_empty(), "the daemon holds files open: {fds:?}");
+    let (status, log) = stop(d);
+    assert!(status.success(), "exit status {status:?}; log:\n{log}");
+    assert!(log.contains("unmounted"), "log:\n{log}");
+    assert!(!is_mounted(mnt.path()), "still mounted after SIGTERM");
+}
+
+#[test]
+fn missing_busy_and_stale_mountpoints_get_clear_messages() {
+    if !support::fuse_available() {
+        return;
+    }
+    let hub = FakeHub::start(Fixtures::standard(), FakeHubOptions::default()).unwrap();
+    // Missing.
+    let out = Command::new(BIN)
+        .args(["mount", "/nonexistent/hubfs-mnt", "--endpoint", &hub.endpoint()])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("does not exist") && err.contains("mkdir -p"), "{err}");
+    // Busy.
+    let mnt = tempfile::tempdir().unwrap();
+    let d = start(mnt.path(), &hub.endpoint());
+    wait_for("the mount", || is_mounted(mnt.path()));
+    let out = Command::new(BIN)
+        .args(["mount", mnt.path().to_str().unwrap(), "--endpoint", &hub.endpoint()])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("busy"), "{err}");
+    // Stale: the daemon is killed; a new one recovers the mountpoint.
+    let mut d = d;
+    d.child.kill().unwrap();
+    d.child.wait().unwrap();
+    let e = std::fs::metadata(mnt.path().join("datasets")).unwrap_err();
+    assert_eq!(e.raw_os_error(), Some(libc::ENOTCONN), "{e}");
+    let d2 = start(mnt.path(), &hub.endpoint());
+    wait_for("the remount", || mnt.path().join("acme/tiny-gpt2@main/config.json").is_file());
+    let (status, log) = stop(d2);
+    assert!(status.success(), "{log}");
+    assert!(log.contains("stale"), "the recovery is logged: {log}");
+}
+
+#[test]
+fn help_explains_every_mount_option() {
+    let out = Command::new(BIN).args(["mount", "--help"]).output().unwrap();
+    let help = String::from_utf8_lossy(&out.stdout);
+    for flag in ["--endpoint", "--token-file", "--cache-size", "--revision-ttl", "--allow-other", "--read-timeout", "HF_TOKEN", "HF_ENDPOINT"] {
+        assert!(help.contains(flag), "help lacks {flag}:\n{help}");
+    }
+    let top = Command::new(BIN).arg("--help").output().unwrap();
+    assert!(String::from_utf8_lossy(&top.stdout).contains("mount"));
+}

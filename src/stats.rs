@@ -7,6 +7,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 pub struct Stats {
     /// Range requests sent to the Hub (after coalescing, before retries).
     pub range_requests: AtomicU64,
+    /// Of those, read-ahead requests.
+    pub prefetch_requests: AtomicU64,
     /// Bytes received from range requests.
     pub bytes_fetched: AtomicU64,
     /// Bytes returned to readers.

@@ -319,7 +319,9 @@ pub(crate) fn sha256_of(data: &[u8]) -> String {
 
 /// True if `s` is a 40-character lower-case hex string.
 pub(crate) fn is_sha40(s: &str) -> bool {
-    s.len() == 40 && s.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    s.len() == 40
+        && s.bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
 }
 
 /// One commit: a full snapshot of the repo's files.
@@ -387,7 +389,11 @@ impl Repo {
     ///
     /// This does not move any ref: call [`Repo::set_ref`] (e.g. `"main"`) afterwards.
     pub fn commit(&mut self, title: &str, files: BTreeMap<String, FileData>) -> String {
-        let parent = self.commits.last().map(|c| c.sha.clone()).unwrap_or_default();
+        let parent = self
+            .commits
+            .last()
+            .map(|c| c.sha.clone())
+            .unwrap_or_default();
         let mut h = Sha1::new();
         h.update(b"commit\0");
         h.update(self.id.as_bytes());
@@ -476,10 +482,7 @@ fn small_floats(seed: u64, n: usize) -> Vec<u8> {
 /// F32 tensors laid out contiguously in the given order; returns (header bytes, data length).
 pub(crate) fn safetensors_header(tensors: &[(String, Vec<u64>)]) -> (Vec<u8>, u64) {
     let mut obj = serde_json::Map::new();
-    obj.insert(
-        "__metadata__".into(),
-        serde_json::json!({"format": "pt"}),
-    );
+    obj.insert("__metadata__".into(), serde_json::json!({"format": "pt"}));
     let mut off = 0u64;
     for (name, shape) in tensors {
         let n: u64 = shape.iter().product::<u64>() * 4;
@@ -491,7 +494,7 @@ pub(crate) fn safetensors_header(tensors: &[(String, Vec<u64>)]) -> (Vec<u8>, u6
     }
     // serde_json's Map is sorted by key; safetensors readers do not care about key order.
     let mut json = serde_json::Value::Object(obj).to_string().into_bytes();
-    while json.len() % 8 != 0 {
+    while !json.len().is_multiple_of(8) {
         json.push(b' ');
     }
     let mut head = (json.len() as u64).to_le_bytes().to_vec();
@@ -507,10 +510,11 @@ fn safetensors_small(tensors: &[(String, Vec<u64>)], seed: u64) -> FileData {
 }
 
 const WORDS: &[&str] = &[
-    "the", "a", "an", "of", "to", "and", "in", "is", "it", "that", "for", "on", "with", "as", "was",
-    "hub", "file", "model", "data", "set", "fuse", "mount", "read", "only", "fake", "test", "token",
-    "hello", "world", "quick", "brown", "fox", "jumps", "over", "lazy", "dog", "cat", "tree", "leaf",
-    "river", "stone", "cloud", "rain", "sun", "moon", "star", "blue", "green", "red", ".", ",",
+    "the", "a", "an", "of", "to", "and", "in", "is", "it", "that", "for", "on", "with", "as",
+    "was", "hub", "file", "model", "data", "set", "fuse", "mount", "read", "only", "fake", "test",
+    "token", "hello", "world", "quick", "brown", "fox", "jumps", "over", "lazy", "dog", "cat",
+    "tree", "leaf", "river", "stone", "cloud", "rain", "sun", "moon", "star", "blue", "green",
+    "red", ".", ",",
 ];
 
 const TINY_VOCAB: u64 = WORDS.len() as u64 + 1;
@@ -634,7 +638,10 @@ fn sharded_files(id: &str, shards: usize, shard_bytes: u64) -> BTreeMap<String, 
 }
 
 fn map(entries: Vec<(&str, FileData)>) -> BTreeMap<String, FileData> {
-    entries.into_iter().map(|(k, v)| (k.to_string(), v)).collect()
+    entries
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v))
+        .collect()
 }
 
 fn jsonl(split: &str, part: usize, lines: usize) -> FileData {
@@ -695,7 +702,10 @@ impl Fixtures {
             "README.md".into(),
             b("---\nlicense: apache-2.0\nlibrary_name: transformers\n---\n\n# tiny-gpt2 (PR #1)\n\nProposed README change.\n"),
         );
-        pr_files.insert("pr-note.txt".into(), b("This file only exists on refs/pr/1.\n"));
+        pr_files.insert(
+            "pr-note.txt".into(),
+            b("This file only exists on refs/pr/1.\n"),
+        );
         let c3 = r.commit("Update README (PR #1)", pr_files);
         r.set_ref("refs/pr/1", &c3);
         repos.push(r);
@@ -717,7 +727,10 @@ impl Fixtures {
             b("---\nlicense: cc-by-4.0\nconfigs:\n- config_name: default\n  data_files:\n  - split: train\n    path: data/train/*.jsonl\n  - split: test\n    path: data/test/*.jsonl\n---\n\n# corpus\n\nA small dataset for hubfs tests.\n"),
         );
         for p in 0..4 {
-            files.insert(format!("data/train/part-{p:05}.jsonl"), jsonl("train", p, 20 + p));
+            files.insert(
+                format!("data/train/part-{p:05}.jsonl"),
+                jsonl("train", p, 20 + p),
+            );
         }
         files.insert("data/test/part-00000.jsonl".into(), jsonl("test", 0, 10));
         files.insert(
@@ -725,10 +738,7 @@ impl Fixtures {
             b("deeply nested file\n"),
         );
         for i in 0..1200 {
-            files.insert(
-                format!("many/item-{i:04}.txt"),
-                b(&format!("item {i}\n")),
-            );
+            files.insert(format!("many/item-{i:04}.txt"), b(&format!("item {i}\n")));
         }
         files.insert(
             "docs/naïve file with spaces.txt".into(),
@@ -873,9 +883,11 @@ impl Fixtures {
                 let Some(commit) = repo.commits.iter().find(|c| &c.sha == sha) else {
                     continue;
                 };
-                let root = dir
-                    .join(repo.repo_type.api_plural())
-                    .join(format!("{}@{}", repo.id, rf.replace('/', "%2F")));
+                let root = dir.join(repo.repo_type.api_plural()).join(format!(
+                    "{}@{}",
+                    repo.id,
+                    rf.replace('/', "%2F")
+                ));
                 for (path, data) in &commit.files {
                     let target = root.join(path);
                     if let Some(parent) = target.parent() {

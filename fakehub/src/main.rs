@@ -1,1 +1,156 @@
-fn main() {}
+//! `fakehub`: serve or export the fake Hugging Face Hub fixtures.
+
+use std::io::Write;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+use fakehub::{FakeHub, FakeHubOptions, Fixtures};
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "fakehub",
+    about = "A fake Hugging Face Hub for tests and offline tries"
+)]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand, Debug)]
+enum Cmd {
+    /// Serve the standard fixtures (plus extras) until SIGINT/SIGTERM.
+    Serve {
+        /// Hub port (0 = any free port).
+        #[arg(long, default_value_t = 0)]
+        hub_port: u16,
+        /// CDN port (0 = any free port).
+        #[arg(long, default_value_t = 0)]
+        cdn_port: u16,
+        /// Tree listing page size.
+        #[arg(long, default_value_t = 1000)]
+        page_size: usize,
+        /// Expiry of signed CDN URLs, in seconds.
+        #[arg(long, default_value_t = 3600)]
+        redirect_ttl_secs: u64,
+        #[command(flatten)]
+        extras: Extras,
+    },
+    /// Write every ref of every repo as DIR/<models|datasets|spaces>/<org>/<name>@<ref>/<path>.
+    Export {
+        /// Target directory.
+        dir: PathBuf,
+        #[command(flatten)]
+        extras: Extras,
+    },
+}
+
+#[derive(Args, Debug)]
+struct Extras {
+    /// A local folder to serve as a model repo (pair each with --repo, in order).
+    #[arg(long)]
+    folder: Vec<PathBuf>,
+    /// The repo id (org/name) for the matching --folder.
+    #[arg(long)]
+    repo: Vec<String>,
+    /// Add a sharded safetensors model with this id.
+    #[arg(long)]
+    sharded_model: Option<String>,
+    /// Number of shards for --sharded-model.
+    #[arg(long, default_value_t = 4)]
+    shards: usize,
+    /// Approximate shard size in MiB for --sharded-model.
+    #[arg(long, default_value_t = 64)]
+    shard_mb: u64,
+    /// Add a model with one large generated file, with this id.
+    #[arg(long)]
+    large_file: Option<String>,
+    /// Size in MiB of --large-file.
+    #[arg(long, default_value_t = 1024)]
+    large_file_mb: u64,
+    /// Path of the file inside --large-file's repo.
+    #[arg(long, default_value = "large.bin")]
+    large_file_path: String,
+}
+
+fn fixtures(extras: &Extras) -> Result<Fixtures, String> {
+    if extras.folder.len() != extras.repo.len() {
+        return Err("each --folder needs a matching --repo".into());
+    }
+    let mut fx = Fixtures::standard();
+    for (dir, id) in extras.folder.iter().zip(&extras.repo) {
+        fx = fx
+            .with_folder(id, dir)
+            .map_err(|e| format!("--folder {}: {e}", dir.display()))?;
+    }
+    if let Some(id) = &extras.sharded_model {
+        fx = fx.with_sharded_model(id, extras.shards, extras.shard_mb << 20);
+    }
+    if let Some(id) = &extras.large_file {
+        fx = fx.with_large_file(id, &extras.large_file_path, extras.large_file_mb << 20);
+    }
+    Ok(fx)
+}
+
+async fn wait_for_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+fn main() {
+    let cli = Cli::parse();
+    let result = match cli.cmd {
+        Cmd::Serve {
+            hub_port,
+            cdn_port,
+            page_size,
+            redirect_ttl_secs,
+            extras,
+        } => fixtures(&extras).and_then(|fx| {
+            let opts = FakeHubOptions {
+                page_size,
+                redirect_ttl: std::time::Duration::from_secs(redirect_ttl_secs),
+                hub_addr: Some(SocketAddr::from(([127, 0, 0, 1], hub_port))),
+                cdn_addr: Some(SocketAddr::from(([127, 0, 0, 1], cdn_port))),
+                ..FakeHubOptions::default()
+            };
+            let hub = FakeHub::start(fx, opts).map_err(|e| format!("start: {e}"))?;
+            let mut out = std::io::stdout();
+            let _ = writeln!(out, "HUB {}", hub.endpoint());
+            let _ = writeln!(out, "CDN {}", hub.cdn_endpoint());
+            let _ = out.flush();
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .map_err(|e| format!("runtime: {e}"))?;
+            rt.block_on(wait_for_signal());
+            hub.stop();
+            Ok(())
+        }),
+        Cmd::Export { dir, extras } => fixtures(&extras).and_then(|fx| {
+            fx.export(&dir)
+                .map_err(|e| format!("export {}: {e}", dir.display()))
+        }),
+    };
+    if let Err(e) = result {
+        eprintln!("fakehub: {e}");
+        std::process::exit(1);
+    }
+}

@@ -1,15 +1,19 @@
 //! A memory-only LRU of fixed-size blocks of file content, keyed by content identity (LFS sha256
-//! or git oid) and block index, with a hard byte capacity. Missing blocks are fetched in contiguous
-//! runs; concurrent readers of a block that is being fetched wait for that one fetch. Bytes of a
-//! fetch in flight are reserved against the capacity before it starts, so cached plus in-flight
-//! bytes stay within the capacity (plus at most the runs that could not be reserved because
-//! everything else was in flight, which the caller bounds by bounding concurrency).
+//! or git oid) and block index, with a hard byte capacity.
+//!
+//! Missing blocks are fetched in runs of contiguous blocks (one range request each), and each
+//! block of a run arrives as its own allocation, so evicting a block frees exactly its bytes.
+//! Concurrent readers of a block that is being fetched wait for that one fetch. The bytes of a
+//! fetch in flight are reserved against the capacity before it starts (evicting least recently
+//! used blocks to make room), so cached plus in-flight bytes stay within the capacity. Read-ahead
+//! ([`BlockCache::prefetch`]) may use at most half of the capacity for bytes in flight and never
+//! evicts to exceed it; demand reads always proceed.
 
 use std::collections::HashMap;
 use std::sync::Arc;
 
 use bytes::{Bytes, BytesMut};
-use futures::future::{BoxFuture, Shared};
+use futures::future::{BoxFuture, FutureExt, Shared};
 use lru::LruCache;
 use parking_lot::Mutex;
 
@@ -17,10 +21,13 @@ use crate::hub::HubError;
 use crate::singleflight::spawn_shared;
 use crate::stats::Stats;
 
-/// Fetches `len` bytes at `offset` of the file being read; returns exactly `len` bytes or an error.
-pub type FetchFn = Arc<dyn Fn(u64, u64) -> BoxFuture<'static, Result<Bytes, HubError>> + Send + Sync>;
+/// Fetches `len` bytes at `offset` of the file being read, as pieces of `piece` bytes (the last
+/// may be shorter); returns exactly `len` bytes in all or an error.
+pub type FetchFn =
+    Arc<dyn Fn(u64, u64, u64) -> BoxFuture<'static, Result<Vec<Bytes>, HubError>> + Send + Sync>;
 
-type RunFuture = Shared<BoxFuture<'static, Result<Bytes, HubError>>>;
+type RunResult = Result<Arc<Vec<Bytes>>, HubError>;
+type RunFuture = Shared<BoxFuture<'static, RunResult>>;
 
 /// A block of one content.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
@@ -31,8 +38,7 @@ struct BlockKey {
 
 struct Inflight {
     run: RunFuture,
-    /// Byte offset of the run in the file.
-    run_offset: u64,
+    run_first: u64,
 }
 
 struct State {
@@ -53,7 +59,14 @@ pub struct BlockCache {
 
 enum Slot {
     Ready(Bytes),
-    Wait { run: RunFuture, run_offset: u64 },
+    Wait { run: RunFuture, run_first: u64 },
+}
+
+/// Why a run is started: a reader waits for it, or it is read-ahead.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Purpose {
+    Demand,
+    Prefetch,
 }
 
 impl BlockCache {
@@ -90,6 +103,11 @@ impl BlockCache {
         self.state.lock().cached_bytes
     }
 
+    /// Bytes reserved by fetches in flight now.
+    pub fn inflight_bytes(&self) -> u64 {
+        self.state.lock().inflight_bytes
+    }
+
     /// Bytes cached plus reserved by fetches in flight.
     pub fn used_bytes(&self) -> u64 {
         let s = self.state.lock();
@@ -111,14 +129,17 @@ impl BlockCache {
     }
 
     /// Reads `len` bytes at `offset` of the content `content` (of `file_size` bytes), from cache
-    /// where possible and through `fetch` otherwise. Short only at end of file.
+    /// where possible and through `fetch` otherwise. Short only at end of file. With
+    /// `sequential`, blocks read to their end are moved to the eviction end of the LRU: a
+    /// sequential reader will not come back for them (the kernel's page cache keeps them).
     pub async fn read(
         self: &Arc<Self>,
         content: &str,
         file_size: u64,
         offset: u64,
         len: u64,
-        fetch: FetchFn,
+        fetch: &FetchFn,
+        sequential: bool,
     ) -> Result<Bytes, HubError> {
         let end = offset.saturating_add(len).min(file_size);
         if offset >= end {
@@ -128,21 +149,30 @@ impl BlockCache {
         let first = offset / bs;
         let last = (end - 1) / bs;
         let content: Arc<str> = Arc::from(content);
-        let slots = self.plan(&content, file_size, first, last, &fetch);
+        let slots = self.plan(&content, file_size, first, last, fetch);
 
         let mut parts = Vec::with_capacity(slots.len());
         for (i, slot) in slots.into_iter().enumerate() {
             let index = first + i as u64;
             let block = match slot {
                 Slot::Ready(b) => b,
-                Slot::Wait { run, run_offset } => {
-                    let run_bytes = run.await?;
-                    let start = (index * bs - run_offset) as usize;
-                    let blen = self.block_len(file_size, index) as usize;
-                    run_bytes.slice(start..start + blen)
+                Slot::Wait { run, run_first } => {
+                    let pieces = run.await?;
+                    pieces[(index - run_first) as usize].clone()
                 }
             };
             parts.push(block);
+        }
+        if sequential {
+            let mut s = self.state.lock();
+            for index in first..=last {
+                if (index + 1) * bs <= end || index * bs + self.block_len(file_size, index) <= end {
+                    s.lru.demote(&BlockKey {
+                        content: content.clone(),
+                        index,
+                    });
+                }
+            }
         }
         // Cut the requested range out of the blocks.
         let head = (offset - first * bs) as usize;
@@ -157,6 +187,66 @@ impl BlockCache {
             out.extend_from_slice(&p[from..from + want]);
         }
         Ok(out.freeze())
+    }
+
+    /// Starts read-ahead of the blocks of `[start, end)` that are neither cached nor in flight, in
+    /// runs of at most the run size, while in-flight bytes stay within half the capacity. Returns
+    /// the offset up to which read-ahead is now cached or in flight.
+    pub fn prefetch(
+        self: &Arc<Self>,
+        content: &str,
+        file_size: u64,
+        start: u64,
+        end: u64,
+        fetch: &FetchFn,
+    ) -> u64 {
+        let end = end.min(file_size);
+        if start >= end {
+            return start.max(end);
+        }
+        let bs = self.block_size;
+        let first = start / bs;
+        let last = (end - 1) / bs;
+        let content: Arc<str> = Arc::from(content);
+        let mut s = self.state.lock();
+        let mut index = first;
+        while index <= last {
+            let key = BlockKey {
+                content: content.clone(),
+                index,
+            };
+            if s.lru.contains(&key) || s.inflight.contains_key(&key) {
+                index += 1;
+                continue;
+            }
+            let mut run_last = index;
+            while run_last < last
+                && run_last + 1 - index < self.max_run_blocks
+                && !s.lru.contains(&BlockKey {
+                    content: content.clone(),
+                    index: run_last + 1,
+                })
+                && !s.inflight.contains_key(&BlockKey {
+                    content: content.clone(),
+                    index: run_last + 1,
+                })
+            {
+                run_last += 1;
+            }
+            let run_len = self.run_len(file_size, index, run_last);
+            if s.inflight_bytes + run_len > self.capacity / 2 {
+                // Back-pressure: this much is already on its way; read-ahead waits for it.
+                return index * bs;
+            }
+            // The spawned task runs on its own; readers find it through `inflight`.
+            let _run = self.start_run(&mut s, &content, file_size, index, run_last, Purpose::Prefetch, fetch);
+            index = run_last + 1;
+        }
+        end
+    }
+
+    fn run_len(&self, file_size: u64, run_first: u64, run_last: u64) -> u64 {
+        run_last * self.block_size + self.block_len(file_size, run_last) - run_first * self.block_size
     }
 
     /// Under the lock: finds each block in the cache or in flight, and starts fetches for runs of
@@ -183,7 +273,7 @@ impl BlockCache {
             } else if let Some(f) = s.inflight.get(&key) {
                 slots.push(Some(Slot::Wait {
                     run: f.run.clone(),
-                    run_offset: f.run_offset,
+                    run_first: f.run_first,
                 }));
             } else {
                 slots.push(None);
@@ -200,60 +290,68 @@ impl BlockCache {
                 continue;
             }
             let mut j = i;
-            while j < slots.len() && slots[j].is_none() && (j - i) < self.max_run_blocks as usize {
+            while j < slots.len() && slots[j].is_none() && ((j - i) as u64) < self.max_run_blocks {
                 j += 1;
             }
             let run_first = first + i as u64;
             let run_last = first + j as u64 - 1;
-            let run_offset = run_first * self.block_size;
-            let run_len = (run_last * self.block_size + self.block_len(file_size, run_last)) - run_offset;
-            self.make_room(&mut s, run_len);
-            s.inflight_bytes += run_len;
-            let run = self.start_run(content.clone(), file_size, run_first, run_last, run_offset, run_len, fetch.clone());
-            for k in i..j {
-                let key = BlockKey {
-                    content: content.clone(),
-                    index: first + k as u64,
-                };
-                s.inflight.insert(
-                    key,
-                    Inflight {
-                        run: run.clone(),
-                        run_offset,
-                    },
-                );
-                slots[k] = Some(Slot::Wait {
+            let run =
+                self.start_run(&mut s, content, file_size, run_first, run_last, Purpose::Demand, fetch);
+            for slot in &mut slots[i..j] {
+                *slot = Some(Slot::Wait {
                     run: run.clone(),
-                    run_offset,
+                    run_first,
                 });
             }
             i = j;
         }
-        slots.into_iter().map(|s| s.expect("every slot planned")).collect()
+        slots
+            .into_iter()
+            .map(|s| s.expect("every slot planned"))
+            .collect()
     }
 
+    /// Under the lock: reserves room for blocks `run_first..=run_last`, registers them as in
+    /// flight and spawns their fetch, which files them in the cache when done.
     #[allow(clippy::too_many_arguments)]
     fn start_run(
         self: &Arc<Self>,
-        content: Arc<str>,
+        s: &mut State,
+        content: &Arc<str>,
         file_size: u64,
         run_first: u64,
         run_last: u64,
-        run_offset: u64,
-        run_len: u64,
-        fetch: FetchFn,
+        purpose: Purpose,
+        fetch: &FetchFn,
     ) -> RunFuture {
+        let run_offset = run_first * self.block_size;
+        let run_len = self.run_len(file_size, run_first, run_last);
+        self.make_room(s, run_len);
+        s.inflight_bytes += run_len;
         let cache = self.clone();
-        let fut = fetch(run_offset, run_len);
-        spawn_shared(async move {
+        let fut = fetch(run_offset, run_len, self.block_size);
+        let content2 = content.clone();
+        let block_size = self.block_size;
+        let run = spawn_shared(async move {
             Stats::add(&cache.stats.range_requests, 1);
-            let result = fut.await.and_then(|b| {
-                if b.len() as u64 == run_len {
-                    Ok(b)
+            if purpose == Purpose::Prefetch {
+                Stats::add(&cache.stats.prefetch_requests, 1);
+            }
+            let blocks = (run_last - run_first + 1) as usize;
+            let result = fut.await.and_then(|pieces| {
+                let ok = pieces.len() == blocks
+                    && pieces.iter().enumerate().all(|(i, p)| {
+                        p.len() as u64 == cache.block_len(file_size, run_first + i as u64)
+                    });
+                if ok {
+                    Ok(Arc::new(pieces))
                 } else {
                     Err(HubError::Protocol {
                         url: String::new(),
-                        message: format!("fetch returned {} bytes, wanted {run_len}", b.len()),
+                        message: format!(
+                            "fetch returned {} pieces for {blocks} blocks of {block_size} bytes",
+                            pieces.len()
+                        ),
                     })
                 }
             });
@@ -261,22 +359,16 @@ impl BlockCache {
             s.inflight_bytes -= run_len;
             for index in run_first..=run_last {
                 let key = BlockKey {
-                    content: content.clone(),
+                    content: content2.clone(),
                     index,
                 };
                 s.inflight.remove(&key);
-                if let Ok(b) = &result {
-                    let start = (index * cache.block_size - run_offset) as usize;
-                    let blen = cache.block_len(file_size, index) as usize;
-                    // Copy so each cached block owns exactly its bytes: evicting a block frees them.
-                    let block = if run_first == run_last {
-                        b.clone()
-                    } else {
-                        Bytes::copy_from_slice(&b[start..start + blen])
-                    };
-                    cache.make_room(&mut s, blen as u64);
-                    if cache.cached_bytes_fit(&s, blen as u64) {
-                        s.cached_bytes += blen as u64;
+                if let Ok(pieces) = &result {
+                    let block = pieces[(index - run_first) as usize].clone();
+                    let blen = block.len() as u64;
+                    cache.make_room(&mut s, blen);
+                    if s.cached_bytes + s.inflight_bytes + blen <= cache.capacity {
+                        s.cached_bytes += blen;
                         if let Some(old) = s.lru.put(key, block) {
                             s.cached_bytes -= old.len() as u64;
                         }
@@ -284,22 +376,51 @@ impl BlockCache {
                 }
             }
             drop(s);
-            if let Ok(b) = &result {
-                Stats::add(&cache.stats.bytes_fetched, b.len() as u64);
+            if result.is_ok() {
+                Stats::add(&cache.stats.bytes_fetched, run_len);
             }
             result
-        })
+        });
+        for index in run_first..=run_last {
+            s.inflight.insert(
+                BlockKey {
+                    content: content.clone(),
+                    index,
+                },
+                Inflight {
+                    run: run.clone(),
+                    run_first,
+                },
+            );
+        }
+        run
     }
+}
 
-    fn cached_bytes_fit(&self, s: &State, extra: u64) -> bool {
-        s.cached_bytes + s.inflight_bytes + extra <= self.capacity
-    }
+/// A [`FetchFn`] over a closure returning one buffer, split into pieces (for tests and simple
+/// sources).
+pub fn fetch_from<F>(f: F) -> FetchFn
+where
+    F: Fn(u64, u64) -> BoxFuture<'static, Result<Bytes, HubError>> + Send + Sync + 'static,
+{
+    let f = Arc::new(f);
+    Arc::new(move |off, len, piece| {
+        let fut = f(off, len);
+        async move {
+            let b = fut.await?;
+            let piece = piece.max(1) as usize;
+            Ok((0..b.len())
+                .step_by(piece)
+                .map(|i| b.slice(i..(i + piece).min(b.len())))
+                .collect())
+        }
+        .boxed()
+    })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use futures::FutureExt;
     use std::sync::atomic::{AtomicU64, Ordering};
     use std::time::Duration;
 
@@ -308,11 +429,10 @@ mod tests {
     }
 
     fn fetcher(data: Bytes, calls: Arc<AtomicU64>, delay_ms: u64) -> FetchFn {
-        Arc::new(move |off, len| {
+        fetch_from(move |off, len| {
             let data = data.clone();
-            let calls = calls.clone();
+            calls.fetch_add(1, Ordering::SeqCst);
             async move {
-                calls.fetch_add(1, Ordering::SeqCst);
                 tokio::time::sleep(Duration::from_millis(delay_ms)).await;
                 Ok(data.slice(off as usize..(off + len) as usize))
             }
@@ -326,10 +446,22 @@ mod tests {
         let calls = Arc::new(AtomicU64::new(0));
         let cache = BlockCache::new(1024, 1 << 20, 4096, Arc::new(Stats::default()));
         let f = fetcher(data.clone(), calls.clone(), 0);
-        for (off, len) in [(0, 1), (1023, 2), (1000, 5000), (9999, 10), (0, 10_000), (5000, 0), (20_000, 5)] {
-            let got = cache.read("c", 10_000, off, len, f.clone()).await.unwrap();
+        for (off, len) in [
+            (0, 1),
+            (1023, 2),
+            (1000, 5000),
+            (9999, 10),
+            (0, 10_000),
+            (5000, 0),
+            (20_000, 5),
+        ] {
+            let got = cache.read("c", 10_000, off, len, &f, false).await.unwrap();
             let end = (off + len).min(10_000);
-            let want = if off >= 10_000 { &[][..] } else { &data[off as usize..end as usize] };
+            let want = if off >= 10_000 {
+                &[][..]
+            } else {
+                &data[off as usize..end as usize]
+            };
             assert_eq!(&got[..], want, "off {off} len {len}");
         }
     }
@@ -340,9 +472,9 @@ mod tests {
         let calls = Arc::new(AtomicU64::new(0));
         let cache = BlockCache::new(1024, 1 << 20, 1 << 20, Arc::new(Stats::default()));
         let f = fetcher(data, calls.clone(), 0);
-        cache.read("c", 4096, 0, 4096, f.clone()).await.unwrap();
+        cache.read("c", 4096, 0, 4096, &f, false).await.unwrap();
         assert_eq!(calls.load(Ordering::SeqCst), 1, "one run for four missing blocks");
-        cache.read("c", 4096, 100, 3000, f).await.unwrap();
+        cache.read("c", 4096, 100, 3000, &f, false).await.unwrap();
         assert_eq!(calls.load(Ordering::SeqCst), 1);
     }
 
@@ -353,15 +485,15 @@ mod tests {
         let cache = BlockCache::new(1024, 8 * 1024, 2048, Arc::new(Stats::default()));
         let f = fetcher(data.clone(), calls.clone(), 0);
         for i in 0..64u64 {
-            let got = cache.read("c", 64 * 1024, i * 1024, 1024, f.clone()).await.unwrap();
+            let got = cache.read("c", 64 * 1024, i * 1024, 1024, &f, false).await.unwrap();
             assert_eq!(&got[..], &data[(i * 1024) as usize..((i + 1) * 1024) as usize]);
             assert!(cache.used_bytes() <= cache.capacity(), "used {}", cache.used_bytes());
         }
         assert_eq!(cache.cached_bytes(), 8 * 1024);
         let before = calls.load(Ordering::SeqCst);
-        cache.read("c", 64 * 1024, 63 * 1024, 10, f.clone()).await.unwrap();
+        cache.read("c", 64 * 1024, 63 * 1024, 10, &f, false).await.unwrap();
         assert_eq!(calls.load(Ordering::SeqCst), before, "recent block still cached");
-        cache.read("c", 64 * 1024, 0, 10, f).await.unwrap();
+        cache.read("c", 64 * 1024, 0, 10, &f, false).await.unwrap();
         assert_eq!(calls.load(Ordering::SeqCst), before + 1, "oldest block was evicted");
     }
 
@@ -375,7 +507,9 @@ mod tests {
         for i in 0..32u64 {
             let cache = cache.clone();
             let f = f.clone();
-            tasks.push(tokio::spawn(async move { cache.read("c", 4096, i * 100, 100, f).await }));
+            tasks.push(tokio::spawn(async move {
+                cache.read("c", 4096, i * 100, 100, &f, false).await
+            }));
         }
         for (i, t) in tasks.into_iter().enumerate() {
             let got = t.await.unwrap().unwrap();
@@ -389,7 +523,7 @@ mod tests {
         let cache = BlockCache::new(1024, 1 << 20, 4096, Arc::new(Stats::default()));
         let calls = Arc::new(AtomicU64::new(0));
         let c2 = calls.clone();
-        let failing: FetchFn = Arc::new(move |_, _| {
+        let failing = fetch_from(move |_, _| {
             c2.fetch_add(1, Ordering::SeqCst);
             async {
                 Err(HubError::Network {
@@ -399,8 +533,8 @@ mod tests {
             }
             .boxed()
         });
-        assert!(cache.read("c", 100, 0, 10, failing.clone()).await.is_err());
-        assert!(cache.read("c", 100, 0, 10, failing).await.is_err());
+        assert!(cache.read("c", 100, 0, 10, &failing, false).await.is_err());
+        assert!(cache.read("c", 100, 0, 10, &failing, false).await.is_err());
         assert_eq!(calls.load(Ordering::SeqCst), 2, "errors are not cached");
         assert_eq!(cache.used_bytes(), 0);
     }
@@ -408,7 +542,44 @@ mod tests {
     #[tokio::test]
     async fn short_fetch_is_an_error_not_short_data() {
         let cache = BlockCache::new(1024, 1 << 20, 4096, Arc::new(Stats::default()));
-        let short: FetchFn = Arc::new(|_, len| async move { Ok(Bytes::from(vec![0u8; (len - 1) as usize])) }.boxed());
-        assert!(cache.read("c", 1000, 0, 1000, short).await.is_err());
+        let short = fetch_from(|_, len| {
+            async move { Ok(Bytes::from(vec![0u8; (len - 1) as usize])) }.boxed()
+        });
+        assert!(cache.read("c", 1000, 0, 1000, &short, false).await.is_err());
+    }
+
+    #[tokio::test]
+    async fn prefetch_fills_ahead_in_parallel_runs_within_half_the_capacity() {
+        let data = content(64 * 1024);
+        let calls = Arc::new(AtomicU64::new(0));
+        let cache = BlockCache::new(1024, 16 * 1024, 4096, Arc::new(Stats::default()));
+        let f = fetcher(data.clone(), calls.clone(), 30);
+        let until = cache.prefetch("c", 64 * 1024, 0, 32 * 1024, &f);
+        assert_eq!(until, 8 * 1024, "stops at half the capacity in flight");
+        assert_eq!(calls.load(Ordering::SeqCst), 2, "two runs of four blocks");
+        assert!(cache.used_bytes() <= cache.capacity());
+        // A reader of prefetched blocks waits for them rather than fetching again.
+        let got = cache.read("c", 64 * 1024, 0, 8 * 1024, &f, true).await.unwrap();
+        assert_eq!(&got[..], &data[..8 * 1024]);
+        assert_eq!(calls.load(Ordering::SeqCst), 2);
+        // Prefetching what is cached does nothing.
+        assert_eq!(cache.prefetch("c", 64 * 1024, 0, 8 * 1024, &f), 8 * 1024);
+        assert_eq!(calls.load(Ordering::SeqCst), 2);
+    }
+
+    #[tokio::test]
+    async fn sequentially_consumed_blocks_are_evicted_first() {
+        let data = content(16 * 1024);
+        let calls = Arc::new(AtomicU64::new(0));
+        let cache = BlockCache::new(1024, 4 * 1024, 1024, Arc::new(Stats::default()));
+        let f = fetcher(data.clone(), calls.clone(), 0);
+        // Blocks 0 and 1 read sequentially (consumed), block 2 and 3 read-ahead (unread).
+        cache.read("c", 16 * 1024, 0, 2048, &f, true).await.unwrap();
+        cache.read("c", 16 * 1024, 2048, 2048, &f, false).await.unwrap();
+        let before = calls.load(Ordering::SeqCst);
+        // Two more blocks need room: the consumed ones go, the unread ones stay.
+        cache.read("c", 16 * 1024, 8 * 1024, 2048, &f, false).await.unwrap();
+        cache.read("c", 16 * 1024, 2048, 2048, &f, false).await.unwrap();
+        assert_eq!(calls.load(Ordering::SeqCst), before + 2);
     }
 }

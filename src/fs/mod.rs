@@ -20,7 +20,7 @@ use inode::{Inode, InodeTable, Node, NodeKey, RefName, Snapshot, ROOT_INO};
 use listing::{Listing, ListingCache};
 use namespace::{parse_repo_dir, parse_root_name, RootName};
 
-use crate::cache::{BlockCache, FetchFn};
+use crate::cache::{BlockCache, FetchFn, PrefetchConfig, Prefetcher};
 use crate::hub::{CommitInfo, EntryKind, FileRef, HubClient, RepoId, RepoType};
 use crate::singleflight::SingleFlight;
 use crate::stats::Stats;
@@ -45,6 +45,8 @@ pub struct FsConfig {
     pub max_request_bytes: u64,
     /// Most folder entries kept in the listing cache.
     pub listing_entries: usize,
+    /// Read-ahead of sequential readers (its window is capped at a quarter of the cache).
+    pub prefetch: PrefetchConfig,
 }
 
 impl Default for FsConfig {
@@ -57,6 +59,7 @@ impl Default for FsConfig {
             cache_bytes: 512 << 20,
             max_request_bytes: 8 << 20,
             listing_entries: 1_000_000,
+            prefetch: PrefetchConfig::default(),
         }
     }
 }
@@ -117,6 +120,7 @@ pub struct HubFs<C: HubClient> {
     cfg: FsConfig,
     inodes: InodeTable,
     blocks: Arc<BlockCache>,
+    prefetcher: Prefetcher,
     listings: ListingCache,
     refs: Mutex<std::collections::HashMap<(RepoType, String, String), Arc<RefName>>>,
     resolving: SingleFlight<(RepoId, String), CommitInfo>,
@@ -134,8 +138,12 @@ impl<C: HubClient> HubFs<C> {
             cfg.max_request_bytes,
             stats.clone(),
         );
+        let mut pcfg = cfg.prefetch.clone();
+        pcfg.max_window = pcfg.max_window.min(cfg.cache_bytes / 4).max(cfg.block_size);
+        pcfg.initial_window = pcfg.initial_window.min(pcfg.max_window);
         HubFs {
             hub,
+            prefetcher: Prefetcher::new(pcfg),
             listings: ListingCache::new(cfg.listing_entries),
             cfg,
             inodes: InodeTable::new(),
@@ -494,19 +502,31 @@ impl<C: HubClient> HubFs<C> {
         };
         let hub = self.hub.clone();
         let f = Arc::new(file.clone());
-        let fetch: FetchFn = Arc::new(move |off, len| {
+        let fetch: FetchFn = Arc::new(move |off, len, piece| {
             let hub = hub.clone();
             let f = f.clone();
-            async move { hub.read_range(&f, off, len).await }.boxed()
+            async move { hub.read_range(&f, off, len, piece).await }.boxed()
         });
         let content_key = if file.etag.is_empty() {
             format!("{}@{}/{}", file.repo, file.commit, file.path)
         } else {
             format!("{}:{}", file.etag, file.size)
         };
+        let advice = self
+            .prefetcher
+            .on_read(&content_key, file.size, offset, size as u64, |a, b| {
+                self.blocks.prefetch(&content_key, file.size, a, b, &fetch)
+            });
         let data = self
             .blocks
-            .read(&content_key, file.size, offset, size as u64, fetch)
+            .read(
+                &content_key,
+                file.size,
+                offset,
+                size as u64,
+                &fetch,
+                advice.sequential,
+            )
             .await?;
         Stats::add(&self.stats.bytes_served, data.len() as u64);
         Ok(data)

@@ -53,7 +53,8 @@ impl fmt::Display for HttpContext {
 /// reader that waited on it.
 #[derive(Clone, Debug, thiserror::Error)]
 pub enum HubError {
-    /// 404 (or the Hub's 401 `RepoNotFound` without a token): the thing does not exist for us.
+    /// 404: the repo, revision or file does not exist for us. (A 401 `RepoNotFound`, which the
+    /// Hub gives for a missing or private repo when no token is sent, is [`HubError::Denied`].)
     #[error("not found: {context}")]
     NotFound {
         /// Repo, revision or entry.

@@ -45,6 +45,8 @@ pub struct HttpConfig {
     pub read_timeout: Duration,
     /// Retries of transient failures.
     pub retry: RetryPolicy,
+    /// Most range-request bodies downloaded at once (each is one connection).
+    pub max_connections: usize,
 }
 
 impl HttpConfig {
@@ -56,6 +58,7 @@ impl HttpConfig {
             request_timeout: Duration::from_secs(30),
             read_timeout: Duration::from_secs(30),
             retry: RetryPolicy::default(),
+            max_connections: 16,
         }
     }
 }
@@ -72,6 +75,7 @@ pub struct HttpHub {
     origin: url::Origin,
     cfg: HttpConfig,
     redirects: Mutex<LruCache<String, CachedRedirect>>,
+    connections: tokio::sync::Semaphore,
 }
 
 /// A response after redirects, with the URL that produced it.
@@ -135,6 +139,7 @@ impl HttpHub {
             redirects: Mutex::new(LruCache::new(
                 NonZeroUsize::new(4096).expect("non-zero"),
             )),
+            connections: tokio::sync::Semaphore::new(cfg.max_connections.max(1)),
             cfg,
         })
     }
@@ -231,7 +236,7 @@ impl HttpHub {
 
     async fn body_json<T: for<'de> Deserialize<'de>>(&self, sent: Sent) -> Result<T, HubError> {
         let url = redact_url(&sent.url);
-        let bytes = read_body(sent.resp, &url, self.cfg.read_timeout, 256 << 20, None).await?;
+        let bytes = read_body(sent.resp, &url, self.cfg.read_timeout, 256 << 20).await?;
         serde_json::from_slice(&bytes).map_err(|e| HubError::Protocol {
             url,
             message: format!("invalid JSON: {e}"),
@@ -275,7 +280,17 @@ impl HttpHub {
         file: &FileRef,
         offset: u64,
         len: u64,
-    ) -> Result<(Bytes, String), HubError> {
+        piece: u64,
+    ) -> Result<(Vec<Bytes>, String), HubError> {
+        // One permit per range request in flight: bounds connections and buffered bodies.
+        let _permit = self
+            .connections
+            .acquire()
+            .await
+            .map_err(|_| HubError::Protocol {
+                url: redact_url(start_url),
+                message: "client shut down".into(),
+            })?;
         let end = offset + len - 1;
         let range = format!("bytes={offset}-{end}");
         let sent = self.send(Method::GET, start_url, Some(&range)).await?;
@@ -316,7 +331,7 @@ impl HttpHub {
             }
             _ => return Err(error_from_response(sent.resp, &sent.url).await),
         }
-        let body = read_body(sent.resp, &url, self.cfg.read_timeout, len, Some(len)).await?;
+        let body = read_pieces(sent.resp, &url, self.cfg.read_timeout, len, piece).await?;
         Ok((body, sent.url))
     }
 }
@@ -401,9 +416,15 @@ impl HubClient for HttpHub {
         })
     }
 
-    async fn read_range(&self, file: &FileRef, offset: u64, len: u64) -> Result<Bytes, HubError> {
+    async fn read_range(
+        &self,
+        file: &FileRef,
+        offset: u64,
+        len: u64,
+        piece: u64,
+    ) -> Result<Vec<Bytes>, HubError> {
         if len == 0 {
-            return Ok(Bytes::new());
+            return Ok(Vec::new());
         }
         if offset.checked_add(len).is_none_or(|e| e > file.size) {
             return Err(HubError::Protocol {
@@ -419,7 +440,7 @@ impl HubClient for HttpHub {
                 loop {
                     let cached = self.cached_redirect(&resolve);
                     let start = cached.as_deref().unwrap_or(&resolve);
-                    match self.range_once(start, file, offset, len).await {
+                    match self.range_once(start, file, offset, len, piece).await {
                         Ok((bytes, final_url)) => {
                             if final_url != resolve && cached.as_deref() != Some(&final_url) {
                                 self.remember_redirect(&resolve, &final_url);
@@ -445,17 +466,14 @@ impl HubClient for HttpHub {
     }
 }
 
-/// Reads a body, failing when it stalls for `read_timeout`, exceeds `limit`, or (with `exact`)
-/// ends before that many bytes.
+/// Reads a (JSON) body, failing when it stalls for `read_timeout` or exceeds `limit`.
 async fn read_body(
     mut resp: Response,
     url: &str,
     read_timeout: Duration,
     limit: u64,
-    exact: Option<u64>,
 ) -> Result<Bytes, HubError> {
-    let cap = exact.unwrap_or(0).min(64 << 20) as usize;
-    let mut buf = BytesMut::with_capacity(cap);
+    let mut buf = BytesMut::new();
     loop {
         match tokio::time::timeout(read_timeout, resp.chunk()).await {
             Err(_) => {
@@ -482,15 +500,71 @@ async fn read_body(
             }
         }
     }
-    if let Some(n) = exact {
-        if buf.len() as u64 != n {
+    Ok(buf.freeze())
+}
+
+/// Reads a body of exactly `len` bytes into pieces of `piece` bytes, failing when it stalls for
+/// `read_timeout`, runs long, or ends short.
+async fn read_pieces(
+    mut resp: Response,
+    url: &str,
+    read_timeout: Duration,
+    len: u64,
+    piece: u64,
+) -> Result<Vec<Bytes>, HubError> {
+    let piece = piece.clamp(1, len.max(1));
+    let mut pieces = Vec::with_capacity(len.div_ceil(piece) as usize);
+    let mut got: u64 = 0;
+    let mut cur = BytesMut::with_capacity(piece.min(len) as usize);
+    loop {
+        let chunk = match tokio::time::timeout(read_timeout, resp.chunk()).await {
+            Err(_) => {
+                return Err(HubError::Timeout {
+                    url: url.to_owned(),
+                    after: read_timeout,
+                })
+            }
+            Ok(Err(e)) => {
+                return Err(HubError::Network {
+                    url: url.to_owned(),
+                    message: format!("body cut after {got} bytes: {}", error_chain(&e)),
+                })
+            }
+            Ok(Ok(None)) => break,
+            Ok(Ok(Some(c))) => c,
+        };
+        if got + chunk.len() as u64 > len {
             return Err(HubError::Protocol {
                 url: url.to_owned(),
-                message: format!("short body: {} of {n} bytes", buf.len()),
+                message: format!("body longer than the {len} bytes asked for"),
             });
         }
+        got += chunk.len() as u64;
+        let mut rest = &chunk[..];
+        while !rest.is_empty() {
+            let room = cur.capacity() - cur.len();
+            let n = room.min(rest.len());
+            cur.extend_from_slice(&rest[..n]);
+            rest = &rest[n..];
+            if cur.len() == cur.capacity() {
+                let done = std::mem::replace(
+                    &mut cur,
+                    BytesMut::with_capacity(piece.min(len - got + rest.len() as u64) as usize),
+                );
+                pieces.push(done.freeze());
+            }
+        }
     }
-    Ok(buf.freeze())
+    if got != len {
+        return Err(HubError::Protocol {
+            url: url.to_owned(),
+            message: format!("short body: {got} of {len} bytes"),
+        });
+    }
+    if !cur.is_empty() {
+        pieces.push(cur.freeze());
+    }
+    Ok(pieces)
 }
 
 /// Classifies a non-success response, reading the Hub's error headers and JSON body.

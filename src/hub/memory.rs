@@ -185,7 +185,13 @@ impl HubClient for MemoryHub {
         })
     }
 
-    async fn read_range(&self, file: &FileRef, offset: u64, len: u64) -> Result<Bytes, HubError> {
+    async fn read_range(
+        &self,
+        file: &FileRef,
+        offset: u64,
+        len: u64,
+        piece: u64,
+    ) -> Result<Vec<Bytes>, HubError> {
         self.calls.range.fetch_add(1, Ordering::Relaxed);
         let delay = *self.range_delay.lock();
         if let Some(d) = delay {
@@ -205,7 +211,11 @@ impl HubClient for MemoryHub {
             }
         })?;
         self.calls.bytes.fetch_add(len, Ordering::Relaxed);
-        Ok(bytes)
+        let piece = piece.max(1) as usize;
+        Ok((0..bytes.len())
+            .step_by(piece)
+            .map(|i| bytes.slice(i..(i + piece).min(bytes.len())))
+            .collect())
     }
 }
 

@@ -149,12 +149,15 @@ pub trait HubClient: Send + Sync + 'static {
         path: &str,
     ) -> impl Future<Output = Result<Vec<TreeEntry>, HubError>> + Send;
 
-    /// Reads exactly `len` bytes of `file` from `offset`. `offset + len` never exceeds the size;
-    /// an implementation returns exactly `len` bytes or an error, never fewer.
+    /// Reads exactly `len` bytes of `file` from `offset`, returned as consecutive pieces of
+    /// `piece` bytes (the last may be shorter), so that a caller caching fixed-size blocks keeps
+    /// each piece as its own allocation. `offset + len` never exceeds the size; an implementation
+    /// returns exactly `len` bytes or an error, never fewer.
     fn read_range(
         &self,
         file: &FileRef,
         offset: u64,
         len: u64,
-    ) -> impl Future<Output = Result<Bytes, HubError>> + Send;
+        piece: u64,
+    ) -> impl Future<Output = Result<Vec<Bytes>, HubError>> + Send;
 }

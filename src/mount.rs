@@ -51,23 +51,35 @@ pub fn init_tracing() {
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::IsTerminal::is_terminal(&io::stderr()))
         .with_writer(io::stderr)
         .try_init();
 }
 
-fn is_mount_point(path: &Path) -> bool {
-    let Ok(canon) = std::fs::canonicalize(path) else {
-        return false;
-    };
-    let Ok(info) = std::fs::read_to_string("/proc/self/mountinfo") else {
-        return false;
-    };
-    info.lines().any(|l| {
-        l.split(' ')
-            .nth(4)
-            .map(unescape_mountinfo)
-            .is_some_and(|m| Path::new(&m) == canon)
+/// The filesystem type of the mount at exactly `path`, if `path` is a mount point.
+fn mount_type(path: &Path) -> Option<String> {
+    let canon = std::fs::canonicalize(path).ok()?;
+    let info = std::fs::read_to_string("/proc/self/mountinfo").ok()?;
+    info.lines().rev().find_map(|l| {
+        let mut fields = l.split(' ');
+        let point = unescape_mountinfo(fields.nth(4)?);
+        if Path::new(&point) != canon {
+            return None;
+        }
+        let mut rest = l.split(" - ").nth(1)?.split(' ');
+        rest.next().map(str::to_owned)
     })
+}
+
+/// Lazily unmounts a dead FUSE mount at `path`, or says what to run.
+fn clear_stale(path: &Path) -> Result<(), MountError> {
+    tracing::warn!(mountpoint = %path.display(), "stale FUSE mount found (its daemon died); unmounting it lazily");
+    nix::mount::umount2(path, nix::mount::MntFlags::MNT_DETACH)
+        .map_err(|_| MountError::Stale(path.to_owned()))?;
+    match std::fs::metadata(path) {
+        Ok(m) if m.is_dir() && mount_type(path).is_none() => Ok(()),
+        _ => Err(MountError::Stale(path.to_owned())),
+    }
 }
 
 fn unescape_mountinfo(s: &str) -> String {
@@ -91,19 +103,20 @@ fn unescape_mountinfo(s: &str) -> String {
 /// Checks the mountpoint: it exists, is a directory, is not mounted already; a stale FUSE mount
 /// (ENOTCONN) is lazily unmounted when we may, else reported with the command to run.
 pub fn check_mountpoint(path: &Path) -> Result<(), MountError> {
+    let enotconn = |e: &io::Error| e.raw_os_error() == Some(libc::ENOTCONN);
     match std::fs::metadata(path) {
         Ok(m) if !m.is_dir() => Err(MountError::NotDir(path.to_owned())),
-        Ok(_) if is_mount_point(path) => Err(MountError::Busy(path.to_owned())),
-        Ok(_) => Ok(()),
-        Err(e) if e.raw_os_error() == Some(libc::ENOTCONN) => {
-            tracing::warn!(mountpoint = %path.display(), "stale FUSE mount found; unmounting it lazily");
-            nix::mount::umount2(path, nix::mount::MntFlags::MNT_DETACH)
-                .map_err(|_| MountError::Stale(path.to_owned()))?;
-            match std::fs::metadata(path) {
-                Ok(m) if m.is_dir() => Ok(()),
-                _ => Err(MountError::Stale(path.to_owned())),
-            }
-        }
+        Ok(_) => match mount_type(path) {
+            None => Ok(()),
+            // The kernel may answer stat from cached attributes; opening the directory reaches
+            // the daemon, or fails with ENOTCONN when it is gone.
+            Some(t) if t.starts_with("fuse") => match std::fs::read_dir(path) {
+                Err(e) if enotconn(&e) => clear_stale(path),
+                _ => Err(MountError::Busy(path.to_owned())),
+            },
+            Some(_) => Err(MountError::Busy(path.to_owned())),
+        },
+        Err(e) if enotconn(&e) => clear_stale(path),
         Err(e) if e.kind() == io::ErrorKind::NotFound => {
             Err(MountError::Missing(path.to_owned()))
         }

@@ -3,7 +3,9 @@
 
 mod support;
 
+use std::io::Read;
 use std::path::Path;
+use std::sync::{Arc, Mutex};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -20,10 +22,14 @@ fn is_mounted(p: &Path) -> bool {
         .any(|l| l.split(' ').nth(4) == Some(canon.to_str().unwrap()))
 }
 
-fn wait_for(what: &str, mut f: impl FnMut() -> bool) {
+fn wait_for(what: &str, d: &Daemon, mut f: impl FnMut() -> bool) {
     let t = Instant::now();
     while !f() {
-        assert!(t.elapsed() < Duration::from_secs(20), "timed out waiting for {what}");
+        assert!(
+            t.elapsed() < Duration::from_secs(20),
+            "timed out waiting for {what}; daemon log:\n{}",
+            d.log()
+        );
         std::thread::sleep(Duration::from_millis(50));
     }
 }
@@ -31,11 +37,19 @@ fn wait_for(what: &str, mut f: impl FnMut() -> bool) {
 struct Daemon {
     child: Child,
     home: tempfile::TempDir,
+    /// The daemon's stderr, collected from a pipe (a log file would count as disk writes).
+    log: Arc<Mutex<String>>,
+}
+
+impl Daemon {
+    fn log(&self) -> String {
+        self.log.lock().unwrap().clone()
+    }
 }
 
 fn start(mnt: &Path, endpoint: &str) -> Daemon {
     let home = tempfile::tempdir().unwrap();
-    let child = Command::new(BIN)
+    let mut child = Command::new(BIN)
         .args(["mount", mnt.to_str().unwrap(), "--endpoint", endpoint, "--cache-size", "64MiB"])
         .env_clear()
         .env("HOME", home.path())
@@ -46,7 +60,19 @@ fn start(mnt: &Path, endpoint: &str) -> Daemon {
         .stderr(Stdio::piped())
         .spawn()
         .expect("spawn hubfs");
-    Daemon { child, home }
+    let log = Arc::new(Mutex::new(String::new()));
+    let mut err = child.stderr.take().expect("stderr");
+    let sink = log.clone();
+    std::thread::spawn(move || {
+        let mut buf = [0u8; 4096];
+        while let Ok(n) = err.read(&mut buf) {
+            if n == 0 {
+                break;
+            }
+            sink.lock().unwrap().push_str(&String::from_utf8_lossy(&buf[..n]));
+        }
+    });
+    Daemon { child, home, log }
 }
 
 fn write_bytes(pid: u32) -> u64 {
@@ -68,10 +94,8 @@ fn stop(mut d: Daemon) -> (std::process::ExitStatus, String) {
     let t = Instant::now();
     loop {
         if let Some(st) = d.child.try_wait().unwrap() {
-            let mut err = String::new();
-            use std::io::Read;
-            d.child.stderr.take().unwrap().read_to_string(&mut err).unwrap();
-            return (st, err);
+            std::thread::sleep(Duration::from_millis(100));
+            return (st, d.log());
         }
         assert!(t.elapsed() < Duration::from_secs(15), "hubfs did not stop on SIGTERM");
         std::thread::sleep(Duration::from_millis(50));
@@ -87,7 +111,7 @@ fn daemon_serves_correct_bytes_writes_nothing_to_disk_and_stops_cleanly() {
     let fx = Fixtures::standard();
     let mnt = tempfile::tempdir().unwrap();
     let d = start(mnt.path(), &hub.endpoint());
-    wait_for("the mount", || is_mounted(mnt.path()) && mnt.path().join("datasets").is_dir());
+    wait_for("the mount", &d, || is_mounted(mnt.path()) && mnt.path().join("datasets").is_dir());
     let pid = d.child.id();
     let before = write_bytes(pid);
     for (t, id) in [(RepoType::Model, "acme/sharded"), (RepoType::Model, "acme/tiny-gpt2"), (RepoType::Dataset, "acme/corpus")] {
@@ -131,7 +155,7 @@ fn missing_busy_and_stale_mountpoints_get_clear_messages() {
     // Busy.
     let mnt = tempfile::tempdir().unwrap();
     let d = start(mnt.path(), &hub.endpoint());
-    wait_for("the mount", || is_mounted(mnt.path()));
+    wait_for("the mount", &d, || is_mounted(mnt.path()));
     let out = Command::new(BIN)
         .args(["mount", mnt.path().to_str().unwrap(), "--endpoint", &hub.endpoint()])
         .output()
@@ -146,7 +170,7 @@ fn missing_busy_and_stale_mountpoints_get_clear_messages() {
     let e = std::fs::metadata(mnt.path().join("datasets")).unwrap_err();
     assert_eq!(e.raw_os_error(), Some(libc::ENOTCONN), "{e}");
     let d2 = start(mnt.path(), &hub.endpoint());
-    wait_for("the remount", || mnt.path().join("acme/tiny-gpt2@main/config.json").is_file());
+    wait_for("the remount", &d2, || mnt.path().join("acme/tiny-gpt2@main/config.json").is_file());
     let (status, log) = stop(d2);
     assert!(status.success(), "{log}");
     assert!(log.contains("stale"), "the recovery is logged: {log}");

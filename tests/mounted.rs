@@ -303,7 +303,7 @@ fn every_write_is_erofs() {
         ("open for write", std::fs::OpenOptions::new().write(true).open(&file).map(|_| ())),
         ("append", std::fs::OpenOptions::new().append(true).open(&file).map(|_| ())),
         ("mkdir", std::fs::create_dir(dir.join("d"))),
-        ("mkdir at root", std::fs::create_dir(m.join("neworg-dir-x"))),
+        ("mkdir at root", std::fs::create_dir(m.join("not an org"))),
         ("unlink", std::fs::remove_file(&file)),
         ("rmdir", std::fs::remove_dir(m.join("datasets"))),
         ("rename", std::fs::rename(&file, dir.join("x.json"))),

@@ -4,6 +4,8 @@
 //! tree listing, paths-info, refs, `/resolve/`, `/api/resolve-cache/`) and a CDN stand-in that
 //! serves LFS objects through signed, expiring URLs, following `HUB_PROTOCOL.md`.
 
+#![warn(missing_docs)]
+
 pub mod fixtures;
 pub mod server;
 

@@ -55,7 +55,7 @@ fn generated_data_is_stable() {
     assert_eq!(d.len(), 1 << 20);
     assert_eq!(
         d.sha256_hex(),
-        "54e2e19d2ded0a63321e06729ddf9565b7e5ae407d913e84cd5e532034617b8f"
+        "77d3bc36278828c71829e6447cc747903a43caef847816fca3c1d40d4b61e4a7"
     );
     assert_eq!(
         d.sha256_hex(),

@@ -9,30 +9,31 @@ pub const DEFAULT_ENDPOINT: &str = "https://huggingface.co";
 /// `i`/`B`, all powers of 1024).
 pub fn parse_size(s: &str) -> Result<u64, String> {
     let t = s.trim();
-    let split = t
-        .find(|c: char| !c.is_ascii_digit())
-        .unwrap_or(t.len());
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
     let (num, unit) = t.split_at(split);
-    let n: u64 = num
-        .parse()
-        .map_err(|_| format!("invalid size {s:?}: expected a number with an optional unit like 512MiB"))?;
+    let n: u64 = num.parse().map_err(|_| {
+        format!("invalid size {s:?}: expected a number with an optional unit like 512MiB")
+    })?;
     let mult: u64 = match unit.trim().to_ascii_lowercase().as_str() {
         "" | "b" => 1,
         "k" | "kb" | "kib" => 1 << 10,
         "m" | "mb" | "mib" => 1 << 20,
         "g" | "gb" | "gib" => 1 << 30,
         "t" | "tb" | "tib" => 1 << 40,
-        _ => return Err(format!("invalid size unit in {s:?}: use K, M, G or T (powers of 1024)")),
+        _ => {
+            return Err(format!(
+                "invalid size unit in {s:?}: use K, M, G or T (powers of 1024)"
+            ))
+        }
     };
-    n.checked_mul(mult).ok_or_else(|| format!("size {s:?} is too large"))
+    n.checked_mul(mult)
+        .ok_or_else(|| format!("size {s:?} is too large"))
 }
 
 /// Parses a duration: `60s`, `5m`, `500ms`, `1h`, or a plain number of seconds.
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
     let t = s.trim();
-    let split = t
-        .find(|c: char| !c.is_ascii_digit())
-        .unwrap_or(t.len());
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
     let (num, unit) = t.split_at(split);
     let n: u64 = num
         .parse()
@@ -82,7 +83,10 @@ mod tests {
 
     #[test]
     fn endpoint_precedence() {
-        assert_eq!(choose_endpoint(Some("http://a/"), Some("http://b")), "http://a");
+        assert_eq!(
+            choose_endpoint(Some("http://a/"), Some("http://b")),
+            "http://a"
+        );
         assert_eq!(choose_endpoint(None, Some("http://b/")), "http://b");
         assert_eq!(choose_endpoint(None, None), DEFAULT_ENDPOINT);
         assert_eq!(choose_endpoint(None, Some("")), DEFAULT_ENDPOINT);

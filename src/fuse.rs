@@ -312,7 +312,10 @@ impl<C: HubClient> Filesystem for FuseAdapter<C> {
                     Ok(e) => e,
                     Err(e) => return reply.error(fail("readdir", &e)),
                 };
-                let dots = [(ino.0, FileType::Directory, ".".to_owned()), (ino.0, FileType::Directory, "..".to_owned())];
+                let dots = [
+                    (ino.0, FileType::Directory, ".".to_owned()),
+                    (ino.0, FileType::Directory, "..".to_owned()),
+                ];
                 let all = dots.into_iter().chain(entries.into_iter().map(|e| {
                     let t = match e.kind {
                         Kind::Dir => FileType::Directory,

@@ -117,9 +117,7 @@ pub fn check_mountpoint(path: &Path) -> Result<(), MountError> {
             Some(_) => Err(MountError::Busy(path.to_owned())),
         },
         Err(e) if enotconn(&e) => clear_stale(path),
-        Err(e) if e.kind() == io::ErrorKind::NotFound => {
-            Err(MountError::Missing(path.to_owned()))
-        }
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Err(MountError::Missing(path.to_owned())),
         Err(e) => Err(MountError::Setup(format!(
             "cannot use mountpoint {}: {e}",
             path.display()

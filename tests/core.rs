@@ -138,15 +138,26 @@ async fn commit_xattr_and_lifetimes() {
     let (_hub, fs) = setup(Duration::from_secs(60));
     let root = walk(&fs, "acme/m@main").await.unwrap();
     assert_eq!(root.lifetime, Lifetime::Short, "branch names may move");
-    assert_eq!(fs.getxattr(root.ino, XATTR_COMMIT).unwrap(), fake_sha(1).into_bytes());
+    assert_eq!(
+        fs.getxattr(root.ino, XATTR_COMMIT).unwrap(),
+        fake_sha(1).into_bytes()
+    );
     let f = walk(&fs, "acme/m@main/config.json").await.unwrap();
     assert_eq!(f.lifetime, Lifetime::Immutable);
-    assert_eq!(fs.getxattr(f.ino, XATTR_COMMIT).unwrap(), fake_sha(1).into_bytes());
+    assert_eq!(
+        fs.getxattr(f.ino, XATTR_COMMIT).unwrap(),
+        fake_sha(1).into_bytes()
+    );
     assert_eq!(fs.listxattr(f.ino).unwrap(), vec![XATTR_COMMIT.to_owned()]);
-    assert_eq!(fs.getxattr(fs.root(), XATTR_COMMIT).unwrap_err().errno(), libc::ENODATA);
+    assert_eq!(
+        fs.getxattr(fs.root(), XATTR_COMMIT).unwrap_err().errno(),
+        libc::ENODATA
+    );
     let pinned = walk(&fs, &format!("acme/m@{}", fake_sha(2))).await.unwrap();
     assert_eq!(pinned.lifetime, Lifetime::Immutable);
-    let c = walk(&fs, &format!("acme/m@{}/config.json", fake_sha(2))).await.unwrap();
+    let c = walk(&fs, &format!("acme/m@{}/config.json", fake_sha(2)))
+        .await
+        .unwrap();
     assert_eq!(&fs.read(c.ino, 0, 100).await.unwrap()[..], b"{\"v\":2}");
 }
 
@@ -156,7 +167,10 @@ async fn readdir_lists_tree_and_known_names() {
     walk(&fs, "acme/m@main/config.json").await.unwrap();
     walk(&fs, "datasets/acme/d@main").await.unwrap();
     let names = |v: Vec<hubfs::fs::DirEntry>| v.into_iter().map(|e| e.name).collect::<Vec<_>>();
-    assert_eq!(names(fs.readdir(fs.root()).await.unwrap()), ["datasets", "spaces", "acme"]);
+    assert_eq!(
+        names(fs.readdir(fs.root()).await.unwrap()),
+        ["datasets", "spaces", "acme"]
+    );
     let org = walk(&fs, "acme").await.unwrap();
     assert_eq!(names(fs.readdir(org.ino).await.unwrap()), ["m@main"]);
     let repo = walk(&fs, "acme/m@main").await.unwrap();
@@ -198,7 +212,10 @@ async fn a_branch_moving_mid_load_never_mixes_versions() {
     assert_ne!(new.ino, old.ino);
     assert_eq!(&fs.read(new.ino, 0, 100).await.unwrap()[..], b"{\"v\":2}");
     let root = walk(&fs, "acme/m@main").await.unwrap();
-    assert_eq!(fs.getxattr(root.ino, XATTR_COMMIT).unwrap(), fake_sha(2).into_bytes());
+    assert_eq!(
+        fs.getxattr(root.ino, XATTR_COMMIT).unwrap(),
+        fake_sha(2).into_bytes()
+    );
     // ...while a file opened before still reads the old commit.
     assert_eq!(&fs.read(old.ino, 0, 100).await.unwrap()[..], b"{\"v\":1}");
 }
@@ -212,11 +229,15 @@ async fn concurrent_readers_share_fetches() {
     let mut tasks = Vec::new();
     for i in 0..32u64 {
         let fs = fs.clone();
-        tasks.push(tokio::spawn(async move { fs.read(f.ino, i * 1000, 1000).await }));
+        tasks.push(tokio::spawn(
+            async move { fs.read(f.ino, i * 1000, 1000).await },
+        ));
     }
     for (i, t) in tasks.into_iter().enumerate() {
         let got = t.await.unwrap().unwrap();
-        let want: Vec<u8> = (i as u32 * 1000..i as u32 * 1000 + 1000).map(|x| (x % 253) as u8).collect();
+        let want: Vec<u8> = (i as u32 * 1000..i as u32 * 1000 + 1000)
+            .map(|x| (x % 253) as u8)
+            .collect();
         assert_eq!(&got[..], &want[..]);
     }
     let prefetches = fs.stats().prefetch_requests.load(Ordering::SeqCst);

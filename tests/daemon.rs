@@ -5,8 +5,8 @@ mod support;
 
 use std::io::Read;
 use std::path::Path;
-use std::sync::{Arc, Mutex};
 use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use fakehub::{FakeHub, FakeHubOptions, Fixtures, RepoType};
@@ -50,7 +50,14 @@ impl Daemon {
 fn start(mnt: &Path, endpoint: &str) -> Daemon {
     let home = tempfile::tempdir().unwrap();
     let mut child = Command::new(BIN)
-        .args(["mount", mnt.to_str().unwrap(), "--endpoint", endpoint, "--cache-size", "64MiB"])
+        .args([
+            "mount",
+            mnt.to_str().unwrap(),
+            "--endpoint",
+            endpoint,
+            "--cache-size",
+            "64MiB",
+        ])
         .env_clear()
         .env("HOME", home.path())
         .env("PATH", std::env::var("PATH").unwrap_or_default())
@@ -69,7 +76,9 @@ fn start(mnt: &Path, endpoint: &str) -> Daemon {
             if n == 0 {
                 break;
             }
-            sink.lock().unwrap().push_str(&String::from_utf8_lossy(&buf[..n]));
+            sink.lock()
+                .unwrap()
+                .push_str(&String::from_utf8_lossy(&buf[..n]));
         }
     });
     Daemon { child, home, log }
@@ -97,7 +106,10 @@ fn stop(mut d: Daemon) -> (std::process::ExitStatus, String) {
             std::thread::sleep(Duration::from_millis(100));
             return (st, d.log());
         }
-        assert!(t.elapsed() < Duration::from_secs(15), "hubfs did not stop on SIGTERM");
+        assert!(
+            t.elapsed() < Duration::from_secs(15),
+            "hubfs did not stop on SIGTERM"
+        );
         std::thread::sleep(Duration::from_millis(50));
     }
 }
@@ -111,20 +123,36 @@ fn daemon_serves_correct_bytes_writes_nothing_to_disk_and_stops_cleanly() {
     let fx = Fixtures::standard();
     let mnt = tempfile::tempdir().unwrap();
     let d = start(mnt.path(), &hub.endpoint());
-    wait_for("the mount", &d, || is_mounted(mnt.path()) && mnt.path().join("datasets").is_dir());
+    wait_for("the mount", &d, || {
+        is_mounted(mnt.path()) && mnt.path().join("datasets").is_dir()
+    });
     let pid = d.child.id();
     let before = write_bytes(pid);
-    for (t, id) in [(RepoType::Model, "acme/sharded"), (RepoType::Model, "acme/tiny-gpt2"), (RepoType::Dataset, "acme/corpus")] {
+    for (t, id) in [
+        (RepoType::Model, "acme/sharded"),
+        (RepoType::Model, "acme/tiny-gpt2"),
+        (RepoType::Dataset, "acme/corpus"),
+    ] {
         let c = fx.repo(t, id).unwrap().resolve("main").unwrap();
         for (path, data) in c.files.iter().take(50) {
-            let p = mnt.path().join(format!("{}/{path}", repo_dir(t, id, "main")));
-            assert_eq!(sha256_file(&p).unwrap(), data.sha256_hex(), "{}", p.display());
+            let p = mnt
+                .path()
+                .join(format!("{}/{path}", repo_dir(t, id, "main")));
+            assert_eq!(
+                sha256_file(&p).unwrap(),
+                data.sha256_hex(),
+                "{}",
+                p.display()
+            );
         }
     }
     assert_eq!(write_bytes(pid), before, "the daemon wrote bytes to disk");
     assert_eq!(write_bytes(pid), 0, "the daemon wrote bytes to disk");
     let left: Vec<_> = std::fs::read_dir(d.home.path()).unwrap().collect();
-    assert!(left.is_empty(), "the daemon created files in HOME/cwd: {left:?}");
+    assert!(
+        left.is_empty(),
+        "the daemon created files in HOME/cwd: {left:?}"
+    );
     let fds: Vec<String> = std::fs::read_dir(format!("/proc/{pid}/fd"))
         .unwrap()
         .filter_map(|e| std::fs::read_link(e.ok()?.path()).ok())
@@ -146,18 +174,31 @@ fn missing_busy_and_stale_mountpoints_get_clear_messages() {
     let hub = FakeHub::start(Fixtures::standard(), FakeHubOptions::default()).unwrap();
     // Missing.
     let out = Command::new(BIN)
-        .args(["mount", "/nonexistent/hubfs-mnt", "--endpoint", &hub.endpoint()])
+        .args([
+            "mount",
+            "/nonexistent/hubfs-mnt",
+            "--endpoint",
+            &hub.endpoint(),
+        ])
         .output()
         .unwrap();
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("does not exist") && err.contains("mkdir -p"), "{err}");
+    assert!(
+        err.contains("does not exist") && err.contains("mkdir -p"),
+        "{err}"
+    );
     // Busy.
     let mnt = tempfile::tempdir().unwrap();
     let d = start(mnt.path(), &hub.endpoint());
     wait_for("the mount", &d, || is_mounted(mnt.path()));
     let out = Command::new(BIN)
-        .args(["mount", mnt.path().to_str().unwrap(), "--endpoint", &hub.endpoint()])
+        .args([
+            "mount",
+            mnt.path().to_str().unwrap(),
+            "--endpoint",
+            &hub.endpoint(),
+        ])
         .output()
         .unwrap();
     assert!(!out.status.success());
@@ -170,7 +211,9 @@ fn missing_busy_and_stale_mountpoints_get_clear_messages() {
     let e = std::fs::metadata(mnt.path().join("datasets")).unwrap_err();
     assert_eq!(e.raw_os_error(), Some(libc::ENOTCONN), "{e}");
     let d2 = start(mnt.path(), &hub.endpoint());
-    wait_for("the remount", &d2, || mnt.path().join("acme/tiny-gpt2@main/config.json").is_file());
+    wait_for("the remount", &d2, || {
+        mnt.path().join("acme/tiny-gpt2@main/config.json").is_file()
+    });
     let (status, log) = stop(d2);
     assert!(status.success(), "{log}");
     assert!(log.contains("stale"), "the recovery is logged: {log}");
@@ -178,9 +221,21 @@ fn missing_busy_and_stale_mountpoints_get_clear_messages() {
 
 #[test]
 fn help_explains_every_mount_option() {
-    let out = Command::new(BIN).args(["mount", "--help"]).output().unwrap();
+    let out = Command::new(BIN)
+        .args(["mount", "--help"])
+        .output()
+        .unwrap();
     let help = String::from_utf8_lossy(&out.stdout);
-    for flag in ["--endpoint", "--token-file", "--cache-size", "--revision-ttl", "--allow-other", "--read-timeout", "HF_TOKEN", "HF_ENDPOINT"] {
+    for flag in [
+        "--endpoint",
+        "--token-file",
+        "--cache-size",
+        "--revision-ttl",
+        "--allow-other",
+        "--read-timeout",
+        "HF_TOKEN",
+        "HF_ENDPOINT",
+    ] {
         assert!(help.contains(flag), "help lacks {flag}:\n{help}");
     }
     let top = Command::new(BIN).arg("--help").output().unwrap();

@@ -10,7 +10,9 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use fakehub::{FakeHub, FakeHubOptions, Fixtures, Listener, RepoType, TOKEN_FULL, TOKEN_UNAPPROVED};
+use fakehub::{
+    FakeHub, FakeHubOptions, Fixtures, Listener, RepoType, TOKEN_FULL, TOKEN_UNAPPROVED,
+};
 use hubfs::fs::FsConfig;
 use support::{errno, http_hub, mount, repo_dir, sha256_file, sha256_hex, Mounted};
 
@@ -45,10 +47,17 @@ fn public_files(fx: &Fixtures) -> Vec<(RepoType, String, String, String, String,
         if r.access != fakehub::Access::Public || !r.renamed_from.is_empty() {
             continue;
         }
-        for (rev, _sha) in &r.refs {
+        for rev in r.refs.keys() {
             let c = r.resolve(rev).expect("ref resolves");
             for (path, data) in &c.files {
-                out.push((r.repo_type, r.id.clone(), rev.clone(), path.clone(), data.sha256_hex(), data.len()));
+                out.push((
+                    r.repo_type,
+                    r.id.clone(),
+                    rev.clone(),
+                    path.clone(),
+                    data.sha256_hex(),
+                    data.len(),
+                ));
             }
         }
     }
@@ -101,7 +110,11 @@ fn listings_match_the_tree_including_paginated_folders() {
     for p in commit.files.keys() {
         let mut acc = String::new();
         for seg in p.split('/').collect::<Vec<_>>().split_last().unwrap().1 {
-            acc = if acc.is_empty() { seg.to_string() } else { format!("{acc}/{seg}") };
+            acc = if acc.is_empty() {
+                seg.to_string()
+            } else {
+                format!("{acc}/{seg}")
+            };
             dirs.insert(acc.clone());
         }
     }
@@ -110,7 +123,11 @@ fn listings_match_the_tree_including_paginated_folders() {
             .files
             .keys()
             .filter_map(|p| {
-                let rest = if d.is_empty() { Some(p.as_str()) } else { p.strip_prefix(&format!("{d}/")) }?;
+                let rest = if d.is_empty() {
+                    Some(p.as_str())
+                } else {
+                    p.strip_prefix(&format!("{d}/"))
+                }?;
                 Some(rest.split('/').next().unwrap().to_owned())
             })
             .collect();
@@ -121,8 +138,13 @@ fn listings_match_the_tree_including_paginated_folders() {
             .collect();
         assert_eq!(got, want, "folder {d:?}");
     }
-    let many = std::fs::read_dir(m.join("datasets/acme/corpus@main/many")).unwrap().count();
-    assert_eq!(many, 1200, "all pages of a 1200-entry folder (page size 50)");
+    let many = std::fs::read_dir(m.join("datasets/acme/corpus@main/many"))
+        .unwrap()
+        .count();
+    assert_eq!(
+        many, 1200,
+        "all pages of a 1200-entry folder (page size 50)"
+    );
     let odd = m.join("datasets/acme/corpus@main/docs/naïve file with spaces.txt");
     assert!(odd.is_file());
 }
@@ -135,12 +157,19 @@ fn random_preads_and_mmap_return_the_source_bytes() {
     let hub = start_hub();
     let fx = Fixtures::standard();
     let m = mount_hub(&hub, None, cfg());
-    let data = fx.repo(RepoType::Dataset, "acme/corpus").unwrap().file_at("main", "blobs/big.bin").unwrap().clone();
+    let data = fx
+        .repo(RepoType::Dataset, "acme/corpus")
+        .unwrap()
+        .file_at("main", "blobs/big.bin")
+        .unwrap()
+        .clone();
     let p = m.join("datasets/acme/corpus@main/blobs/big.bin");
     let f = std::fs::File::open(&p).unwrap();
     let mut x: u64 = 0x9e3779b97f4a7c15;
     for _ in 0..300 {
-        x = x.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+        x = x
+            .wrapping_mul(6364136223846793005)
+            .wrapping_add(1442695040888963407);
         let off = (x >> 11) % data.len();
         let len = 1 + ((x >> 3) % 300_000) as usize;
         let mut buf = vec![0u8; len];
@@ -165,15 +194,31 @@ fn thirty_two_concurrent_readers_get_correct_bytes() {
     }
     let hub = start_hub();
     let fx = Fixtures::standard();
-    let m = Arc::new(mount_hub(&hub, None, FsConfig { cache_bytes: 8 << 20, ..cfg() }));
-    let sharded = fx.repo(RepoType::Model, "acme/sharded").unwrap().resolve("main").unwrap().clone();
+    let m = Arc::new(mount_hub(
+        &hub,
+        None,
+        FsConfig {
+            cache_bytes: 8 << 20,
+            ..cfg()
+        },
+    ));
+    let sharded = fx
+        .repo(RepoType::Model, "acme/sharded")
+        .unwrap()
+        .resolve("main")
+        .unwrap()
+        .clone();
     let files: Vec<(String, String)> = sharded
         .files
         .iter()
         .map(|(p, d)| (format!("acme/sharded@main/{p}"), d.sha256_hex()))
         .chain(std::iter::once((
             "datasets/acme/corpus@main/blobs/big.bin".to_owned(),
-            fx.repo(RepoType::Dataset, "acme/corpus").unwrap().file_at("main", "blobs/big.bin").unwrap().sha256_hex(),
+            fx.repo(RepoType::Dataset, "acme/corpus")
+                .unwrap()
+                .file_at("main", "blobs/big.bin")
+                .unwrap()
+                .sha256_hex(),
         )))
         .collect();
     let threads: Vec<_> = (0..32)
@@ -212,10 +257,21 @@ fn each_revision_form_reads_its_own_commit() {
         let commit = getxattr(&m.join(&dir), "user.hf.commit").unwrap();
         assert_eq!(String::from_utf8(commit).unwrap(), c.sha, "{dir}");
         for (path, data) in &c.files {
-            assert_eq!(sha256_file(&m.join(&format!("{dir}/{path}"))).unwrap(), data.sha256_hex(), "{dir}/{path}");
+            assert_eq!(
+                sha256_file(&m.join(&format!("{dir}/{path}"))).unwrap(),
+                data.sha256_hex(),
+                "{dir}/{path}"
+            );
         }
-        let got: BTreeSet<String> = std::fs::read_dir(m.join(&dir)).unwrap().map(|e| e.unwrap().file_name().into_string().unwrap()).collect();
-        let want: BTreeSet<String> = c.files.keys().map(|p| p.split('/').next().unwrap().to_owned()).collect();
+        let got: BTreeSet<String> = std::fs::read_dir(m.join(&dir))
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        let want: BTreeSet<String> = c
+            .files
+            .keys()
+            .map(|p| p.split('/').next().unwrap().to_owned())
+            .collect();
         assert_eq!(got, want, "{dir}");
     }
     let a = std::fs::read(m.join("acme/tiny-gpt2@main/config.json")).unwrap();
@@ -254,8 +310,18 @@ fn private_and_gated_repos_need_the_right_token() {
     }
     let hub = start_hub();
     let fx = Fixtures::standard();
-    let private = fx.repo(RepoType::Model, "acme/private-model").unwrap().resolve("main").unwrap().clone();
-    let gated = fx.repo(RepoType::Model, "acme/gated-model").unwrap().resolve("main").unwrap().clone();
+    let private = fx
+        .repo(RepoType::Model, "acme/private-model")
+        .unwrap()
+        .resolve("main")
+        .unwrap()
+        .clone();
+    let gated = fx
+        .repo(RepoType::Model, "acme/gated-model")
+        .unwrap()
+        .resolve("main")
+        .unwrap()
+        .clone();
     {
         let m = mount_hub(&hub, None, cfg());
         let e = std::fs::metadata(m.join("acme/private-model@main")).unwrap_err();
@@ -269,13 +335,22 @@ fn private_and_gated_repos_need_the_right_token() {
         let e = std::fs::read(m.join("acme/gated-model@main/config.json")).unwrap_err();
         assert_eq!(errno(&e), libc::EACCES, "gated, not approved: {e}");
         let e = std::fs::metadata(m.join("acme/private-model@main")).unwrap_err();
-        assert!(matches!(errno(&e), libc::EACCES | libc::ENOENT), "private, no access: {e}");
+        assert!(
+            matches!(errno(&e), libc::EACCES | libc::ENOENT),
+            "private, no access: {e}"
+        );
     }
     {
         let m = mount_hub(&hub, Some(TOKEN_FULL), cfg());
-        for (dir, c) in [("acme/private-model@main", &private), ("acme/gated-model@main", &gated)] {
+        for (dir, c) in [
+            ("acme/private-model@main", &private),
+            ("acme/gated-model@main", &gated),
+        ] {
             for (path, data) in &c.files {
-                assert_eq!(sha256_file(&m.join(&format!("{dir}/{path}"))).unwrap(), data.sha256_hex());
+                assert_eq!(
+                    sha256_file(&m.join(&format!("{dir}/{path}"))).unwrap(),
+                    data.sha256_hex()
+                );
             }
         }
     }
@@ -284,8 +359,14 @@ fn private_and_gated_repos_need_the_right_token() {
         .into_iter()
         .filter(|r| r.listener == Listener::Cdn && r.authorization.is_some())
         .collect();
-    assert!(auth_on_cdn.is_empty(), "the CDN saw a token: {auth_on_cdn:?}");
-    assert!(hub.requests().iter().any(|r| r.listener == Listener::Cdn), "LFS reads went to the CDN");
+    assert!(
+        auth_on_cdn.is_empty(),
+        "the CDN saw a token: {auth_on_cdn:?}"
+    );
+    assert!(
+        hub.requests().iter().any(|r| r.listener == Listener::Cdn),
+        "LFS reads went to the CDN"
+    );
 }
 
 #[test]
@@ -299,19 +380,41 @@ fn every_write_is_erofs() {
     let file = dir.join("config.json");
     assert!(file.is_file());
     let cases: Vec<(&str, std::io::Result<()>)> = vec![
-        ("create", std::fs::File::create(dir.join("new.txt")).map(|_| ())),
-        ("open for write", std::fs::OpenOptions::new().write(true).open(&file).map(|_| ())),
-        ("append", std::fs::OpenOptions::new().append(true).open(&file).map(|_| ())),
+        (
+            "create",
+            std::fs::File::create(dir.join("new.txt")).map(|_| ()),
+        ),
+        (
+            "open for write",
+            std::fs::OpenOptions::new()
+                .write(true)
+                .open(&file)
+                .map(|_| ()),
+        ),
+        (
+            "append",
+            std::fs::OpenOptions::new()
+                .append(true)
+                .open(&file)
+                .map(|_| ()),
+        ),
         ("mkdir", std::fs::create_dir(dir.join("d"))),
         ("mkdir at root", std::fs::create_dir(m.join("not an org"))),
         ("unlink", std::fs::remove_file(&file)),
         ("rmdir", std::fs::remove_dir(m.join("datasets"))),
         ("rename", std::fs::rename(&file, dir.join("x.json"))),
-        ("symlink", std::os::unix::fs::symlink("config.json", dir.join("ln"))),
+        (
+            "symlink",
+            std::os::unix::fs::symlink("config.json", dir.join("ln")),
+        ),
         ("link", std::fs::hard_link(&file, dir.join("hl"))),
         ("truncate", {
             let cp = CString::new(file.as_os_str().as_bytes()).unwrap();
-            if unsafe { libc::truncate(cp.as_ptr(), 0) } < 0 { Err(std::io::Error::last_os_error()) } else { Ok(()) }
+            if unsafe { libc::truncate(cp.as_ptr(), 0) } < 0 {
+                Err(std::io::Error::last_os_error())
+            } else {
+                Ok(())
+            }
         }),
         ("chmod", {
             use std::os::unix::fs::PermissionsExt;
@@ -319,8 +422,14 @@ fn every_write_is_erofs() {
         }),
         ("setxattr", {
             let cp = CString::new(file.as_os_str().as_bytes()).unwrap();
-            let r = unsafe { libc::setxattr(cp.as_ptr(), c"user.x".as_ptr(), b"1".as_ptr().cast(), 1, 0) };
-            if r < 0 { Err(std::io::Error::last_os_error()) } else { Ok(()) }
+            let r = unsafe {
+                libc::setxattr(cp.as_ptr(), c"user.x".as_ptr(), b"1".as_ptr().cast(), 1, 0)
+            };
+            if r < 0 {
+                Err(std::io::Error::last_os_error())
+            } else {
+                Ok(())
+            }
         }),
     ];
     for (what, r) in cases {
@@ -330,7 +439,10 @@ fn every_write_is_erofs() {
     let meta = std::fs::metadata(&file).unwrap();
     use std::os::unix::fs::PermissionsExt;
     assert_eq!(meta.permissions().mode() & 0o777, 0o444);
-    assert_eq!(std::fs::metadata(&dir).unwrap().permissions().mode() & 0o777, 0o555);
+    assert_eq!(
+        std::fs::metadata(&dir).unwrap().permissions().mode() & 0o777,
+        0o555
+    );
 }
 
 #[test]
@@ -344,32 +456,58 @@ fn a_branch_moved_mid_load_keeps_the_load_on_one_commit() {
     let (old_sha, new_sha) = (r.refs["main"].clone(), r.refs["v1.0"].clone());
     let old = r.resolve("main").unwrap().clone();
     let new = r.resolve("v1.0").unwrap().clone();
-    let m = mount_hub(&hub, None, FsConfig { revision_ttl: Duration::from_millis(1500), ..cfg() });
+    let m = mount_hub(
+        &hub,
+        None,
+        FsConfig {
+            revision_ttl: Duration::from_millis(1500),
+            ..cfg()
+        },
+    );
     let dir = m.join("acme/tiny-gpt2@main");
     let f = std::fs::File::open(dir.join("model.safetensors")).unwrap();
     let mut head = vec![0u8; 1000];
     f.read_at(&mut head, 0).unwrap();
     // The branch moves while the load is running.
-    hub.with_fixtures(|fx| fx.repo_mut(RepoType::Model, "acme/tiny-gpt2").unwrap().set_ref("main", &new_sha));
+    hub.with_fixtures(|fx| {
+        fx.repo_mut(RepoType::Model, "acme/tiny-gpt2")
+            .unwrap()
+            .set_ref("main", &new_sha)
+    });
     for _ in 0..4 {
         std::thread::sleep(Duration::from_millis(500));
         // Keep using it: the name stays bound to the old commit.
         let c = std::fs::read(dir.join("config.json")).unwrap();
-        assert_eq!(c, old.files["config.json"].to_vec(), "mid-load reads stay on {old_sha}");
+        assert_eq!(
+            c,
+            old.files["config.json"].to_vec(),
+            "mid-load reads stay on {old_sha}"
+        );
     }
     let mut all = vec![0u8; old.files["model.safetensors"].len() as usize];
     f.read_exact_at(&mut all, 0).unwrap();
-    assert_eq!(sha256_hex(&all), old.files["model.safetensors"].sha256_hex(), "open file keeps its commit");
+    assert_eq!(
+        sha256_hex(&all),
+        old.files["model.safetensors"].sha256_hex(),
+        "open file keeps its commit"
+    );
     drop(f);
     // Idle past the TTL: a new load sees the new commit.
     std::thread::sleep(Duration::from_millis(2500));
     let commit = getxattr(&dir, "user.hf.commit").unwrap();
     assert_eq!(String::from_utf8(commit).unwrap(), new_sha);
-    assert_eq!(std::fs::read(dir.join("config.json")).unwrap(), new.files["config.json"].to_vec());
+    assert_eq!(
+        std::fs::read(dir.join("config.json")).unwrap(),
+        new.files["config.json"].to_vec()
+    );
     // No range request ever named the branch: every read went to a commit sha.
     for req in hub.requests() {
         if req.path.contains("/resolve/") {
-            assert!(!req.path.contains("/resolve/main/"), "read by branch name: {}", req.path);
+            assert!(
+                !req.path.contains("/resolve/main/"),
+                "read by branch name: {}",
+                req.path
+            );
         }
     }
 }

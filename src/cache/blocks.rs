@@ -239,14 +239,23 @@ impl BlockCache {
                 return index * bs;
             }
             // The spawned task runs on its own; readers find it through `inflight`.
-            let _run = self.start_run(&mut s, &content, file_size, index, run_last, Purpose::Prefetch, fetch);
+            let _run = self.start_run(
+                &mut s,
+                &content,
+                file_size,
+                index,
+                run_last,
+                Purpose::Prefetch,
+                fetch,
+            );
             index = run_last + 1;
         }
         end
     }
 
     fn run_len(&self, file_size: u64, run_first: u64, run_last: u64) -> u64 {
-        run_last * self.block_size + self.block_len(file_size, run_last) - run_first * self.block_size
+        run_last * self.block_size + self.block_len(file_size, run_last)
+            - run_first * self.block_size
     }
 
     /// Under the lock: finds each block in the cache or in flight, and starts fetches for runs of
@@ -295,8 +304,15 @@ impl BlockCache {
             }
             let run_first = first + i as u64;
             let run_last = first + j as u64 - 1;
-            let run =
-                self.start_run(&mut s, content, file_size, run_first, run_last, Purpose::Demand, fetch);
+            let run = self.start_run(
+                &mut s,
+                content,
+                file_size,
+                run_first,
+                run_last,
+                Purpose::Demand,
+                fetch,
+            );
             for slot in &mut slots[i..j] {
                 *slot = Some(Slot::Wait {
                     run: run.clone(),
@@ -473,7 +489,11 @@ mod tests {
         let cache = BlockCache::new(1024, 1 << 20, 1 << 20, Arc::new(Stats::default()));
         let f = fetcher(data, calls.clone(), 0);
         cache.read("c", 4096, 0, 4096, &f, false).await.unwrap();
-        assert_eq!(calls.load(Ordering::SeqCst), 1, "one run for four missing blocks");
+        assert_eq!(
+            calls.load(Ordering::SeqCst),
+            1,
+            "one run for four missing blocks"
+        );
         cache.read("c", 4096, 100, 3000, &f, false).await.unwrap();
         assert_eq!(calls.load(Ordering::SeqCst), 1);
     }
@@ -485,16 +505,37 @@ mod tests {
         let cache = BlockCache::new(1024, 8 * 1024, 2048, Arc::new(Stats::default()));
         let f = fetcher(data.clone(), calls.clone(), 0);
         for i in 0..64u64 {
-            let got = cache.read("c", 64 * 1024, i * 1024, 1024, &f, false).await.unwrap();
-            assert_eq!(&got[..], &data[(i * 1024) as usize..((i + 1) * 1024) as usize]);
-            assert!(cache.used_bytes() <= cache.capacity(), "used {}", cache.used_bytes());
+            let got = cache
+                .read("c", 64 * 1024, i * 1024, 1024, &f, false)
+                .await
+                .unwrap();
+            assert_eq!(
+                &got[..],
+                &data[(i * 1024) as usize..((i + 1) * 1024) as usize]
+            );
+            assert!(
+                cache.used_bytes() <= cache.capacity(),
+                "used {}",
+                cache.used_bytes()
+            );
         }
         assert_eq!(cache.cached_bytes(), 8 * 1024);
         let before = calls.load(Ordering::SeqCst);
-        cache.read("c", 64 * 1024, 63 * 1024, 10, &f, false).await.unwrap();
-        assert_eq!(calls.load(Ordering::SeqCst), before, "recent block still cached");
+        cache
+            .read("c", 64 * 1024, 63 * 1024, 10, &f, false)
+            .await
+            .unwrap();
+        assert_eq!(
+            calls.load(Ordering::SeqCst),
+            before,
+            "recent block still cached"
+        );
         cache.read("c", 64 * 1024, 0, 10, &f, false).await.unwrap();
-        assert_eq!(calls.load(Ordering::SeqCst), before + 1, "oldest block was evicted");
+        assert_eq!(
+            calls.load(Ordering::SeqCst),
+            before + 1,
+            "oldest block was evicted"
+        );
     }
 
     #[tokio::test]
@@ -559,7 +600,10 @@ mod tests {
         assert_eq!(calls.load(Ordering::SeqCst), 2, "two runs of four blocks");
         assert!(cache.used_bytes() <= cache.capacity());
         // A reader of prefetched blocks waits for them rather than fetching again.
-        let got = cache.read("c", 64 * 1024, 0, 8 * 1024, &f, true).await.unwrap();
+        let got = cache
+            .read("c", 64 * 1024, 0, 8 * 1024, &f, true)
+            .await
+            .unwrap();
         assert_eq!(&got[..], &data[..8 * 1024]);
         assert_eq!(calls.load(Ordering::SeqCst), 2);
         // Prefetching what is cached does nothing.
@@ -575,11 +619,20 @@ mod tests {
         let f = fetcher(data.clone(), calls.clone(), 0);
         // Blocks 0 and 1 read sequentially (consumed), block 2 and 3 read-ahead (unread).
         cache.read("c", 16 * 1024, 0, 2048, &f, true).await.unwrap();
-        cache.read("c", 16 * 1024, 2048, 2048, &f, false).await.unwrap();
+        cache
+            .read("c", 16 * 1024, 2048, 2048, &f, false)
+            .await
+            .unwrap();
         let before = calls.load(Ordering::SeqCst);
         // Two more blocks need room: the consumed ones go, the unread ones stay.
-        cache.read("c", 16 * 1024, 8 * 1024, 2048, &f, false).await.unwrap();
-        cache.read("c", 16 * 1024, 2048, 2048, &f, false).await.unwrap();
+        cache
+            .read("c", 16 * 1024, 8 * 1024, 2048, &f, false)
+            .await
+            .unwrap();
+        cache
+            .read("c", 16 * 1024, 2048, 2048, &f, false)
+            .await
+            .unwrap();
         assert_eq!(calls.load(Ordering::SeqCst), before + 2);
     }
 }

@@ -179,18 +179,32 @@ mod tests {
     #[test]
     fn sequential_reads_double_the_window_up_to_the_max() {
         let p = pf();
-        assert_eq!(read(&p, 0, MB), Advice { sequential: false, prefetch: None });
+        assert_eq!(
+            read(&p, 0, MB),
+            Advice {
+                sequential: false,
+                prefetch: None
+            }
+        );
         let a = read(&p, MB, MB);
         assert!(a.sequential);
         assert_eq!(a.prefetch, Some((2 * MB, 6 * MB)), "first window");
         let a = read(&p, 2 * MB, MB);
-        assert_eq!(a.prefetch, Some((6 * MB, 11 * MB)), "window 8 MiB from 3 MiB");
+        assert_eq!(
+            a.prefetch,
+            Some((6 * MB, 11 * MB)),
+            "window 8 MiB from 3 MiB"
+        );
         let mut last = None;
         for i in 3..40 {
             last = read(&p, i * MB, MB).prefetch.or(last);
         }
         let (_, end) = last.unwrap();
-        assert_eq!(end, 40 * MB + 32 * MB, "capped at the max window ahead of the reader");
+        assert_eq!(
+            end,
+            40 * MB + 32 * MB,
+            "capped at the max window ahead of the reader"
+        );
     }
 
     #[test]
@@ -199,7 +213,10 @@ mod tests {
         read(&p, 0, MB);
         assert!(read(&p, MB, MB).sequential);
         assert!(read(&p, 5 * MB, MB).sequential, "forward skip within 8 MiB");
-        assert!(read(&p, 5 * MB + 512 * 1024, 4096).sequential, "backward within 1 MiB");
+        assert!(
+            read(&p, 5 * MB + 512 * 1024, 4096).sequential,
+            "backward within 1 MiB"
+        );
     }
 
     #[test]
@@ -207,7 +224,14 @@ mod tests {
         let p = pf();
         for off in [900 * MB, 10 * MB, 500 * MB, 70 * MB, 300 * MB] {
             let a = read(&p, off, 4096);
-            assert_eq!(a, Advice { sequential: false, prefetch: None }, "at {off}");
+            assert_eq!(
+                a,
+                Advice {
+                    sequential: false,
+                    prefetch: None
+                },
+                "at {off}"
+            );
         }
     }
 

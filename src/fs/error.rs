@@ -139,6 +139,8 @@ mod tests {
         for (e, want) in cases {
             assert_eq!(e.errno(), want, "{e:?}");
         }
-        assert!(FsError::from(HubError::Gated { context: ctx(401) }).hint().is_some());
+        assert!(FsError::from(HubError::Gated { context: ctx(401) })
+            .hint()
+            .is_some());
     }
 }

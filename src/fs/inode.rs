@@ -236,7 +236,12 @@ impl InodeTable {
 
     /// All live inodes matching `f` (for listing the orgs and repos already looked up).
     pub fn collect<T>(&self, mut f: impl FnMut(&Inode) -> Option<T>) -> Vec<T> {
-        self.inner.read().by_ino.values().filter_map(|i| f(i)).collect()
+        self.inner
+            .read()
+            .by_ino
+            .values()
+            .filter_map(|i| f(i))
+            .collect()
     }
 
     /// Number of live inodes.

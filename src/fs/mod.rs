@@ -228,9 +228,7 @@ impl<C: HubClient> HubFs<C> {
                 Some(RootName::Org(org)) => self.org_inode(*t, org),
                 _ => return Err(FsError::NotFound),
             },
-            Node::Org { repo_type, org } => {
-                self.repo_root(p.ino, *repo_type, org, name).await?
-            }
+            Node::Org { repo_type, org } => self.repo_root(p.ino, *repo_type, org, name).await?,
             Node::RepoRoot(snap) => self.entry(p.ino, snap, "", name).await?,
             Node::Dir { snap, path } => {
                 let root = Self::root_ino_of(&p)?;
@@ -273,7 +271,8 @@ impl<C: HubClient> HubFs<C> {
             .clone();
         let now = self.now_ms();
         let fresh = |last: u64| {
-            parsed.is_pinned() || now.saturating_sub(last) < self.cfg.revision_ttl.as_millis() as u64
+            parsed.is_pinned()
+                || now.saturating_sub(last) < self.cfg.revision_ttl.as_millis() as u64
         };
         let current = state.current.lock().clone();
         if let Some((snap, _)) = &current {
@@ -287,9 +286,10 @@ impl<C: HubClient> HubFs<C> {
         let (r2, rev2) = (repo.clone(), parsed.revision.clone());
         let info = self
             .resolving
-            .run((repo.clone(), parsed.revision.clone()), move || async move {
-                hub.resolve_revision(&r2, &rev2).await
-            })
+            .run(
+                (repo.clone(), parsed.revision.clone()),
+                move || async move { hub.resolve_revision(&r2, &rev2).await },
+            )
             .await?;
         if parsed.is_pinned() && info.sha != parsed.revision {
             return Err(FsError::NotFound);
@@ -321,7 +321,8 @@ impl<C: HubClient> HubFs<C> {
             name: name.to_owned(),
             commit: snap.commit.clone(),
         };
-        self.inodes.get_or_insert(key, || Node::RepoRoot(snap.clone()))
+        self.inodes
+            .get_or_insert(key, || Node::RepoRoot(snap.clone()))
     }
 
     async fn listing(&self, snap: &Snapshot, path: &str) -> FsResult<Arc<Listing>> {
@@ -512,11 +513,11 @@ impl<C: HubClient> HubFs<C> {
         } else {
             format!("{}:{}", file.etag, file.size)
         };
-        let advice = self
-            .prefetcher
-            .on_read(&content_key, file.size, offset, size as u64, |a, b| {
-                self.blocks.prefetch(&content_key, file.size, a, b, &fetch)
-            });
+        let advice =
+            self.prefetcher
+                .on_read(&content_key, file.size, offset, size as u64, |a, b| {
+                    self.blocks.prefetch(&content_key, file.size, a, b, &fetch)
+                });
         let data = self
             .blocks
             .read(

@@ -73,7 +73,9 @@ pub fn is_valid_revision(rev: &str) -> bool {
     !rev.is_empty()
         && rev.len() <= MAX_REV_LEN
         && !rev.chars().any(char::is_control)
-        && !rev.split('/').any(|s| s.is_empty() || s == "." || s == "..")
+        && !rev
+            .split('/')
+            .any(|s| s.is_empty() || s == "." || s == "..")
 }
 
 /// Parses `<repo>[@<rev>]`. The revision is percent-decoded and must be valid UTF-8.
@@ -141,8 +143,16 @@ mod tests {
         assert!(r.is_pinned());
         assert!(!parse_repo_dir("m@main").unwrap().is_pinned());
         for bad in [
-            "m@", "@main", "m@..", "m@%2e%2e", "m@a%2F..%2Fb", "m@%00", "m@%ff", ".m@main",
-            "m@a%2F%2Fb", "m@%0a",
+            "m@",
+            "@main",
+            "m@..",
+            "m@%2e%2e",
+            "m@a%2F..%2Fb",
+            "m@%00",
+            "m@%ff",
+            ".m@main",
+            "m@a%2F%2Fb",
+            "m@%0a",
         ] {
             assert_eq!(parse_repo_dir(bad), None, "{bad:?}");
         }

@@ -136,9 +136,7 @@ impl HttpHub {
             client,
             urls: Urls::new(&cfg.endpoint),
             origin: base.origin(),
-            redirects: Mutex::new(LruCache::new(
-                NonZeroUsize::new(4096).expect("non-zero"),
-            )),
+            redirects: Mutex::new(LruCache::new(NonZeroUsize::new(4096).expect("non-zero"))),
             connections: tokio::sync::Semaphore::new(cfg.max_connections.max(1)),
             cfg,
         })
@@ -337,15 +335,22 @@ impl HttpHub {
 }
 
 impl HubClient for HttpHub {
-    async fn resolve_revision(&self, repo: &RepoId, revision: &str) -> Result<CommitInfo, HubError> {
+    async fn resolve_revision(
+        &self,
+        repo: &RepoId,
+        revision: &str,
+    ) -> Result<CommitInfo, HubError> {
         let url = self.urls.revision_info(repo, revision)?;
         let sent = self.get_ok(&url).await?;
         let shown = redact_url(&sent.url);
         let info: RevisionJson = self.body_json(sent).await?;
-        let sha = info.sha.filter(|s| is_commit_sha(s)).ok_or(HubError::Protocol {
-            url: shown,
-            message: "revision info without a 40-hex sha".into(),
-        })?;
+        let sha = info
+            .sha
+            .filter(|s| is_commit_sha(s))
+            .ok_or(HubError::Protocol {
+                url: shown,
+                message: "revision info without a 40-hex sha".into(),
+            })?;
         Ok(CommitInfo {
             sha,
             date: info.last_modified.as_deref().and_then(parse_rfc3339),
@@ -447,7 +452,10 @@ impl HubClient for HttpHub {
                             }
                             return Ok(bytes);
                         }
-                        Err(e) if cached.is_some() && !reresolved.load(std::sync::atomic::Ordering::Relaxed) => {
+                        Err(e)
+                            if cached.is_some()
+                                && !reresolved.load(std::sync::atomic::Ordering::Relaxed) =>
+                        {
                             // A remembered CDN URL that expired or was refused: ask the Hub again once.
                             tracing::debug!(error = %e, "remembered redirect failed; re-resolving");
                             self.forget_redirect(&resolve);
@@ -571,11 +579,7 @@ async fn read_pieces(
 async fn error_from_response(resp: Response, url: &str) -> HubError {
     let status = resp.status().as_u16();
     let h = resp.headers();
-    let header = |name: &str| {
-        h.get(name)
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_owned)
-    };
+    let header = |name: &str| h.get(name).and_then(|v| v.to_str().ok()).map(str::to_owned);
     let error_code = header("x-error-code");
     let mut message = header("x-error-message");
     let request_id = header("x-request-id");
@@ -584,9 +588,10 @@ async fn error_from_response(resp: Response, url: &str) -> HubError {
         .map(Duration::from_secs)
         .or_else(|| header("ratelimit").and_then(|v| ratelimit_reset(&v)));
     if message.is_none() {
-        if let Ok(Ok(Some(body))) =
-            tokio::time::timeout(Duration::from_secs(5), async { resp.bytes().await.map(Some) })
-                .await
+        if let Ok(Ok(Some(body))) = tokio::time::timeout(Duration::from_secs(5), async {
+            resp.bytes().await.map(Some)
+        })
+        .await
         {
             message = serde_json::from_slice::<serde_json::Value>(&body[..body.len().min(65536)])
                 .ok()
@@ -759,7 +764,9 @@ fn redirect_ttl(target: &str) -> Duration {
 
 /// True for a 40-character lowercase hex string.
 pub fn is_commit_sha(s: &str) -> bool {
-    s.len() == 40 && s.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    s.len() == 40
+        && s.bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
 }
 
 /// Parses `2024-01-02T12:00:00.000Z` (RFC 3339, UTC or with an offset).
@@ -805,7 +812,10 @@ mod tests {
 
     #[test]
     fn content_range_parsing() {
-        assert_eq!(parse_content_range("bytes 0-9/100"), Some((0, 9, Some(100))));
+        assert_eq!(
+            parse_content_range("bytes 0-9/100"),
+            Some((0, 9, Some(100)))
+        );
         assert_eq!(parse_content_range("bytes 5-5/*"), Some((5, 5, None)));
         assert_eq!(parse_content_range("bytes 9-0/100"), None);
         assert_eq!(parse_content_range("bytes 0-100/100"), None);
@@ -825,7 +835,10 @@ mod tests {
         );
         assert_eq!(next_link(&h).as_deref(), Some("http://h/api/x?cursor=abc"));
         let mut h2 = HeaderMap::new();
-        h2.insert("link", HeaderValue::from_static("<http://h/p>; rel=\"prev\""));
+        h2.insert(
+            "link",
+            HeaderValue::from_static("<http://h/p>; rel=\"prev\""),
+        );
         assert_eq!(next_link(&h2), None);
     }
 
@@ -840,7 +853,10 @@ mod tests {
 
     #[test]
     fn redirect_ttl_follows_expires() {
-        let now = SystemTime::now().duration_since(UNIX_EPOCH).unwrap().as_secs();
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap()
+            .as_secs();
         let u = format!("http://cdn/x?Expires={}&Signature=s", now + 3600);
         let ttl = redirect_ttl(&u);
         assert!(ttl > Duration::from_secs(3400) && ttl <= Duration::from_secs(3540));

@@ -57,7 +57,7 @@ fn not_found(kind: NotFoundKind, what: &str) -> HubError {
 
 /// A deterministic fake commit sha for tests.
 pub fn fake_sha(n: u64) -> String {
-    format!("{:040x}", 0xc0ffee_0000u64 + n)
+    format!("{:040x}", 0x00c0_ffee_0000_u64 + n)
 }
 
 impl MemoryHub {
@@ -121,7 +121,11 @@ impl MemoryHub {
 }
 
 impl HubClient for MemoryHub {
-    async fn resolve_revision(&self, repo: &RepoId, revision: &str) -> Result<CommitInfo, HubError> {
+    async fn resolve_revision(
+        &self,
+        repo: &RepoId,
+        revision: &str,
+    ) -> Result<CommitInfo, HubError> {
         self.calls.resolve.fetch_add(1, Ordering::Relaxed);
         let repos = self.repos.lock();
         let r = repos
@@ -201,7 +205,9 @@ impl HubClient for MemoryHub {
             let content = files
                 .get(&file.path)
                 .ok_or_else(|| not_found(NotFoundKind::Entry, &file.path))?;
-            let end = offset.checked_add(len).filter(|e| *e <= content.len() as u64);
+            let end = offset
+                .checked_add(len)
+                .filter(|e| *e <= content.len() as u64);
             match end {
                 Some(end) => Ok(content.slice(offset as usize..end as usize)),
                 None => Err(HubError::Protocol {
@@ -220,8 +226,9 @@ impl HubClient for MemoryHub {
 }
 
 fn fxhash(b: &[u8]) -> u64 {
-    b.iter()
-        .fold(0xcbf29ce484222325u64, |h, x| (h ^ *x as u64).wrapping_mul(0x100000001b3))
+    b.iter().fold(0xcbf29ce484222325u64, |h, x| {
+        (h ^ *x as u64).wrapping_mul(0x100000001b3)
+    })
 }
 
 /// Seconds since the epoch of the fake commits' date.

@@ -64,8 +64,8 @@ pub fn mount<C: HubClient>(hub: Arc<C>, cfg: FsConfig) -> Mounted<C> {
         .tempdir()
         .expect("tempdir");
     let fs = Arc::new(HubFs::new(hub, cfg, Arc::new(Stats::default())));
-    let session = hubfs::mount::spawn(fs.clone(), rt.handle().clone(), dir.path(), false, 4)
-        .expect("mount");
+    let session =
+        hubfs::mount::spawn(fs.clone(), rt.handle().clone(), dir.path(), false, 4).expect("mount");
     // Wait until the kernel answers for the mount.
     for _ in 0..100 {
         if std::fs::metadata(dir.path().join("datasets")).is_ok() {
@@ -108,7 +108,8 @@ pub fn sha256_file(p: &Path) -> std::io::Result<String> {
 
 /// The errno of an io error (panics on a non-OS error).
 pub fn errno(e: &std::io::Error) -> i32 {
-    e.raw_os_error().unwrap_or_else(|| panic!("not an OS error: {e}"))
+    e.raw_os_error()
+        .unwrap_or_else(|| panic!("not an OS error: {e}"))
 }
 
 /// The mount-relative directory of a fixture repo at a ref: `datasets/acme/corpus@refs%2Fpr%2F1`.

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use bytes::{Bytes, BytesMut};
 use lru::LruCache;
 use parking_lot::Mutex;
-use reqwest::header::{HeaderMap, AUTHORIZATION, CONTENT_RANGE, LOCATION, RANGE};
+use reqwest::header::{HeaderMap, HeaderValue, AUTHORIZATION, CONTENT_RANGE, LOCATION, RANGE};
 use reqwest::{Method, Response, StatusCode};
 use serde::Deserialize;
 use url::Url;
@@ -152,7 +152,13 @@ impl HttpHub {
     }
 
     /// Sends `method url`, following redirects; the token goes only to the endpoint's origin.
-    async fn send(&self, method: Method, url: &str, range: Option<&str>) -> Result<Sent, HubError> {
+    async fn send(
+        &self,
+        method: Method,
+        url: &str,
+        range: Option<&str>,
+        expect: Option<&FileRef>,
+    ) -> Result<Sent, HubError> {
         let mut current = Url::parse(url).map_err(|e| HubError::Protocol {
             url: redact_url(url),
             message: format!("bad URL: {e}"),
@@ -162,9 +168,18 @@ impl HttpHub {
             if let Some(r) = range {
                 req = req.header(RANGE, r);
             }
-            if self.same_origin(&current) {
+            let hub_origin = self.same_origin(&current);
+            if hub_origin {
                 if let Some(t) = &self.cfg.token {
-                    req = req.header(AUTHORIZATION, format!("Bearer {}", t.expose()));
+                    let mut v =
+                        HeaderValue::from_str(&format!("Bearer {}", t.expose())).map_err(|_| {
+                            HubError::Protocol {
+                                url: redact_url(current.as_str()),
+                                message: "the token has characters not allowed in a header".into(),
+                            }
+                        })?;
+                    v.set_sensitive(true);
+                    req = req.header(AUTHORIZATION, v);
                 }
             }
             let shown = redact_url(current.as_str());
@@ -183,6 +198,9 @@ impl HttpHub {
                 }
                 Ok(Ok(r)) => r,
             };
+            if let (Some(file), true) = (expect, hub_origin) {
+                check_identity(resp.headers(), file, &shown)?;
+            }
             if resp.status().is_redirection() {
                 let loc = resp
                     .headers()
@@ -222,7 +240,7 @@ impl HttpHub {
         self.cfg
             .retry
             .run("GET", || async {
-                let sent = self.send(Method::GET, url, None).await?;
+                let sent = self.send(Method::GET, url, None, None).await?;
                 if sent.resp.status().is_success() {
                     Ok(sent)
                 } else {
@@ -271,15 +289,16 @@ impl HttpHub {
         self.redirects.lock().pop(key);
     }
 
-    /// One ranged GET from `start_url` (the resolve URL or a remembered CDN URL), checked.
+    /// One ranged GET of the bytes `acc` still lacks, from `start_url` (the resolve URL or a
+    /// remembered CDN URL), checked; what arrives is added to `acc` even when the body is cut.
+    /// Returns the URL that served the bytes.
     async fn range_once(
         &self,
         start_url: &str,
         file: &FileRef,
-        offset: u64,
-        len: u64,
-        piece: u64,
-    ) -> Result<(Vec<Bytes>, String), HubError> {
+        base: u64,
+        acc: &mut Pieces,
+    ) -> Result<String, HubError> {
         // One permit per range request in flight: bounds connections and buffered bodies.
         let _permit = self
             .connections
@@ -289,13 +308,15 @@ impl HttpHub {
                 url: redact_url(start_url),
                 message: "client shut down".into(),
             })?;
+        let offset = base + acc.got();
+        let len = acc.missing();
         let end = offset + len - 1;
         let range = format!("bytes={offset}-{end}");
-        let sent = self.send(Method::GET, start_url, Some(&range)).await?;
+        let sent = self
+            .send(Method::GET, start_url, Some(&range), Some(file))
+            .await?;
         let url = redact_url(&sent.url);
-        let status = sent.resp.status();
-        check_commit(sent.resp.headers(), file, &url)?;
-        match status {
+        match sent.resp.status() {
             StatusCode::PARTIAL_CONTENT => {
                 let cr = sent
                     .resp
@@ -329,8 +350,75 @@ impl HttpHub {
             }
             _ => return Err(error_from_response(sent.resp, &sent.url).await),
         }
-        let body = read_pieces(sent.resp, &url, self.cfg.read_timeout, len, piece).await?;
-        Ok((body, sent.url))
+        read_pieces(sent.resp, &url, self.cfg.read_timeout, acc).await?;
+        Ok(sent.url)
+    }
+}
+
+/// Pieces of a range being assembled across retries: complete pieces plus the one being filled.
+pub struct Pieces {
+    len: u64,
+    piece: u64,
+    done: Vec<Bytes>,
+    cur: BytesMut,
+    got: u64,
+}
+
+impl Pieces {
+    /// An empty range of `len` bytes in pieces of `piece`.
+    pub fn new(len: u64, piece: u64) -> Self {
+        let piece = piece.clamp(1, len.max(1));
+        Pieces {
+            len,
+            piece,
+            done: Vec::with_capacity(len.div_ceil(piece) as usize),
+            cur: BytesMut::with_capacity(piece.min(len) as usize),
+            got: 0,
+        }
+    }
+
+    /// Bytes received so far.
+    pub fn got(&self) -> u64 {
+        self.got
+    }
+
+    /// Bytes still missing.
+    pub fn missing(&self) -> u64 {
+        self.len - self.got
+    }
+
+    /// Appends received bytes; fails if they run past the range.
+    pub fn push(&mut self, mut data: &[u8]) -> Result<(), String> {
+        if self.got + data.len() as u64 > self.len {
+            return Err(format!("body longer than the {} bytes asked for", self.len));
+        }
+        self.got += data.len() as u64;
+        while !data.is_empty() {
+            let room = self.cur.capacity() - self.cur.len();
+            let n = room.min(data.len());
+            self.cur.extend_from_slice(&data[..n]);
+            data = &data[n..];
+            if self.cur.len() == self.cur.capacity() {
+                let left = self
+                    .len
+                    .saturating_sub((self.done.len() as u64 + 1) * self.piece);
+                let next = BytesMut::with_capacity(self.piece.min(left) as usize);
+                self.done
+                    .push(std::mem::replace(&mut self.cur, next).freeze());
+            }
+        }
+        Ok(())
+    }
+
+    /// The pieces, once every byte arrived.
+    pub fn finish(mut self) -> Option<Vec<Bytes>> {
+        if self.got != self.len {
+            return None;
+        }
+        if !self.cur.is_empty() {
+            self.done.push(self.cur.freeze());
+        }
+        Some(self.done)
     }
 }
 
@@ -438,40 +526,109 @@ impl HubClient for HttpHub {
             });
         }
         let resolve = self.urls.resolve(&file.repo, &file.commit, &file.path)?;
-        let reresolved = std::sync::atomic::AtomicBool::new(false);
-        self.cfg
-            .retry
-            .run("range", || async {
-                loop {
-                    let cached = self.cached_redirect(&resolve);
-                    let start = cached.as_deref().unwrap_or(&resolve);
-                    match self.range_once(start, file, offset, len, piece).await {
-                        Ok((bytes, final_url)) => {
-                            if final_url != resolve && cached.as_deref() != Some(&final_url) {
-                                self.remember_redirect(&resolve, &final_url);
-                            }
-                            return Ok(bytes);
-                        }
-                        Err(e)
-                            if cached.is_some()
-                                && !reresolved.load(std::sync::atomic::Ordering::Relaxed) =>
-                        {
-                            // A remembered CDN URL that expired or was refused: ask the Hub again once.
-                            tracing::debug!(error = %e, "remembered redirect failed; re-resolving");
-                            self.forget_redirect(&resolve);
-                            reresolved.store(true, std::sync::atomic::Ordering::Relaxed);
-                        }
-                        Err(e) => {
-                            if cached.is_some() {
-                                self.forget_redirect(&resolve);
-                            }
-                            return Err(e);
-                        }
+        let policy = &self.cfg.retry;
+        let deadline = self.cfg.read_timeout;
+        let mut acc = Pieces::new(len, piece);
+        let mut failures = 0;
+        let mut last_progress = Instant::now();
+        let mut reresolved = false;
+        loop {
+            let cached = self.cached_redirect(&resolve);
+            let start = cached.as_deref().unwrap_or(&resolve);
+            let before = acc.got();
+            let result = self.range_once(start, file, offset, &mut acc).await;
+            if acc.got() > before {
+                // Progress: the deadline and the failure count start over; a cut body resumes
+                // from the first missing byte.
+                last_progress = Instant::now();
+                failures = 0;
+            }
+            let err = match result {
+                Ok(final_url) => {
+                    if final_url != resolve && cached.as_deref() != Some(&final_url) {
+                        self.remember_redirect(&resolve, &final_url);
                     }
+                    return acc.finish().ok_or_else(|| HubError::Protocol {
+                        url: redact_url(&final_url),
+                        message: "range incomplete".into(),
+                    });
                 }
-            })
-            .await
+                Err(e) => e,
+            };
+            if cached.is_some() {
+                // A remembered CDN URL that failed (expired, refused, unreachable) is not reused;
+                // the Hub is asked again, once without counting as a failure.
+                self.forget_redirect(&resolve);
+                if !reresolved {
+                    reresolved = true;
+                    tracing::debug!(error = %err, "remembered redirect failed; re-resolving");
+                    continue;
+                }
+            }
+            failures += 1;
+            let idle = last_progress.elapsed();
+            if !RetryPolicy::is_retryable(&err)
+                || failures >= policy.max_attempts
+                || idle >= deadline
+            {
+                if idle >= deadline {
+                    tracing::warn!(path = %file.path, ?idle, error = %err, "no progress within the read timeout");
+                }
+                return Err(err);
+            }
+            let wait = policy.delay(failures, &err).min(deadline - idle);
+            tracing::warn!(path = %file.path, offset = offset + acc.got(), missing = acc.missing(), failures, ?wait, error = %err, "range read failed; retrying");
+            tokio::time::sleep(wait).await;
+        }
     }
+}
+
+/// Reads a body into `acc`, failing when it stalls for `read_timeout`, runs long, or ends short.
+/// Bytes that arrived before a failure stay in `acc`.
+async fn read_pieces(
+    mut resp: Response,
+    url: &str,
+    read_timeout: Duration,
+    acc: &mut Pieces,
+) -> Result<(), HubError> {
+    let start = acc.got();
+    loop {
+        let chunk = match tokio::time::timeout(read_timeout, resp.chunk()).await {
+            Err(_) => {
+                return Err(HubError::Timeout {
+                    url: url.to_owned(),
+                    after: read_timeout,
+                })
+            }
+            Ok(Err(e)) => {
+                return Err(HubError::Network {
+                    url: url.to_owned(),
+                    message: format!(
+                        "body cut after {} bytes: {}",
+                        acc.got() - start,
+                        error_chain(&e)
+                    ),
+                })
+            }
+            Ok(Ok(None)) => break,
+            Ok(Ok(Some(c))) => c,
+        };
+        acc.push(&chunk).map_err(|message| HubError::Protocol {
+            url: url.to_owned(),
+            message,
+        })?;
+    }
+    if acc.missing() != 0 {
+        return Err(HubError::Protocol {
+            url: url.to_owned(),
+            message: format!(
+                "short body: {} bytes, {} missing",
+                acc.got() - start,
+                acc.missing()
+            ),
+        });
+    }
+    Ok(())
 }
 
 /// Reads a (JSON) body, failing when it stalls for `read_timeout` or exceeds `limit`.
@@ -509,70 +666,6 @@ async fn read_body(
         }
     }
     Ok(buf.freeze())
-}
-
-/// Reads a body of exactly `len` bytes into pieces of `piece` bytes, failing when it stalls for
-/// `read_timeout`, runs long, or ends short.
-async fn read_pieces(
-    mut resp: Response,
-    url: &str,
-    read_timeout: Duration,
-    len: u64,
-    piece: u64,
-) -> Result<Vec<Bytes>, HubError> {
-    let piece = piece.clamp(1, len.max(1));
-    let mut pieces = Vec::with_capacity(len.div_ceil(piece) as usize);
-    let mut got: u64 = 0;
-    let mut cur = BytesMut::with_capacity(piece.min(len) as usize);
-    loop {
-        let chunk = match tokio::time::timeout(read_timeout, resp.chunk()).await {
-            Err(_) => {
-                return Err(HubError::Timeout {
-                    url: url.to_owned(),
-                    after: read_timeout,
-                })
-            }
-            Ok(Err(e)) => {
-                return Err(HubError::Network {
-                    url: url.to_owned(),
-                    message: format!("body cut after {got} bytes: {}", error_chain(&e)),
-                })
-            }
-            Ok(Ok(None)) => break,
-            Ok(Ok(Some(c))) => c,
-        };
-        if got + chunk.len() as u64 > len {
-            return Err(HubError::Protocol {
-                url: url.to_owned(),
-                message: format!("body longer than the {len} bytes asked for"),
-            });
-        }
-        got += chunk.len() as u64;
-        let mut rest = &chunk[..];
-        while !rest.is_empty() {
-            let room = cur.capacity() - cur.len();
-            let n = room.min(rest.len());
-            cur.extend_from_slice(&rest[..n]);
-            rest = &rest[n..];
-            if cur.len() == cur.capacity() {
-                let done = std::mem::replace(
-                    &mut cur,
-                    BytesMut::with_capacity(piece.min(len - got + rest.len() as u64) as usize),
-                );
-                pieces.push(done.freeze());
-            }
-        }
-    }
-    if got != len {
-        return Err(HubError::Protocol {
-            url: url.to_owned(),
-            message: format!("short body: {got} of {len} bytes"),
-        });
-    }
-    if !cur.is_empty() {
-        pieces.push(cur.freeze());
-    }
-    Ok(pieces)
 }
 
 /// Classifies a non-success response, reading the Hub's error headers and JSON body.
@@ -633,13 +726,24 @@ async fn error_from_response(resp: Response, url: &str) -> HubError {
     }
 }
 
-/// Fails with `Stale` when a response names another commit than the file was opened at.
-fn check_commit(headers: &HeaderMap, file: &FileRef, url: &str) -> Result<(), HubError> {
-    if let Some(c) = headers.get("x-repo-commit").and_then(|v| v.to_str().ok()) {
+/// Fails with `Stale` when a Hub response names another commit (`X-Repo-Commit`) or another
+/// version of the file (`X-Linked-Etag`, else `ETag`) than the file was opened at.
+fn check_identity(headers: &HeaderMap, file: &FileRef, url: &str) -> Result<(), HubError> {
+    let get = |n: &str| headers.get(n).and_then(|v| v.to_str().ok());
+    if let Some(c) = get("x-repo-commit") {
         if c != file.commit {
             return Err(HubError::Stale {
                 url: url.to_owned(),
                 message: format!("X-Repo-Commit {c} but the file is read at {}", file.commit),
+            });
+        }
+    }
+    if let Some(tag) = get("x-linked-etag").or_else(|| get("etag")) {
+        let tag = tag.trim().trim_start_matches("W/").trim_matches('"');
+        if !file.etag.is_empty() && !tag.is_empty() && tag != file.etag {
+            return Err(HubError::Stale {
+                url: url.to_owned(),
+                message: format!("ETag {tag} but the file's listing says {}", file.etag),
             });
         }
     }
@@ -809,6 +913,61 @@ pub fn parse_rfc3339(s: &str) -> Option<SystemTime> {
 mod tests {
     use super::*;
     use reqwest::header::HeaderValue;
+
+    #[test]
+    fn pieces_split_at_piece_boundaries_whatever_the_chunks() {
+        let data: Vec<u8> = (0..1000u32).map(|i| i as u8).collect();
+        for chunk in [1, 7, 100, 333, 1000] {
+            let mut p = Pieces::new(1000, 256);
+            for c in data.chunks(chunk) {
+                p.push(c).unwrap();
+            }
+            let pieces = p.finish().unwrap();
+            assert_eq!(
+                pieces.iter().map(|b| b.len()).collect::<Vec<_>>(),
+                [256, 256, 256, 232]
+            );
+            assert_eq!(pieces.concat(), data);
+        }
+        let mut p = Pieces::new(10, 4);
+        p.push(&[0; 6]).unwrap();
+        assert_eq!((p.got(), p.missing()), (6, 4));
+        assert!(p.push(&[0; 5]).is_err(), "never more than asked");
+        let short = Pieces::new(10, 4);
+        assert!(short.finish().is_none(), "never fewer than asked");
+    }
+
+    #[test]
+    fn identity_checks_commit_and_etag() {
+        let file = FileRef {
+            repo: RepoId::new(crate::hub::RepoType::Model, "a", "b"),
+            commit: "c".repeat(40),
+            path: "x".into(),
+            size: 1,
+            etag: "abc".into(),
+        };
+        let mut h = HeaderMap::new();
+        h.insert(
+            "x-repo-commit",
+            HeaderValue::from_str(&"c".repeat(40)).unwrap(),
+        );
+        h.insert("etag", HeaderValue::from_static("W/\"abc\""));
+        assert!(check_identity(&h, &file, "u").is_ok());
+        h.insert("x-linked-etag", HeaderValue::from_static("\"other\""));
+        assert!(matches!(
+            check_identity(&h, &file, "u"),
+            Err(HubError::Stale { .. })
+        ));
+        let mut h2 = HeaderMap::new();
+        h2.insert(
+            "x-repo-commit",
+            HeaderValue::from_str(&"d".repeat(40)).unwrap(),
+        );
+        assert!(matches!(
+            check_identity(&h2, &file, "u"),
+            Err(HubError::Stale { .. })
+        ));
+    }
 
     #[test]
     fn content_range_parsing() {

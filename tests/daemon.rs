@@ -39,6 +39,22 @@ struct Daemon {
     home: tempfile::TempDir,
     /// The daemon's stderr, collected from a pipe (a log file would count as disk writes).
     log: Arc<Mutex<String>>,
+    mountpoint: Option<std::path::PathBuf>,
+}
+
+impl Drop for Daemon {
+    /// A failed test must not leave a daemon or a dead mount behind.
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+        if let Some(m) = &self.mountpoint {
+            if is_mounted(m) {
+                let _ = nix::mount::umount2(m, nix::mount::MntFlags::MNT_DETACH);
+            }
+        }
+    }
 }
 
 impl Daemon {
@@ -81,7 +97,12 @@ fn start(mnt: &Path, endpoint: &str) -> Daemon {
                 .push_str(&String::from_utf8_lossy(&buf[..n]));
         }
     });
-    Daemon { child, home, log }
+    Daemon {
+        child,
+        home,
+        log,
+        mountpoint: Some(mnt.to_owned()),
+    }
 }
 
 fn write_bytes(pid: u32) -> u64 {
@@ -104,6 +125,8 @@ fn stop(mut d: Daemon) -> (std::process::ExitStatus, String) {
     loop {
         if let Some(st) = d.child.try_wait().unwrap() {
             std::thread::sleep(Duration::from_millis(100));
+            // The caller checks the unmount itself: the drop guard must not do it for it.
+            d.mountpoint = None;
             return (st, d.log());
         }
         assert!(

@@ -6,8 +6,10 @@
 
 #![warn(missing_docs)]
 
+pub mod faults;
 pub mod fixtures;
 pub mod server;
 
+pub use faults::*;
 pub use fixtures::*;
 pub use server::*;

@@ -5,7 +5,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
-use fakehub::{FakeHub, FakeHubOptions, Fixtures};
+use fakehub::{FakeHub, FakeHubOptions, FaultKind, Faults, Fixtures, Shaping};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -34,6 +34,10 @@ enum Cmd {
         #[arg(long, default_value_t = 3600)]
         redirect_ttl_secs: u64,
         #[command(flatten)]
+        shaping: ShapingArgs,
+        #[command(flatten)]
+        faults: FaultArgs,
+        #[command(flatten)]
         extras: Extras,
     },
     /// Write every ref of every repo as DIR/<models|datasets|spaces>/<org>/<name>@<ref>/<path>.
@@ -43,6 +47,69 @@ enum Cmd {
         #[command(flatten)]
         extras: Extras,
     },
+}
+
+#[derive(Args, Debug)]
+struct ShapingArgs {
+    /// Cap on each response body's rate, in megabytes (1e6 bytes) per second; unlimited if unset.
+    #[arg(long, value_name = "F")]
+    bandwidth_mbps: Option<f64>,
+    /// Latency added before every response's headers, in milliseconds.
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    latency_ms: u64,
+}
+
+impl ShapingArgs {
+    fn shaping(&self) -> Result<Shaping, String> {
+        let bytes_per_sec = match self.bandwidth_mbps {
+            None => None,
+            Some(f) if f.is_finite() && f * 1e6 >= 1.0 => Some((f * 1e6).round() as u64),
+            Some(f) => return Err(format!("--bandwidth-mbps {f}: must be a positive rate")),
+        };
+        Ok(Shaping {
+            bytes_per_sec,
+            latency: std::time::Duration::from_millis(self.latency_ms),
+        })
+    }
+}
+
+#[derive(Args, Debug)]
+struct FaultArgs {
+    /// Probability in [0,1] that a ranged byte request (/resolve/, /api/resolve-cache/, CDN) gets
+    /// a fault.
+    #[arg(long, value_name = "F", default_value_t = 0.0)]
+    fault_rate: f64,
+    /// Comma-separated fault kinds to draw from: 500, 503, 429[:SECS], reset, cut, stall[:MS],
+    /// range, full, expired, commit (default: all of them).
+    #[arg(long, value_name = "KINDS", value_delimiter = ',')]
+    fault_kinds: Vec<FaultKind>,
+    /// Seed of the deterministic fault draw.
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    fault_seed: u64,
+    /// Also fault API requests (repo info, revision, tree, ...) with the 5xx/429/reset kinds.
+    #[arg(long)]
+    fault_include_api: bool,
+}
+
+impl FaultArgs {
+    fn faults(&self) -> Result<Faults, String> {
+        if !(0.0..=1.0).contains(&self.fault_rate) {
+            return Err(format!(
+                "--fault-rate {}: must be in [0,1]",
+                self.fault_rate
+            ));
+        }
+        Ok(Faults {
+            rate: self.fault_rate,
+            kinds: if self.fault_kinds.is_empty() {
+                FaultKind::all()
+            } else {
+                self.fault_kinds.clone()
+            },
+            seed: self.fault_seed,
+            include_api: self.fault_include_api,
+        })
+    }
 }
 
 #[derive(Args, Debug)]
@@ -122,9 +189,14 @@ fn main() {
             cdn_port,
             page_size,
             redirect_ttl_secs,
+            shaping,
+            faults,
             extras,
         } => fixtures(&extras).and_then(|fx| {
+            let shaping = shaping.shaping()?;
+            let faults = faults.faults()?;
             let opts = FakeHubOptions {
+                shaping,
                 page_size,
                 redirect_ttl: std::time::Duration::from_secs(redirect_ttl_secs),
                 hub_addr: Some(SocketAddr::from(([127, 0, 0, 1], hub_port))),
@@ -132,6 +204,7 @@ fn main() {
                 ..FakeHubOptions::default()
             };
             let hub = FakeHub::start(fx, opts).map_err(|e| format!("start: {e}"))?;
+            hub.set_faults(faults);
             let mut out = std::io::stdout();
             let _ = writeln!(out, "HUB {}", hub.endpoint());
             let _ = writeln!(out, "CDN {}", hub.cdn_endpoint());

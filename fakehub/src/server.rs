@@ -4,21 +4,23 @@
 // Handlers short-circuit with a ready `Response` as the error value; boxing it buys nothing here.
 #![allow(clippy::result_large_err)]
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
+use std::convert::Infallible;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use axum::body::Body;
-use axum::extract::{Request, State};
+use axum::extract::Request;
 use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, Uri};
 use axum::response::Response;
-use axum::Router;
+use futures::StreamExt;
 use parking_lot::{Mutex, RwLock};
 use percent_encoding::{percent_decode_str, utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
 use serde_json::{json, Value};
 
+use crate::faults::{FaultKind, FaultState, Faults, ReqClass, Shaping};
 use crate::fixtures::{
     all_dirs, is_sha40, sha1_hex, sha256_of, Access, Commit, FileData, Fixtures, Repo, RepoType,
     TOKEN_FULL, TOKEN_UNAPPROVED,
@@ -38,6 +40,8 @@ pub struct FakeHubOptions {
     pub hub_addr: Option<SocketAddr>,
     /// CDN listener address, default 127.0.0.1:0 (always a different port = different origin).
     pub cdn_addr: Option<SocketAddr>,
+    /// Initial traffic shaping (default none); change it live with [`FakeHub::set_shaping`].
+    pub shaping: Shaping,
 }
 
 impl Default for FakeHubOptions {
@@ -48,6 +52,7 @@ impl Default for FakeHubOptions {
             redirect_ttl: Duration::from_secs(3600),
             hub_addr: None,
             cdn_addr: None,
+            shaping: Shaping::default(),
         }
     }
 }
@@ -74,12 +79,16 @@ pub struct RequestRecord {
     pub range: Option<String>,
     /// The `Authorization` header, if any.
     pub authorization: Option<String>,
-    /// The response status code.
+    /// The response status code (0 when the connection was reset without a response).
     pub status: u16,
+    /// The fault injected into this request's response, if any.
+    pub fault: Option<FaultKind>,
 }
 
 const SIGNING_SECRET: &str = "fakehub-cdn-signing-secret";
 const STREAM_CHUNK: usize = 256 * 1024;
+/// Chunk size of rate-capped bodies: each chunk waits for its share of the rate.
+const PACE_CHUNK: usize = 64 * 1024;
 
 struct Shared {
     fixtures: RwLock<Fixtures>,
@@ -89,6 +98,10 @@ struct Shared {
     requests: Mutex<Vec<RequestRecord>>,
     cdn_objects: Mutex<HashMap<String, FileData>>,
     counter: AtomicU64,
+    shaping: RwLock<Shaping>,
+    faults: Mutex<FaultState>,
+    /// True while paused: connections are dropped on accept and live ones are closed.
+    paused: tokio::sync::watch::Sender<bool>,
 }
 
 /// A running fake Hub: two listeners on a background tokio runtime. Drop shuts both down.
@@ -118,6 +131,7 @@ impl FakeHub {
         cdn_l.set_nonblocking(true)?;
         let hub_addr = hub_l.local_addr()?;
         let cdn_addr = cdn_l.local_addr()?;
+        let shaping = opts.shaping.clone();
         let shared = Arc::new(Shared {
             fixtures: RwLock::new(fixtures),
             opts,
@@ -126,6 +140,9 @@ impl FakeHub {
             requests: Mutex::new(Vec::new()),
             cdn_objects: Mutex::new(HashMap::new()),
             counter: AtomicU64::new(0),
+            shaping: RwLock::new(shaping),
+            faults: Mutex::new(FaultState::new()),
+            paused: tokio::sync::watch::Sender::new(false),
         });
         let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
         let (ready_tx, ready_rx) = std::sync::mpsc::channel::<std::io::Result<()>>();
@@ -159,14 +176,8 @@ impl FakeHub {
                             return;
                         }
                     };
-                    let hub_router = Router::new().fallback(hub_entry).with_state(sh.clone());
-                    let cdn_router = Router::new().fallback(cdn_entry).with_state(sh.clone());
-                    tokio::spawn(async move {
-                        let _ = axum::serve(hub, hub_router).await;
-                    });
-                    tokio::spawn(async move {
-                        let _ = axum::serve(cdn, cdn_router).await;
-                    });
+                    tokio::spawn(accept_loop(hub, sh.clone(), Listener::Hub));
+                    tokio::spawn(accept_loop(cdn, sh.clone(), Listener::Cdn));
                     let _ = ready_tx.send(Ok(()));
                     let _ = stop_rx.await;
                 });
@@ -208,6 +219,40 @@ impl FakeHub {
     pub fn with_fixtures<R>(&self, f: impl FnOnce(&mut Fixtures) -> R) -> R {
         let mut g = self.shared.fixtures.write();
         f(&mut g)
+    }
+
+    /// The current traffic shaping.
+    pub fn shaping(&self) -> Shaping {
+        self.shared.shaping.read().clone()
+    }
+
+    /// Changes the traffic shaping live. Latency applies to responses started afterwards; the
+    /// rate cap is re-read per chunk by bodies that started with a cap (a body that started
+    /// uncapped stays uncapped).
+    pub fn set_shaping(&self, shaping: Shaping) {
+        *self.shared.shaping.write() = shaping;
+    }
+
+    /// Replaces the fault injection settings and reseeds the draw (counts are kept).
+    pub fn set_faults(&self, f: Faults) {
+        self.shared.faults.lock().set(f);
+    }
+
+    /// Counts of faults injected so far, by kind name (e.g. `"CutBody"`, see [`FaultKind::name`]).
+    pub fn faults_injected(&self) -> BTreeMap<String, u64> {
+        self.shared.faults.lock().counts()
+    }
+
+    /// Makes both listeners refuse service: open connections (idle or mid-response) are closed
+    /// and new ones are accepted and closed at once, so clients see connection errors.
+    /// [`FakeHub::resume`] restores normal service on the same ports.
+    pub fn pause(&self) {
+        self.shared.paused.send_replace(true);
+    }
+
+    /// Ends a [`FakeHub::pause`].
+    pub fn resume(&self) {
+        self.shared.paused.send_replace(false);
     }
 
     /// Shuts both listeners down and waits for the runtime thread.
@@ -356,17 +401,95 @@ fn sign(sha: &str, expires: u64) -> String {
 }
 
 // ---------------------------------------------------------------------------------------------
-// Entry points (record every request, add X-Request-Id)
+// Connections (own accept loop: a handler can drop its connection, and pause closes them all)
 
-async fn hub_entry(State(s): State<Arc<Shared>>, req: Request) -> Response {
-    entry(s, req, Listener::Hub).await
+async fn accept_loop(l: tokio::net::TcpListener, s: Arc<Shared>, listener: Listener) {
+    loop {
+        let stream = match l.accept().await {
+            Ok((stream, _)) => stream,
+            Err(_) => {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+                continue;
+            }
+        };
+        let mut paused = s.paused.subscribe();
+        if *paused.borrow_and_update() {
+            drop(stream);
+            continue;
+        }
+        let s = s.clone();
+        tokio::spawn(async move {
+            let _ = stream.set_nodelay(true);
+            let kill = Arc::new(tokio::sync::Notify::new());
+            let k = kill.clone();
+            let svc =
+                hyper::service::service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
+                    let s = s.clone();
+                    let kill = k.clone();
+                    async move {
+                        match entry(s, req.map(Body::new), listener).await {
+                            Some(r) => Ok::<_, Infallible>(r),
+                            None => {
+                                // Reset: the connection task drops the socket without a response.
+                                kill.notify_one();
+                                std::future::pending().await
+                            }
+                        }
+                    }
+                });
+            let conn = hyper::server::conn::http1::Builder::new()
+                .serve_connection(hyper_util::rt::TokioIo::new(stream), svc);
+            tokio::select! {
+                _ = conn => {}
+                _ = kill.notified() => {}
+                _ = paused.wait_for(|p| *p) => {}
+            }
+        });
+    }
 }
 
-async fn cdn_entry(State(s): State<Arc<Shared>>, req: Request) -> Response {
-    entry(s, req, Listener::Cdn).await
+// ---------------------------------------------------------------------------------------------
+// Entry point (shaping, faults, record every request, add X-Request-Id)
+
+/// Marks a response a fault was applied to (set by the handlers for body-level faults).
+#[derive(Clone)]
+struct AppliedFault(FaultKind);
+
+fn applied(mut r: Response, k: FaultKind) -> Response {
+    r.extensions_mut().insert(AppliedFault(k));
+    r
 }
 
-async fn entry(s: Arc<Shared>, req: Request, listener: Listener) -> Response {
+/// Which fault class a request belongs to, if any.
+fn classify(listener: Listener, method: &Method, uri: &Uri, ranged: bool) -> Option<ReqClass> {
+    let path = uri.path();
+    match listener {
+        Listener::Cdn => (method == Method::GET && ranged && path.starts_with("/cdn/"))
+            .then_some(ReqClass::CdnBytes),
+        Listener::Hub => {
+            if path.starts_with("/api/resolve-cache/") {
+                return (method == Method::GET && ranged).then_some(ReqClass::HubBytes);
+            }
+            if path.starts_with("/api/") {
+                return Some(ReqClass::Api);
+            }
+            let segs: Vec<&str> = path.split('/').skip(1).collect();
+            let resolve = match segs.first() {
+                Some(&"datasets" | &"spaces") => segs.get(3) == Some(&"resolve"),
+                _ => segs.get(2) == Some(&"resolve"),
+            };
+            (resolve && method == Method::GET && ranged).then_some(ReqClass::HubBytes)
+        }
+    }
+}
+
+/// A fake commit id different from `sha`.
+fn other_commit(sha: &str) -> String {
+    sha1_hex(format!("fakehub-commit-change:{sha}").as_bytes())
+}
+
+/// Returns `None` when the connection must be dropped without a response.
+async fn entry(s: Arc<Shared>, req: Request, listener: Listener) -> Option<Response> {
     let (parts, body) = req.into_parts();
     let hdr = |n: &str| {
         parts
@@ -389,13 +512,96 @@ async fn entry(s: Arc<Shared>, req: Request, listener: Listener) -> Response {
     } else {
         Ok(bytes::Bytes::new())
     };
+    let shaping = s.shaping.read().clone();
+    if !shaping.latency.is_zero() {
+        tokio::time::sleep(shaping.latency).await;
+    }
+    let fault = classify(listener, &parts.method, &parts.uri, range.is_some())
+        .and_then(|c| s.faults.lock().draw(c));
     let mut resp = match body {
         Err(r) => r,
         Ok(body) => match listener {
-            Listener::Hub => hub(&s, &parts.method, &parts.uri, &parts.headers, &body),
-            Listener::Cdn => cdn(&s, &parts.method, &parts.uri, &parts.headers),
+            Listener::Hub => hub(
+                &s,
+                &parts.method,
+                &parts.uri,
+                &parts.headers,
+                &body,
+                fault.as_ref(),
+            ),
+            Listener::Cdn => cdn(
+                &s,
+                &parts.method,
+                &parts.uri,
+                &parts.headers,
+                fault.as_ref(),
+            ),
         },
     };
+    let mut injected = resp.extensions_mut().remove::<AppliedFault>().map(|a| a.0);
+    if let Some(k) = fault {
+        // Redirects are never faulted, except that a commit change shows wherever X-Repo-Commit is.
+        let redirect = resp.headers().contains_key("location");
+        match &k {
+            FaultKind::Status500 | FaultKind::Status503 | FaultKind::TooManyRequests { .. }
+                if !redirect =>
+            {
+                resp = match &k {
+                    FaultKind::Status500 => error(
+                        StatusCode::INTERNAL_SERVER_ERROR,
+                        None,
+                        "Internal Error - We're working hard to fix this as soon as possible!",
+                    ),
+                    FaultKind::Status503 => {
+                        error(StatusCode::SERVICE_UNAVAILABLE, None, "Service Unavailable")
+                    }
+                    FaultKind::TooManyRequests { retry_after_secs } => {
+                        let mut r = error(
+                            StatusCode::TOO_MANY_REQUESTS,
+                            None,
+                            "You have exceeded our hourly quotas for action: resolve. We \
+                             invite you to retry later.",
+                        );
+                        set(&mut r, "retry-after", &retry_after_secs.to_string());
+                        r
+                    }
+                    _ => unreachable!("matched above"),
+                };
+                injected = Some(k);
+            }
+            FaultKind::Reset if !redirect => {
+                s.faults.lock().count(&k);
+                s.requests.lock().push(RequestRecord {
+                    listener,
+                    method: parts.method.to_string(),
+                    path,
+                    range,
+                    authorization,
+                    status: 0,
+                    fault: Some(k),
+                });
+                return None;
+            }
+            FaultKind::CommitChange => {
+                if let Some(sha) = resp
+                    .headers()
+                    .get("x-repo-commit")
+                    .and_then(|v| v.to_str().ok())
+                    .map(other_commit)
+                {
+                    set(&mut resp, "x-repo-commit", &sha);
+                    injected = Some(k);
+                }
+            }
+            _ => {}
+        }
+    }
+    if let Some(k) = &injected {
+        s.faults.lock().count(k);
+    }
+    if shaping.bytes_per_sec.is_some() && parts.method != Method::HEAD {
+        resp = paced(&s, resp);
+    }
     let n = s.counter.fetch_add(1, Ordering::Relaxed);
     set(
         &mut resp,
@@ -409,8 +615,69 @@ async fn entry(s: Arc<Shared>, req: Request, listener: Listener) -> Response {
         range,
         authorization,
         status: resp.status().as_u16(),
+        fault: injected,
     });
-    resp
+    Some(resp)
+}
+
+/// Re-streams a response body in [`PACE_CHUNK`] chunks so that the bytes sent so far never exceed
+/// rate × elapsed. The rate is re-read per chunk, so [`FakeHub::set_shaping`] acts on bodies in
+/// flight too.
+fn paced(s: &Arc<Shared>, resp: Response) -> Response {
+    use axum::body::HttpBody;
+    let (mut parts, body) = resp.into_parts();
+    let hint = body.size_hint().exact();
+    if hint == Some(0) {
+        return Response::from_parts(parts, body);
+    }
+    if let Some(n) = hint {
+        // Keep a Content-Length (the stream below has no exact size of its own).
+        parts
+            .headers
+            .entry("content-length")
+            .or_insert_with(|| HeaderValue::from(n));
+    }
+    struct Pace {
+        inner: axum::body::BodyDataStream,
+        pending: bytes::Bytes,
+        s: Arc<Shared>,
+        sent: u64,
+        /// (instant, bytes sent then, rate) the current pacing is measured from.
+        anchor: Option<(tokio::time::Instant, u64, u64)>,
+    }
+    let st = Pace {
+        inner: body.into_data_stream(),
+        pending: bytes::Bytes::new(),
+        s: s.clone(),
+        sent: 0,
+        anchor: None,
+    };
+    let stream = futures::stream::unfold(st, |mut st| async move {
+        if st.pending.is_empty() {
+            match st.inner.next().await? {
+                Ok(b) => st.pending = b,
+                Err(e) => return Some((Err(e), st)),
+            }
+        }
+        let n = st.pending.len().min(PACE_CHUNK);
+        let chunk = st.pending.split_to(n);
+        let rate = st.s.shaping.read().bytes_per_sec.filter(|r| *r > 0);
+        match rate {
+            None => st.anchor = None,
+            Some(rate) => {
+                let anchor = match st.anchor {
+                    Some(a) if a.2 == rate => a,
+                    _ => (tokio::time::Instant::now(), st.sent, rate),
+                };
+                st.anchor = Some(anchor);
+                let due = (st.sent + n as u64 - anchor.1) as f64 / rate as f64;
+                tokio::time::sleep_until(anchor.0 + Duration::from_secs_f64(due)).await;
+            }
+        }
+        st.sent += n as u64;
+        Some((Ok(chunk), st))
+    });
+    Response::from_parts(parts, Body::from_stream(stream))
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -744,7 +1011,14 @@ fn list_tree(commit: &Commit, dir: &str, recursive: bool) -> Option<Vec<Listed>>
 // ---------------------------------------------------------------------------------------------
 // Hub routes
 
-fn hub(s: &Shared, method: &Method, uri: &Uri, headers: &HeaderMap, body: &[u8]) -> Response {
+fn hub(
+    s: &Shared,
+    method: &Method,
+    uri: &Uri,
+    headers: &HeaderMap,
+    body: &[u8],
+    fault: Option<&FaultKind>,
+) -> Response {
     let auth = match parse_auth(headers) {
         Ok(a) => a,
         Err(r) => return r,
@@ -779,7 +1053,7 @@ fn hub(s: &Shared, method: &Method, uri: &Uri, headers: &HeaderMap, body: &[u8])
                 Ok(r) => r,
                 Err(r) => return r,
             };
-            return resolve_cache(s, repo, &segs[5..], method, headers);
+            return resolve_cache(repo, &segs[5..], method, headers, fault);
         }
         let Some(t) = segs.get(1).and_then(|p| RepoType::from_plural(p)) else {
             return not_found_route();
@@ -866,7 +1140,7 @@ fn hub(s: &Shared, method: &Method, uri: &Uri, headers: &HeaderMap, body: &[u8])
         Ok(r) => r,
         Err(r) => return r,
     };
-    resolve(s, repo, &segs[org_i + 3..], method, headers)
+    resolve(s, repo, &segs[org_i + 3..], method, headers, fault)
 }
 
 fn repo_info(s: &Shared, repo: &Repo, rev: &str, params: &[(String, String)]) -> Response {
@@ -1164,6 +1438,7 @@ fn resolve(
     rest: &[&str],
     method: &Method,
     headers: &HeaderMap,
+    fault: Option<&FaultKind>,
 ) -> Response {
     let (rev, path) = match split_rev(repo, rest) {
         Ok(x) => x,
@@ -1185,7 +1460,7 @@ fn resolve(
     };
     if data.is_empty() {
         let sha1 = data.git_blob_sha1();
-        return serve_bytes(method, headers, data, &sha1, extra_direct(&sha1));
+        return serve_bytes(method, headers, data, &sha1, extra_direct(&sha1), fault);
     }
     if is_lfs(s, &path, data) {
         let sha = data.sha256_hex();
@@ -1211,7 +1486,7 @@ fn resolve(
     }
     let sha1 = data.git_blob_sha1();
     if repo.access != Access::Public {
-        return serve_bytes(method, headers, data, &sha1, extra_direct(&sha1));
+        return serve_bytes(method, headers, data, &sha1, extra_direct(&sha1), fault);
     }
     let loc = format!(
         "/api/resolve-cache/{}/{}/{}/{}?etag=%22{sha1}%22",
@@ -1230,13 +1505,12 @@ fn resolve(
 }
 
 fn resolve_cache(
-    s: &Shared,
     repo: &Repo,
     rest: &[&str],
     method: &Method,
     headers: &HeaderMap,
+    fault: Option<&FaultKind>,
 ) -> Response {
-    let _ = s;
     let decoded = match rest
         .iter()
         .map(|x| decode(x))
@@ -1260,7 +1534,7 @@ fn resolve_cache(
         ("etag", format!("\"{sha1}\"")),
         ("x-repo-commit", commit.sha.clone()),
     ];
-    serve_bytes(method, headers, data, &sha1, extra)
+    serve_bytes(method, headers, data, &sha1, extra, fault)
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1316,6 +1590,7 @@ fn serve_bytes(
     data: &FileData,
     etag: &str,
     extra: Vec<(&'static str, String)>,
+    fault: Option<&FaultKind>,
 ) -> Response {
     let size = data.len();
     let with_extra = |mut r: Response| {
@@ -1329,7 +1604,7 @@ fn serve_bytes(
         return with_extra(response(StatusCode::NOT_MODIFIED, Body::empty()));
     }
     let range = headers.get("range").and_then(|v| v.to_str().ok());
-    let (status, start, end_excl) = match parse_range(range, size) {
+    let (mut status, mut start, mut end_excl) = match parse_range(range, size) {
         RangeReq::Full => (StatusCode::OK, 0, size),
         RangeReq::Part(a, b) => (StatusCode::PARTIAL_CONTENT, a, b + 1),
         RangeReq::Unsatisfiable => {
@@ -1338,23 +1613,75 @@ fn serve_bytes(
             return with_extra(r);
         }
     };
+    // Body-level faults apply to ranged GETs answered with 206 only.
+    let fault = fault.filter(|_| status == StatusCode::PARTIAL_CONTENT && method == Method::GET);
+    let mut injected = None;
+    let mut stall = None;
+    let mut cut_at = None;
+    match fault {
+        Some(FaultKind::FullBody) => {
+            (status, start, end_excl) = (StatusCode::OK, 0, size);
+            injected = fault;
+        }
+        Some(FaultKind::WrongContentRange) => {
+            let len = end_excl - start;
+            // One block later (the requested length), else one block earlier, else one byte.
+            let shifted = if end_excl + len <= size {
+                Some(start + len)
+            } else if start >= len {
+                Some(start - len)
+            } else if end_excl < size {
+                Some(start + 1)
+            } else if start > 0 {
+                Some(start - 1)
+            } else {
+                None
+            };
+            if let Some(a) = shifted {
+                end_excl = (a + len).min(size);
+                start = a;
+                injected = fault;
+            }
+        }
+        Some(FaultKind::Stall(d)) => {
+            stall = Some(*d);
+            injected = fault;
+        }
+        Some(FaultKind::CutBody) => {
+            cut_at = Some(start + (end_excl - start) / 2);
+            injected = fault;
+        }
+        _ => {}
+    }
     let len = end_excl - start;
     let body = if method == Method::HEAD {
         Body::empty()
-    } else if len <= STREAM_CHUNK as u64 {
+    } else if len <= STREAM_CHUNK as u64 && stall.is_none() && cut_at.is_none() {
         Body::from(data.read_at(start, len as usize))
     } else {
         let data = data.clone();
-        let stream = futures::stream::unfold(start, move |off| {
+        let stop = cut_at.unwrap_or(end_excl);
+        let stream = futures::stream::unfold((start, stall), move |(off, stall)| {
             let data = data.clone();
             async move {
+                if let Some(d) = stall {
+                    tokio::time::sleep(d).await;
+                }
                 if off >= end_excl {
                     return None;
                 }
-                let n = (end_excl - off).min(STREAM_CHUNK as u64) as usize;
+                if off >= stop {
+                    let e = std::io::Error::new(
+                        std::io::ErrorKind::ConnectionAborted,
+                        "fakehub: body cut (fault injection)",
+                    );
+                    // An error from the body makes hyper abort the connection mid-body.
+                    return Some((Err(e), (end_excl, None)));
+                }
+                let n = (stop - off).min(STREAM_CHUNK as u64) as usize;
                 let chunk = data.read_at(off, n);
                 let next = off + n as u64;
-                Some((Ok::<_, std::io::Error>(bytes::Bytes::from(chunk)), next))
+                Some((Ok(bytes::Bytes::from(chunk)), (next, None)))
             }
         });
         Body::from_stream(stream)
@@ -1369,7 +1696,11 @@ fn serve_bytes(
             &format!("bytes {start}-{}/{size}", end_excl - 1),
         );
     }
-    with_extra(r)
+    let r = with_extra(r);
+    match injected {
+        Some(k) => applied(r, k.clone()),
+        None => r,
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1379,7 +1710,13 @@ fn cdn_forbidden(msg: &str) -> Response {
     text_response(StatusCode::FORBIDDEN, msg)
 }
 
-fn cdn(s: &Shared, method: &Method, uri: &Uri, headers: &HeaderMap) -> Response {
+fn cdn(
+    s: &Shared,
+    method: &Method,
+    uri: &Uri,
+    headers: &HeaderMap,
+    fault: Option<&FaultKind>,
+) -> Response {
     if method != Method::GET && method != Method::HEAD {
         return text_response(StatusCode::METHOD_NOT_ALLOWED, "Method Not Allowed");
     }
@@ -1399,6 +1736,12 @@ fn cdn(s: &Shared, method: &Method, uri: &Uri, headers: &HeaderMap) -> Response 
     }
     if now_secs_f64() >= expires as f64 {
         return cdn_forbidden("Request has expired");
+    }
+    if fault == Some(&FaultKind::ExpiredRedirect) {
+        return applied(
+            cdn_forbidden("Request has expired"),
+            FaultKind::ExpiredRedirect,
+        );
     }
     let cached = s.cdn_objects.lock().get(&sha).cloned();
     let data = match cached {
@@ -1435,5 +1778,6 @@ fn cdn(s: &Shared, method: &Method, uri: &Uri, headers: &HeaderMap) -> Response 
         &data,
         &etag,
         vec![("etag", format!("\"{etag}\""))],
+        fault,
     )
 }

@@ -5,9 +5,10 @@
 //! block of a run arrives as its own allocation, so evicting a block frees exactly its bytes.
 //! Concurrent readers of a block that is being fetched wait for that one fetch. The bytes of a
 //! fetch in flight are reserved against the capacity before it starts (evicting least recently
-//! used blocks to make room), so cached plus in-flight bytes stay within the capacity. Read-ahead
-//! ([`BlockCache::prefetch`]) may use at most half of the capacity for bytes in flight and never
-//! evicts to exceed it; demand reads always proceed.
+//! used blocks to make room). Bytes in flight are bounded by a budget of half the capacity (a
+//! semaphore): a demand read waits for room when it is used up (back-pressure), and read-ahead
+//! ([`BlockCache::prefetch`]) only starts while a run's worth stays free for demand reads. So
+//! cached plus in-flight bytes never exceed the capacity, whatever the load.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -16,6 +17,7 @@ use bytes::{Bytes, BytesMut};
 use futures::future::{BoxFuture, FutureExt, Shared};
 use lru::LruCache;
 use parking_lot::Mutex;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::hub::HubError;
 use crate::singleflight::spawn_shared;
@@ -54,6 +56,8 @@ pub struct BlockCache {
     capacity: u64,
     max_run_blocks: u64,
     state: Mutex<State>,
+    /// Bytes that may be in flight at once, as permits.
+    inflight_budget: Arc<Semaphore>,
     stats: Arc<Stats>,
 }
 
@@ -74,10 +78,13 @@ impl BlockCache {
     /// most `max_run_bytes`.
     pub fn new(block_size: u64, capacity: u64, max_run_bytes: u64, stats: Arc<Stats>) -> Arc<Self> {
         assert!(block_size > 0, "block size must be positive");
+        let max_run_blocks = (max_run_bytes.min(capacity / 2) / block_size).max(1);
+        let budget = (capacity / 2).max(max_run_blocks * block_size);
         Arc::new(BlockCache {
             block_size,
             capacity,
-            max_run_blocks: (max_run_bytes / block_size).max(1),
+            max_run_blocks,
+            inflight_budget: Arc::new(Semaphore::new(budget as usize)),
             state: Mutex::new(State {
                 lru: LruCache::unbounded(),
                 cached_bytes: 0,
@@ -149,12 +156,35 @@ impl BlockCache {
         let first = offset / bs;
         let last = (end - 1) / bs;
         let content: Arc<str> = Arc::from(content);
-        let slots = self.plan(&content, file_size, first, last, fetch);
+        let mut spare: Option<OwnedSemaphorePermit> = None;
+        // Slots found or started so far are kept across waits for budget, so a reader never
+        // loses blocks it already has (which would thrash a small cache under many readers).
+        let mut slots: Vec<Option<Slot>> = (first..=last).map(|_| None).collect();
+        loop {
+            match self.plan(&content, file_size, first, &mut slots, fetch, &mut spare) {
+                Ok(()) => break,
+                Err(need) => {
+                    // Back-pressure: wait until that much may be in flight, holding nothing else.
+                    drop(spare.take());
+                    let p = self
+                        .inflight_budget
+                        .clone()
+                        .acquire_many_owned(need as u32)
+                        .await
+                        .map_err(|_| HubError::Protocol {
+                            url: String::new(),
+                            message: "cache shut down".into(),
+                        })?;
+                    spare = Some(p);
+                }
+            }
+        }
+        drop(spare);
 
         let mut parts = Vec::with_capacity(slots.len());
         for (i, slot) in slots.into_iter().enumerate() {
             let index = first + i as u64;
-            let block = match slot {
+            let block = match slot.expect("every slot planned") {
                 Slot::Ready(b) => b,
                 Slot::Wait { run, run_first } => {
                     let pieces = run.await?;
@@ -234,10 +264,18 @@ impl BlockCache {
                 run_last += 1;
             }
             let run_len = self.run_len(file_size, index, run_last);
-            if s.inflight_bytes + run_len > self.capacity / 2 {
-                // Back-pressure: this much is already on its way; read-ahead waits for it.
+            // Back-pressure: read-ahead starts only while a full run stays free for demand reads.
+            let reserve = self.max_run_blocks * bs;
+            if (self.inflight_budget.available_permits() as u64) < run_len + reserve {
                 return index * bs;
             }
+            let Ok(permit) = self
+                .inflight_budget
+                .clone()
+                .try_acquire_many_owned(run_len as u32)
+            else {
+                return index * bs;
+            };
             // The spawned task runs on its own; readers find it through `inflight`.
             let _run = self.start_run(
                 &mut s,
@@ -247,6 +285,7 @@ impl BlockCache {
                 run_last,
                 Purpose::Prefetch,
                 fetch,
+                permit,
             );
             index = run_last + 1;
         }
@@ -258,38 +297,41 @@ impl BlockCache {
             - run_first * self.block_size
     }
 
-    /// Under the lock: finds each block in the cache or in flight, and starts fetches for runs of
-    /// missing blocks.
+    /// Under the lock: fills each empty slot from the cache or a fetch in flight, and starts
+    /// fetches for runs of missing blocks, taking their budget from `spare` or the semaphore.
+    /// `Err(n)` when a run of `n` bytes finds no budget: the caller waits for it and plans again.
     fn plan(
         self: &Arc<Self>,
         content: &Arc<str>,
         file_size: u64,
         first: u64,
-        last: u64,
+        slots: &mut [Option<Slot>],
         fetch: &FetchFn,
-    ) -> Vec<Slot> {
+        spare: &mut Option<OwnedSemaphorePermit>,
+    ) -> Result<(), u64> {
         let mut s = self.state.lock();
-        let mut slots: Vec<Option<Slot>> = Vec::with_capacity((last - first + 1) as usize);
-        let mut hits = 0;
-        for index in first..=last {
+        let (mut hits, mut misses) = (0, 0);
+        for (i, slot) in slots.iter_mut().enumerate() {
+            if slot.is_some() {
+                continue;
+            }
             let key = BlockKey {
                 content: content.clone(),
-                index,
+                index: first + i as u64,
             };
             if let Some(b) = s.lru.get(&key) {
                 hits += 1;
-                slots.push(Some(Slot::Ready(b.clone())));
+                *slot = Some(Slot::Ready(b.clone()));
             } else if let Some(f) = s.inflight.get(&key) {
-                slots.push(Some(Slot::Wait {
+                misses += 1;
+                *slot = Some(Slot::Wait {
                     run: f.run.clone(),
                     run_first: f.run_first,
-                }));
-            } else {
-                slots.push(None);
+                });
             }
         }
         Stats::add(&self.stats.cache_hits, hits);
-        Stats::add(&self.stats.cache_misses, (last - first + 1) - hits);
+        Stats::add(&self.stats.cache_misses, misses);
 
         // Start one fetch per run of missing blocks.
         let mut i = 0;
@@ -304,6 +346,27 @@ impl BlockCache {
             }
             let run_first = first + i as u64;
             let run_last = first + j as u64 - 1;
+            let run_len = self.run_len(file_size, run_first, run_last);
+            let spare_permits = spare.as_ref().map_or(0, |p| p.num_permits() as u64);
+            let from_spare = if spare_permits == run_len {
+                spare.take()
+            } else if spare_permits > run_len {
+                spare.as_mut().and_then(|p| p.split(run_len as usize))
+            } else {
+                None
+            };
+            let permit = match from_spare {
+                Some(p) => p,
+                None => match self
+                    .inflight_budget
+                    .clone()
+                    .try_acquire_many_owned(run_len as u32)
+                {
+                    Ok(p) => p,
+                    Err(_) => return Err(run_len),
+                },
+            };
+            Stats::add(&self.stats.cache_misses, (j - i) as u64);
             let run = self.start_run(
                 &mut s,
                 content,
@@ -312,6 +375,7 @@ impl BlockCache {
                 run_last,
                 Purpose::Demand,
                 fetch,
+                permit,
             );
             for slot in &mut slots[i..j] {
                 *slot = Some(Slot::Wait {
@@ -321,10 +385,7 @@ impl BlockCache {
             }
             i = j;
         }
-        slots
-            .into_iter()
-            .map(|s| s.expect("every slot planned"))
-            .collect()
+        Ok(())
     }
 
     /// Under the lock: reserves room for blocks `run_first..=run_last`, registers them as in
@@ -339,11 +400,16 @@ impl BlockCache {
         run_last: u64,
         purpose: Purpose,
         fetch: &FetchFn,
+        permit: OwnedSemaphorePermit,
     ) -> RunFuture {
         let run_offset = run_first * self.block_size;
         let run_len = self.run_len(file_size, run_first, run_last);
         self.make_room(s, run_len);
         s.inflight_bytes += run_len;
+        debug_assert!(
+            s.cached_bytes + s.inflight_bytes <= self.capacity,
+            "cache over capacity"
+        );
         let cache = self.clone();
         let fut = fetch(run_offset, run_len, self.block_size);
         let content2 = content.clone();
@@ -391,7 +457,12 @@ impl BlockCache {
                     }
                 }
             }
+            debug_assert!(
+                s.cached_bytes + s.inflight_bytes <= cache.capacity,
+                "cache over capacity"
+            );
             drop(s);
+            drop(permit);
             if result.is_ok() {
                 Stats::add(&cache.stats.bytes_fetched, run_len);
             }
@@ -590,16 +661,19 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn prefetch_fills_ahead_in_parallel_runs_within_half_the_capacity() {
+    async fn prefetch_fills_ahead_within_the_inflight_budget() {
         let data = content(64 * 1024);
         let calls = Arc::new(AtomicU64::new(0));
         let cache = BlockCache::new(1024, 16 * 1024, 4096, Arc::new(Stats::default()));
         let f = fetcher(data.clone(), calls.clone(), 30);
         let until = cache.prefetch("c", 64 * 1024, 0, 32 * 1024, &f);
-        assert_eq!(until, 8 * 1024, "stops at half the capacity in flight");
-        assert_eq!(calls.load(Ordering::SeqCst), 2, "two runs of four blocks");
+        // The in-flight budget is half the capacity (8 blocks), and read-ahead leaves a run's
+        // worth (4 blocks) of it for demand reads: one run of four blocks starts.
+        assert_eq!(until, 4 * 1024, "read-ahead stops where the budget ends");
+        assert_eq!(calls.load(Ordering::SeqCst), 1);
         assert!(cache.used_bytes() <= cache.capacity());
-        // A reader of prefetched blocks waits for them rather than fetching again.
+        // A reader of prefetched blocks waits for them rather than fetching again; the rest is
+        // one demand run.
         let got = cache
             .read("c", 64 * 1024, 0, 8 * 1024, &f, true)
             .await
@@ -634,5 +708,68 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(calls.load(Ordering::SeqCst), before + 2);
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(24))]
+        /// Under any mix of concurrent reads and read-ahead over two files, cached plus in-flight
+        /// bytes never exceed the capacity, and every read returns the source bytes.
+        #[test]
+        fn budget_is_never_exceeded_under_random_concurrent_load(
+            ops in proptest::collection::vec((0u8..3, 0u64..200_000, 1u64..60_000), 1..48),
+            cap_blocks in 4u64..24,
+        ) {
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(async move {
+                let bs = 4096;
+                let cap = cap_blocks * bs;
+                let cache = BlockCache::new(bs, cap, 4 * bs, Arc::new(Stats::default()));
+                let data = content(200_000);
+                let calls = Arc::new(AtomicU64::new(0));
+                let f = fetcher(data.clone(), calls, 1);
+                let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
+                let sampler = {
+                    let cache = cache.clone();
+                    let done = done.clone();
+                    tokio::spawn(async move {
+                        let mut max = 0;
+                        while !done.load(Ordering::SeqCst) {
+                            max = max.max(cache.used_bytes());
+                            tokio::task::yield_now().await;
+                        }
+                        max
+                    })
+                };
+                let mut tasks = Vec::new();
+                for (kind, off, len) in ops {
+                    let cache = cache.clone();
+                    let f = f.clone();
+                    let data = data.clone();
+                    tasks.push(tokio::spawn(async move {
+                        let key = if kind == 1 { "b" } else { "a" };
+                        if kind == 2 {
+                            cache.prefetch(key, 200_000, off, off + len * 4, &f);
+                            return;
+                        }
+                        let got = cache.read(key, 200_000, off, len, &f, kind == 0).await.unwrap();
+                        let end = (off + len).min(200_000) as usize;
+                        assert_eq!(&got[..], &data[off as usize..end]);
+                    }));
+                }
+                for t in tasks {
+                    t.await.unwrap();
+                }
+                done.store(true, Ordering::SeqCst);
+                let max = sampler.await.unwrap();
+                assert!(max <= cap, "used {max} > capacity {cap}");
+                // Read-ahead still in flight completes within the budget too.
+                tokio::time::sleep(Duration::from_millis(50)).await;
+                assert!(cache.used_bytes() <= cap);
+            });
+        }
     }
 }

@@ -72,6 +72,10 @@ pub struct MountArgs {
     #[arg(long)]
     pub gid: Option<u32>,
 
+    /// Most HTTP range requests in flight at once (parallel connections to the Hub/CDN).
+    #[arg(long, default_value_t = 16, value_name = "N")]
+    pub max_connections: usize,
+
     /// FUSE worker threads reading requests from the kernel (network work runs on async tasks).
     #[arg(long, default_value_t = 4, value_name = "N")]
     pub fuse_threads: usize,

@@ -402,6 +402,21 @@ impl<C: HubClient> Filesystem for FuseAdapter<C> {
         reply.error(Errno::EROFS);
     }
 
+    fn ioctl(
+        &self,
+        _req: &Request,
+        _ino: INodeNo,
+        _fh: FileHandle,
+        _flags: fuser::IoctlFlags,
+        _cmd: u32,
+        _in_data: &[u8],
+        _out_size: u32,
+        reply: fuser::ReplyIoctl,
+    ) {
+        // Python asks every file it opens whether it is a terminal (TCGETS): say no, quietly.
+        reply.error(Errno::from_i32(libc::ENOTTY));
+    }
+
     fn fallocate(
         &self,
         _req: &Request,

@@ -187,6 +187,7 @@ pub fn run(args: MountArgs) -> Result<(), MountError> {
     http.token = token.map(|(t, _)| t);
     http.request_timeout = args.read_timeout;
     http.read_timeout = args.read_timeout;
+    http.max_connections = args.max_connections.max(1);
     let hub = Arc::new(HttpHub::new(http).map_err(|e| MountError::Setup(e.to_string()))?);
     let mut cfg = FsConfig {
         revision_ttl: args.revision_ttl,

@@ -25,7 +25,7 @@ pub const TTL_SHORT: Duration = Duration::from_secs(1);
 /// The kernel's read-ahead window we ask for.
 pub const MAX_READAHEAD: u32 = 1 << 20;
 /// Most background requests (read-ahead, async reads) the kernel keeps in flight.
-pub const MAX_BACKGROUND: u16 = 64;
+pub const MAX_BACKGROUND: u16 = 16;
 
 /// The fuser filesystem over a [`HubFs`].
 pub struct FuseAdapter<C: HubClient> {
@@ -232,6 +232,7 @@ impl<C: HubClient> Filesystem for FuseAdapter<C> {
         reply: ReplyData,
     ) {
         let fs = self.fs.clone();
+        tracing::trace!(ino = ino.0, offset, size, "read request");
         let span = tracing::debug_span!("read", ino = ino.0, offset, size);
         self.rt.spawn(
             async move {

@@ -147,6 +147,30 @@ pub fn fuse_config(allow_other: bool, threads: usize) -> Config {
     cfg
 }
 
+/// The kernel read-ahead we set for the mount, KiB. FUSE can only lower the default (128 KiB)
+/// through its init reply, so it is raised through the mount's BDI in sysfs; the kernel then sends
+/// reads of up to `max_pages` (1 MiB) and keeps several in flight.
+pub const READ_AHEAD_KB: u32 = 4096;
+
+/// Raises the kernel's read-ahead window for the mount at `mountpoint` (root only; a failure is
+/// logged and harmless).
+fn tune_readahead(mountpoint: &Path) {
+    use std::os::unix::fs::MetadataExt;
+    let Ok(meta) = std::fs::metadata(mountpoint) else {
+        return;
+    };
+    let dev = meta.dev();
+    let path = format!(
+        "/sys/class/bdi/{}:{}/read_ahead_kb",
+        nix::sys::stat::major(dev),
+        nix::sys::stat::minor(dev)
+    );
+    match std::fs::write(&path, READ_AHEAD_KB.to_string()) {
+        Ok(()) => tracing::debug!(%path, kb = READ_AHEAD_KB, "kernel read-ahead raised"),
+        Err(e) => tracing::debug!(%path, error = %e, "cannot raise kernel read-ahead"),
+    }
+}
+
 /// Mounts `fs` at `mountpoint` in the background; dropping the session unmounts.
 pub fn spawn<C: HubClient>(
     fs: Arc<HubFs<C>>,
@@ -157,12 +181,13 @@ pub fn spawn<C: HubClient>(
 ) -> Result<fuser::BackgroundSession, MountError> {
     check_mountpoint(mountpoint)?;
     let adapter = FuseAdapter::new(fs, rt);
-    fuser::spawn_mount(adapter, mountpoint, &fuse_config(allow_other, threads)).map_err(|source| {
-        MountError::Mount {
+    let session = fuser::spawn_mount(adapter, mountpoint, &fuse_config(allow_other, threads))
+        .map_err(|source| MountError::Mount {
             path: mountpoint.to_owned(),
             source,
-        }
-    })
+        })?;
+    tune_readahead(mountpoint);
+    Ok(session)
 }
 
 /// `hubfs mount`: runs until SIGINT/SIGTERM or an external unmount.
@@ -200,10 +225,11 @@ pub fn run(args: MountArgs) -> Result<(), MountError> {
     if let Some(g) = args.gid {
         cfg.gid = g;
     }
-    if cfg.cache_bytes < cfg.block_size * 4 {
+    let min_cache = (2 * cfg.max_request_bytes).max(4 * cfg.block_size);
+    if cfg.cache_bytes < min_cache {
         return Err(MountError::Setup(format!(
-            "--cache-size must be at least {} bytes (4 blocks)",
-            cfg.block_size * 4
+            "--cache-size must be at least {}MiB (two range requests)",
+            min_cache >> 20
         )));
     }
     let stats = Arc::new(Stats::default());

@@ -29,6 +29,9 @@ pub struct PrefetchConfig {
     pub streams_per_file: usize,
     /// Files tracked.
     pub files: usize,
+    /// Read-ahead is scheduled in steps of at least this much (the size of one range request),
+    /// so that a steady reader keeps whole requests in flight, not a trickle of small ones.
+    pub min_step: u64,
 }
 
 impl Default for PrefetchConfig {
@@ -37,15 +40,19 @@ impl Default for PrefetchConfig {
             initial_window: 4 << 20,
             max_window: 128 << 20,
             max_backward: 2 << 20,
-            max_forward: 16 << 20,
+            max_forward: 8 << 20,
             streams_per_file: 8,
             files: 1024,
+            min_step: 8 << 20,
         }
     }
 }
 
 #[derive(Clone, Debug)]
 struct Stream {
+    /// Reads that continued this stream; read-ahead starts at the second, so that a random
+    /// reader that lands near a stream by chance does not trigger it.
+    hits: u32,
     /// Where the next sequential read is expected.
     next: u64,
     /// The current window; 0 until the stream has proven sequential.
@@ -114,7 +121,19 @@ impl Prefetcher {
                 && offset <= s.next.saturating_add(self.cfg.max_forward)
         });
         match found {
+            Some(s) if s.hits == 0 => {
+                // First continuation: a candidate stream, no read-ahead yet.
+                s.hits = 1;
+                s.last_used = now;
+                s.next = s.next.max(end);
+                s.ahead_until = s.ahead_until.max(s.next);
+                Advice {
+                    sequential: true,
+                    prefetch: None,
+                }
+            }
             Some(s) => {
+                s.hits = s.hits.saturating_add(1);
                 s.last_used = now;
                 s.next = s.next.max(end);
                 s.window = if s.window == 0 {
@@ -124,7 +143,9 @@ impl Prefetcher {
                 };
                 let target = s.next.saturating_add(s.window).min(size);
                 let start = s.ahead_until.max(s.next);
-                let prefetch = (target > start).then_some((start, target));
+                let step = self.cfg.min_step.min(s.window);
+                let prefetch = (target > start && (target - start >= step || target == size))
+                    .then_some((start, target));
                 if let Some((a, b)) = prefetch {
                     s.ahead_until = schedule(a, b).max(s.ahead_until);
                 }
@@ -135,6 +156,7 @@ impl Prefetcher {
             }
             None => {
                 let stream = Stream {
+                    hits: 0,
                     next: end,
                     window: 0,
                     ahead_until: end,
@@ -168,6 +190,7 @@ mod tests {
             max_forward: 8 * MB,
             streams_per_file: 2,
             files: 4,
+            min_step: MB,
         })
     }
 
@@ -187,16 +210,18 @@ mod tests {
             }
         );
         let a = read(&p, MB, MB);
-        assert!(a.sequential);
-        assert_eq!(a.prefetch, Some((2 * MB, 6 * MB)), "first window");
+        assert!(a.sequential && a.prefetch.is_none(), "a candidate stream");
         let a = read(&p, 2 * MB, MB);
+        assert!(a.sequential);
+        assert_eq!(a.prefetch, Some((3 * MB, 7 * MB)), "first window");
+        let a = read(&p, 3 * MB, MB);
         assert_eq!(
             a.prefetch,
-            Some((6 * MB, 11 * MB)),
-            "window 8 MiB from 3 MiB"
+            Some((7 * MB, 12 * MB)),
+            "window 8 MiB from 4 MiB"
         );
         let mut last = None;
-        for i in 3..40 {
+        for i in 4..40 {
             last = read(&p, i * MB, MB).prefetch.or(last);
         }
         let (_, end) = last.unwrap();
@@ -249,10 +274,11 @@ mod tests {
     #[test]
     fn readahead_never_passes_the_end_of_the_file() {
         let p = pf();
-        p.on_read("g", 3 * MB, 0, MB, |_, e| e);
-        let a = p.on_read("g", 3 * MB, MB, MB, |_, e| e);
-        assert_eq!(a.prefetch, Some((2 * MB, 3 * MB)));
-        let a = p.on_read("g", 3 * MB, 2 * MB, MB, |_, e| e);
+        p.on_read("g", 4 * MB, 0, MB, |_, e| e);
+        p.on_read("g", 4 * MB, MB, MB, |_, e| e);
+        let a = p.on_read("g", 4 * MB, 2 * MB, MB, |_, e| e);
+        assert_eq!(a.prefetch, Some((3 * MB, 4 * MB)));
+        let a = p.on_read("g", 4 * MB, 3 * MB, MB, |_, e| e);
         assert_eq!(a.prefetch, None);
     }
 
@@ -260,11 +286,12 @@ mod tests {
     fn back_pressure_keeps_the_unscheduled_rest_for_later() {
         let p = pf();
         p.on_read("h", 1 << 40, 0, MB, |_, e| e);
+        p.on_read("h", 1 << 40, MB, MB, |_, e| e);
         // Only 1 MiB of the advised window could be scheduled...
-        let a = p.on_read("h", 1 << 40, MB, MB, |s, _| s + MB);
-        assert_eq!(a.prefetch, Some((2 * MB, 6 * MB)));
+        let a = p.on_read("h", 1 << 40, 2 * MB, MB, |s, _| s + MB);
+        assert_eq!(a.prefetch, Some((3 * MB, 7 * MB)));
         // ...so the next read asks again from where scheduling stopped.
-        let a = p.on_read("h", 1 << 40, 2 * MB, MB, |_, e| e);
-        assert_eq!(a.prefetch, Some((3 * MB, 11 * MB)));
+        let a = p.on_read("h", 1 << 40, 3 * MB, MB, |_, e| e);
+        assert_eq!(a.prefetch, Some((4 * MB, 12 * MB)));
     }
 }

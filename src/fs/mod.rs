@@ -55,7 +55,7 @@ impl Default for FsConfig {
             uid: nix::unistd::getuid().as_raw(),
             gid: nix::unistd::getgid().as_raw(),
             revision_ttl: Duration::from_secs(60),
-            block_size: 1 << 20,
+            block_size: 256 << 10,
             cache_bytes: 512 << 20,
             max_request_bytes: 8 << 20,
             listing_entries: 1_000_000,
@@ -141,6 +141,7 @@ impl<C: HubClient> HubFs<C> {
         let mut pcfg = cfg.prefetch.clone();
         pcfg.max_window = pcfg.max_window.min(cfg.cache_bytes / 4).max(cfg.block_size);
         pcfg.initial_window = pcfg.initial_window.min(pcfg.max_window);
+        pcfg.min_step = pcfg.min_step.min(cfg.max_request_bytes);
         HubFs {
             hub,
             prefetcher: Prefetcher::new(pcfg),

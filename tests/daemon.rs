@@ -264,3 +264,95 @@ fn help_explains_every_mount_option() {
     let top = Command::new(BIN).arg("--help").output().unwrap();
     assert!(String::from_utf8_lossy(&top.stdout).contains("mount"));
 }
+
+#[test]
+fn the_token_never_reaches_logs_at_trace_level_nor_the_cdn() {
+    if !support::fuse_available() {
+        return;
+    }
+    let hub = FakeHub::start(Fixtures::standard(), FakeHubOptions::default()).unwrap();
+    let fx = Fixtures::standard();
+    let mnt = tempfile::tempdir().unwrap();
+    let home = tempfile::tempdir().unwrap();
+    let mut child = Command::new(BIN)
+        .args([
+            "mount",
+            mnt.path().to_str().unwrap(),
+            "--endpoint",
+            &hub.endpoint(),
+        ])
+        .env_clear()
+        .env("HOME", home.path())
+        .env("HF_TOKEN", fakehub::TOKEN_FULL)
+        .env("HUBFS_LOG", "trace")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut err = child.stderr.take().unwrap();
+    let log = Arc::new(Mutex::new(String::new()));
+    let sink = log.clone();
+    let reader = std::thread::spawn(move || {
+        let mut s = String::new();
+        let _ = err.read_to_string(&mut s);
+        sink.lock().unwrap().push_str(&s);
+    });
+    let t = Instant::now();
+    while !mnt.path().join("datasets").is_dir() {
+        assert!(
+            t.elapsed() < Duration::from_secs(20),
+            "mount did not come up"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    for id in ["acme/private-model", "acme/gated-model"] {
+        let c = fx
+            .repo(RepoType::Model, id)
+            .unwrap()
+            .resolve("main")
+            .unwrap();
+        for (path, data) in &c.files {
+            let p = mnt.path().join(format!("{id}@main/{path}"));
+            assert_eq!(
+                sha256_file(&p).unwrap(),
+                data.sha256_hex(),
+                "{}",
+                p.display()
+            );
+        }
+    }
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+    assert!(child.wait().unwrap().success());
+    reader.join().unwrap();
+    let log = log.lock().unwrap().clone();
+    assert!(
+        log.len() > 1000 && log.contains("TRACE"),
+        "trace logging was on"
+    );
+    assert!(
+        !log.contains(fakehub::TOKEN_FULL),
+        "the token appears in the log"
+    );
+    assert!(
+        !log.contains(&fakehub::TOKEN_FULL[8..]),
+        "part of the token appears in the log"
+    );
+    let cdn_auth = hub
+        .requests()
+        .into_iter()
+        .filter(|r| r.listener == fakehub::Listener::Cdn)
+        .filter(|r| r.authorization.is_some())
+        .count();
+    assert_eq!(cdn_auth, 0, "the CDN saw an Authorization header");
+    assert!(
+        hub.requests()
+            .iter()
+            .any(|r| r.listener == fakehub::Listener::Hub
+                && r.authorization.as_deref() == Some(&format!("Bearer {}", fakehub::TOKEN_FULL))),
+        "the Hub got the token"
+    );
+}

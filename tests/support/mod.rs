@@ -124,9 +124,21 @@ pub fn repo_dir(t: fakehub::RepoType, id: &str, rev: &str) -> String {
 
 /// An HTTP Hub client for a fake Hub, with an optional token.
 pub fn http_hub(hub: &fakehub::FakeHub, token: Option<&str>) -> Arc<hubfs::hub::http::HttpHub> {
+    http_hub_with(hub, token, Duration::from_secs(10))
+}
+
+/// An HTTP Hub client with a given `--read-timeout` and fast retries.
+pub fn http_hub_with(
+    hub: &fakehub::FakeHub,
+    token: Option<&str>,
+    read_timeout: Duration,
+) -> Arc<hubfs::hub::http::HttpHub> {
     let mut cfg = hubfs::hub::http::HttpConfig::new(&hub.endpoint());
     cfg.token = token.and_then(hubfs::hub::auth::Token::parse);
-    cfg.request_timeout = Duration::from_secs(10);
-    cfg.read_timeout = Duration::from_secs(10);
+    cfg.request_timeout = read_timeout;
+    cfg.read_timeout = read_timeout;
+    cfg.retry.base_delay = Duration::from_millis(10);
+    cfg.retry.max_delay = Duration::from_millis(200);
+    cfg.retry.max_attempts = 8;
     Arc::new(hubfs::hub::http::HttpHub::new(cfg).expect("client"))
 }

@@ -211,7 +211,7 @@ fn main() {
         hub.set_shaping(shaping.clone());
         let mut rows: Vec<Row> = Vec::new();
         let mut rss: Vec<(String, f64)> = Vec::new();
-        let mut wrote: u64 = 0;
+        let mut wrote: Vec<(String, u64)> = Vec::new();
 
         // 1. The limit: parallel range requests straight from the fake Hub into memory.
         let limit = rt.block_on(async {
@@ -262,11 +262,15 @@ fn main() {
         let n = read_all(&p, MIB as usize);
         let cold = mbps(n, t.elapsed());
         let fetched = served_bytes(&hub);
-        let t = Instant::now();
-        read_all(&p, MIB as usize);
-        let warm = mbps(n, t.elapsed());
+        // Warm: the best of two re-reads (the page cache serves them).
+        let mut warm: f64 = 0.0;
+        for _ in 0..2 {
+            let t = Instant::now();
+            read_all(&p, MIB as usize);
+            warm = warm.max(mbps(n, t.elapsed()));
+        }
         rss.push(("cat".into(), d.peak_rss_mib()));
-        wrote += d.write_bytes();
+        wrote.push(("cat".into(), d.write_bytes()));
         d.stop();
         let shm = PathBuf::from("/dev/shm/hubfs-bench-tmpfs");
         {
@@ -279,10 +283,12 @@ fn main() {
                 off += chunk.len() as u64;
             }
         }
-        read_all(&shm, MIB as usize);
-        let t = Instant::now();
-        read_all(&shm, MIB as usize);
-        let tmpfs = mbps(large, t.elapsed());
+        let mut tmpfs: f64 = 0.0;
+        for _ in 0..3 {
+            let t = Instant::now();
+            read_all(&shm, MIB as usize);
+            tmpfs = tmpfs.max(mbps(large, t.elapsed()));
+        }
         let _ = std::fs::remove_file(&shm);
         rows.push(Row(
             "cat through the mount, cold".into(),
@@ -334,7 +340,7 @@ fn main() {
                 secs.insert(mode, v["seconds"].as_f64().unwrap());
                 if let Some(d) = d {
                     rss.push(("safetensors load".into(), d.peak_rss_mib()));
-                    wrote += d.write_bytes();
+                    wrote.push(("safetensors load".into(), d.write_bytes()));
                     d.stop();
                 }
             }
@@ -395,7 +401,7 @@ fn main() {
             ));
             drop(f);
             rss.push((format!("random {size} B"), d.peak_rss_mib()));
-            wrote += d.write_bytes();
+            wrote.push((format!("random {size} B"), d.write_bytes()));
             d.stop();
         }
 
@@ -412,7 +418,7 @@ fn main() {
         let total: u64 = readers.into_iter().map(|r| r.join().unwrap()).sum();
         let par = mbps(total, t.elapsed());
         let rss8 = d.peak_rss_mib();
-        wrote += d.write_bytes();
+        wrote.push(("8 readers".into(), d.write_bytes()));
         d.stop();
         rows.push(Row(
             "8 parallel readers, --cache-size 256MiB".into(),
@@ -432,10 +438,12 @@ fn main() {
                 if max_rss <= 576.0 { "met" } else { "MISSED" }
             ),
         ));
+        let total_written: u64 = wrote.iter().map(|w| w.1).sum();
+        let each: Vec<String> = wrote.iter().map(|(k, v)| format!("{k} {v}")).collect();
         rows.push(Row(
-            "daemon bytes written to disk".into(),
-            format!("{wrote}"),
-            if wrote == 0 {
+            "daemon bytes written to disk (per run)".into(),
+            each.join(", "),
+            if total_written == 0 {
                 "met".into()
             } else {
                 "MISSED".into()

@@ -70,6 +70,12 @@ fn file_attr(a: &Attr) -> FileAttr {
     }
 }
 
+/// True when `ino` is a directory whose entries never change (inside a commit).
+fn immutable_dir<C: HubClient>(fs: &HubFs<C>, ino: u64) -> bool {
+    fs.getattr(ino)
+        .is_ok_and(|a| a.kind == Kind::Dir && a.lifetime == Lifetime::Immutable)
+}
+
 /// Logs a failure (with the fix, where one is known) and gives its errno.
 fn fail(op: &str, e: &FsError) -> Errno {
     if e.is_noteworthy() {
@@ -103,6 +109,23 @@ impl<C: HubClient> Filesystem for FuseAdapter<C> {
             async move {
                 match fs.lookup(parent.0, &name).await {
                     Ok(a) => reply.entry(&ttl(&a), &file_attr(&a), Generation(0)),
+                    Err(e) if e.errno() == libc::ENOENT && immutable_dir(&fs, parent.0) => {
+                        // A name missing from a commit stays missing: let the kernel remember
+                        // (a reply with inode 0 is a negative entry with a timeout).
+                        tracing::debug!(error = %e, "lookup: not found (cached by the kernel)");
+                        let mut a = file_attr(&Attr {
+                            ino: 0,
+                            kind: Kind::File,
+                            size: 0,
+                            mtime: std::time::UNIX_EPOCH,
+                            perm: 0,
+                            uid: 0,
+                            gid: 0,
+                            lifetime: Lifetime::Immutable,
+                        });
+                        a.ino = INodeNo(0);
+                        reply.entry(&TTL_IMMUTABLE, &a, Generation(0))
+                    }
                     Err(e) => reply.error(fail("lookup", &e)),
                 }
             }

@@ -214,9 +214,12 @@ pub fn run(args: MountArgs) -> Result<(), MountError> {
     http.read_timeout = args.read_timeout;
     http.max_connections = args.max_connections.max(1);
     let hub = Arc::new(HttpHub::new(http).map_err(|e| MountError::Setup(e.to_string()))?);
+    // --cache-size bounds the daemon's data memory: cached blocks and data in flight get all of it
+    // but a reserve for transient buffers (HTTP bodies being assembled, FUSE replies).
+    let reserve = (args.cache_size / 8).min(32 << 20);
     let mut cfg = FsConfig {
         revision_ttl: args.revision_ttl,
-        cache_bytes: args.cache_size,
+        cache_bytes: args.cache_size - reserve,
         ..FsConfig::default()
     };
     if let Some(u) = args.uid {

@@ -265,3 +265,28 @@ async fn memory_stays_under_the_cache_capacity() {
         assert!(fetched <= f.size, "pass {pass} fetched {fetched}");
     }
 }
+
+#[tokio::test]
+async fn missing_repos_and_revisions_are_remembered_for_a_while() {
+    let (hub, fs) = setup(Duration::from_secs(60));
+    for _ in 0..5 {
+        assert_eq!(
+            walk(&fs, "acme/m@nobranch").await.unwrap_err().errno(),
+            libc::ENOENT
+        );
+        assert_eq!(
+            walk(&fs, "acme/ghost").await.unwrap_err().errno(),
+            libc::ENOENT
+        );
+    }
+    assert_eq!(
+        hub.calls.resolve.load(Ordering::SeqCst),
+        2,
+        "one Hub request per missing name"
+    );
+    let org = walk(&fs, "acme").await.unwrap();
+    assert!(
+        fs.readdir(org.ino).await.unwrap().is_empty(),
+        "probes leave no entries behind"
+    );
+}

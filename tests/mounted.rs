@@ -511,3 +511,86 @@ fn a_branch_moved_mid_load_keeps_the_load_on_one_commit() {
         }
     }
 }
+
+#[test]
+fn mmap_faulted_in_by_sixteen_threads_at_once_neither_deadlocks_nor_corrupts() {
+    if !support::fuse_available() {
+        return;
+    }
+    let hub = start_hub();
+    let fx = Fixtures::standard();
+    let m = mount_hub(
+        &hub,
+        None,
+        FsConfig {
+            cache_bytes: 16 << 20,
+            ..cfg()
+        },
+    );
+    let shard = "model-00001-of-00003.safetensors";
+    let data = fx
+        .repo(RepoType::Model, "acme/sharded")
+        .unwrap()
+        .file_at("main", shard)
+        .unwrap()
+        .clone();
+    let f = std::fs::File::open(m.join(&format!("acme/sharded@main/{shard}"))).unwrap();
+    let map = Arc::new(unsafe { memmap2::Mmap::map(&f).unwrap() });
+    let src = Arc::new(data.to_vec());
+    let threads: Vec<_> = (0..16usize)
+        .map(|t| {
+            let (map, src) = (map.clone(), src.clone());
+            std::thread::spawn(move || {
+                // Each thread walks every 16th page from its own start, so all fault in parallel.
+                let mut off = t * 4096;
+                while off < map.len() {
+                    let end = (off + 4096).min(map.len());
+                    assert_eq!(&map[off..end], &src[off..end], "page at {off}");
+                    off += 16 * 4096;
+                }
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().expect("mmap reader");
+    }
+}
+
+#[test]
+fn eight_parallel_readers_with_a_small_budget_get_correct_bytes() {
+    if !support::fuse_available() {
+        return;
+    }
+    let hub = start_hub();
+    let fx = Fixtures::standard();
+    let m = Arc::new(mount_hub(
+        &hub,
+        None,
+        FsConfig {
+            cache_bytes: 16 << 20,
+            ..cfg()
+        },
+    ));
+    let big = fx
+        .repo(RepoType::Dataset, "acme/corpus")
+        .unwrap()
+        .file_at("main", "blobs/big.bin")
+        .unwrap()
+        .sha256_hex();
+    let threads: Vec<_> = (0..8)
+        .map(|_| {
+            let (m, big) = (m.clone(), big.clone());
+            std::thread::spawn(move || {
+                assert_eq!(
+                    sha256_file(&m.join("datasets/acme/corpus@main/blobs/big.bin")).unwrap(),
+                    big
+                );
+            })
+        })
+        .collect();
+    for t in threads {
+        t.join().expect("reader");
+    }
+    let c = m.fs.block_cache();
+    assert!(c.used_bytes() <= c.capacity());
+}

@@ -21,7 +21,7 @@ use listing::{Listing, ListingCache};
 use namespace::{parse_repo_dir, parse_root_name, RootName};
 
 use crate::cache::{BlockCache, FetchFn, PrefetchConfig, Prefetcher};
-use crate::hub::{CommitInfo, EntryKind, FileRef, HubClient, RepoId, RepoType};
+use crate::hub::{CommitInfo, EntryKind, FileRef, HubClient, HubError, RepoId, RepoType};
 use crate::singleflight::SingleFlight;
 use crate::stats::Stats;
 
@@ -47,6 +47,9 @@ pub struct FsConfig {
     pub listing_entries: usize,
     /// Read-ahead of sequential readers (its window is capped at a quarter of the cache).
     pub prefetch: PrefetchConfig,
+    /// How long a repo or revision the Hub said does not exist is answered ENOENT without asking
+    /// again (loaders probe many names).
+    pub negative_ttl: Duration,
 }
 
 impl Default for FsConfig {
@@ -60,6 +63,7 @@ impl Default for FsConfig {
             max_request_bytes: 8 << 20,
             listing_entries: 1_000_000,
             prefetch: PrefetchConfig::default(),
+            negative_ttl: Duration::from_secs(30),
         }
     }
 }
@@ -124,6 +128,8 @@ pub struct HubFs<C: HubClient> {
     listings: ListingCache,
     refs: Mutex<std::collections::HashMap<(RepoType, String, String), Arc<RefName>>>,
     resolving: SingleFlight<(RepoId, String), CommitInfo>,
+    /// Repo directory names the Hub said do not exist, and when.
+    missing: Mutex<lru::LruCache<(RepoType, String, String), Instant>>,
     stats: Arc<Stats>,
     started: Instant,
     mount_time: SystemTime,
@@ -151,6 +157,9 @@ impl<C: HubClient> HubFs<C> {
             blocks,
             refs: Mutex::new(Default::default()),
             resolving: SingleFlight::default(),
+            missing: Mutex::new(lru::LruCache::new(
+                std::num::NonZeroUsize::new(4096).expect("non-zero"),
+            )),
             stats,
             started: Instant::now(),
             mount_time: SystemTime::now(),
@@ -264,12 +273,13 @@ impl<C: HubClient> HubFs<C> {
         name: &str,
     ) -> FsResult<Arc<Inode>> {
         let parsed = parse_repo_dir(name).ok_or(FsError::NotFound)?;
-        let state = self
-            .refs
-            .lock()
-            .entry((repo_type, org.to_owned(), name.to_owned()))
-            .or_default()
-            .clone();
+        let key = (repo_type, org.to_owned(), name.to_owned());
+        if let Some(at) = self.missing.lock().get(&key) {
+            if at.elapsed() < self.cfg.negative_ttl {
+                return Err(FsError::NotFound);
+            }
+        }
+        let state = self.refs.lock().entry(key.clone()).or_default().clone();
         let now = self.now_ms();
         let fresh = |last: u64| {
             parsed.is_pinned()
@@ -291,7 +301,20 @@ impl<C: HubClient> HubFs<C> {
                 (repo.clone(), parsed.revision.clone()),
                 move || async move { hub.resolve_revision(&r2, &rev2).await },
             )
-            .await?;
+            .await;
+        let info = match info {
+            Ok(i) => i,
+            Err(e) => {
+                if matches!(e, HubError::NotFound { .. }) {
+                    self.missing.lock().put(key.clone(), Instant::now());
+                    let mut refs = self.refs.lock();
+                    if state.current.lock().is_none() {
+                        refs.remove(&key);
+                    }
+                }
+                return Err(e.into());
+            }
+        };
         if parsed.is_pinned() && info.sha != parsed.revision {
             return Err(FsError::NotFound);
         }

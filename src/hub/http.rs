@@ -285,6 +285,17 @@ impl HttpHub {
         );
     }
 
+    /// A 403 or 410 from a host other than the Hub's: a signed URL the CDN refused.
+    fn is_cdn_rejection(&self, e: &HubError) -> bool {
+        match e {
+            HubError::Denied { context } | HubError::Status { context } => {
+                matches!(context.status, 403 | 410)
+                    && Url::parse(&context.url).is_ok_and(|u| !self.same_origin(&u))
+            }
+            _ => false,
+        }
+    }
+
     fn forget_redirect(&self, key: &str) {
         self.redirects.lock().pop(key);
     }
@@ -555,9 +566,10 @@ impl HubClient for HttpHub {
                 }
                 Err(e) => e,
             };
-            if cached.is_some() {
-                // A remembered CDN URL that failed (expired, refused, unreachable) is not reused;
-                // the Hub is asked again, once without counting as a failure.
+            if cached.is_some() || self.is_cdn_rejection(&err) {
+                // A remembered CDN URL that failed (expired, refused, unreachable), or a CDN that
+                // refused a fresh URL (403/410): the URL is not reused and the Hub is asked for a
+                // new one, once without counting as a failure.
                 self.forget_redirect(&resolve);
                 if !reresolved {
                     reresolved = true;

@@ -210,7 +210,9 @@ pub fn run(args: MountArgs) -> Result<(), MountError> {
         .map_err(|e| MountError::Setup(format!("cannot start the runtime: {e}")))?;
     let mut http = HttpConfig::new(&endpoint);
     http.token = token.map(|(t, _)| t);
-    http.request_timeout = args.read_timeout;
+    // Attempts time out after a third of the no-progress deadline, so a hung connection is
+    // retried (and a stalled body resumed) before the read as a whole gives up.
+    http.request_timeout = (args.read_timeout / 3).max(Duration::from_secs(1));
     http.read_timeout = args.read_timeout;
     http.max_connections = args.max_connections.max(1);
     let hub = Arc::new(HttpHub::new(http).map_err(|e| MountError::Setup(e.to_string()))?);

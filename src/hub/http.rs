@@ -39,9 +39,10 @@ pub struct HttpConfig {
     pub endpoint: String,
     /// Sent as `Authorization: Bearer` to the endpoint's origin only.
     pub token: Option<Token>,
-    /// Deadline for connecting and receiving response headers.
+    /// Deadline of one attempt: for connecting and receiving response headers, and for each
+    /// chunk of a body to arrive. A stalled attempt is then retried (a body resumed).
     pub request_timeout: Duration,
-    /// Deadline for progress while reading a response body.
+    /// How long a range read may go without progress, over all its attempts, before it fails.
     pub read_timeout: Duration,
     /// Retries of transient failures.
     pub retry: RetryPolicy,
@@ -361,7 +362,7 @@ impl HttpHub {
             }
             _ => return Err(error_from_response(sent.resp, &sent.url).await),
         }
-        read_pieces(sent.resp, &url, self.cfg.read_timeout, acc).await?;
+        read_pieces(sent.resp, &url, self.cfg.request_timeout, acc).await?;
         Ok(sent.url)
     }
 }

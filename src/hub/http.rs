@@ -464,40 +464,17 @@ impl HubClient for HttpHub {
         path: &str,
     ) -> Result<Vec<TreeEntry>, HubError> {
         let mut url = self.urls.tree(repo, commit, path)?;
-        let prefix = if path.is_empty() {
-            String::new()
-        } else {
-            format!("{path}/")
-        };
         let mut out = Vec::new();
         for _ in 0..MAX_PAGES {
             let sent = self.get_ok(&url).await?;
             let next = next_link(sent.resp.headers());
             let shown = redact_url(&sent.url);
-            let page: Vec<TreeJson> = self.body_json(sent).await?;
-            for e in page {
-                let kind = match e.kind.as_str() {
-                    "file" => EntryKind::File,
-                    "directory" => EntryKind::Directory,
-                    other => {
-                        tracing::debug!(kind = other, path = %e.path, "skipping tree entry");
-                        continue;
-                    }
-                };
-                match e.path.strip_prefix(&prefix) {
-                    Some(name) if !name.is_empty() && !name.contains('/') => {}
-                    _ => {
-                        tracing::warn!(url = %shown, entry = %e.path, "tree entry outside the folder listed; skipped");
-                        continue;
-                    }
-                }
-                out.push(TreeEntry {
-                    etag: e.lfs.map(|l| l.oid).unwrap_or(e.oid),
-                    path: e.path,
-                    kind,
-                    size: if kind == EntryKind::File { e.size } else { 0 },
-                });
-            }
+            let body = read_body(sent.resp, &shown, self.cfg.request_timeout, 256 << 20).await?;
+            let page = parse_tree_page(&body, path).map_err(|message| HubError::Protocol {
+                url: shown.clone(),
+                message,
+            })?;
+            out.extend(page);
             match next {
                 None => return Ok(out),
                 Some(n) => {
@@ -794,6 +771,45 @@ fn redact_queries(s: &str) -> String {
     out
 }
 
+/// Parses one page of a tree listing of folder `dir` ("" for the root): the entries that are
+/// direct children of it, with their etag (LFS sha256, else git oid). Entries of unknown type or
+/// outside the folder are skipped (and logged); a body that is not a JSON array of entries is an
+/// error.
+pub fn parse_tree_page(body: &[u8], dir: &str) -> Result<Vec<TreeEntry>, String> {
+    let page: Vec<TreeJson> =
+        serde_json::from_slice(body).map_err(|e| format!("invalid tree JSON: {e}"))?;
+    let prefix = if dir.is_empty() {
+        String::new()
+    } else {
+        format!("{dir}/")
+    };
+    let mut out = Vec::with_capacity(page.len());
+    for e in page {
+        let kind = match e.kind.as_str() {
+            "file" => EntryKind::File,
+            "directory" => EntryKind::Directory,
+            other => {
+                tracing::debug!(kind = other, path = %e.path, "skipping tree entry");
+                continue;
+            }
+        };
+        match e.path.strip_prefix(&prefix) {
+            Some(name) if !name.is_empty() && !name.contains('/') => {}
+            _ => {
+                tracing::warn!(entry = %e.path, folder = dir, "tree entry outside the folder listed; skipped");
+                continue;
+            }
+        }
+        out.push(TreeEntry {
+            etag: e.lfs.map(|l| l.oid).unwrap_or(e.oid),
+            path: e.path,
+            kind,
+            size: if kind == EntryKind::File { e.size } else { 0 },
+        });
+    }
+    Ok(out)
+}
+
 /// Parses `bytes a-b/total` (total may be `*`).
 pub fn parse_content_range(v: &str) -> Option<(u64, u64, Option<u64>)> {
     let rest = v.trim().strip_prefix("bytes ")?;
@@ -980,6 +996,34 @@ mod tests {
             check_identity(&h2, &file, "u"),
             Err(HubError::Stale { .. })
         ));
+    }
+
+    #[test]
+    fn tree_pages_keep_direct_children_with_lfs_etags() {
+        let body = br#"[{"type":"directory","oid":"d1","size":0,"path":"data/train"},
+            {"type":"file","oid":"f1","size":12,"path":"data/a.txt"},
+            {"type":"file","oid":"ptr","size":99,"path":"data/w.bin","lfs":{"oid":"sha","size":99,"pointerSize":130}},
+            {"type":"file","oid":"x","size":1,"path":"other/b.txt"},
+            {"type":"file","oid":"y","size":1,"path":"data/deep/c.txt"},
+            {"type":"submodule","oid":"z","size":0,"path":"data/sub"}]"#;
+        let got = parse_tree_page(body, "data").unwrap();
+        let names: Vec<_> = got
+            .iter()
+            .map(|e| (e.path.as_str(), e.etag.as_str(), e.size))
+            .collect();
+        assert_eq!(
+            names,
+            [
+                ("data/train", "d1", 0),
+                ("data/a.txt", "f1", 12),
+                ("data/w.bin", "sha", 99)
+            ]
+        );
+        assert!(parse_tree_page(b"{}", "").is_err());
+        assert!(
+            parse_tree_page(b"[{\"type\":\"file\"}]", "").is_err(),
+            "path is required"
+        );
     }
 
     #[test]

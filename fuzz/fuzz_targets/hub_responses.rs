@@ -1,0 +1,42 @@
+//! Whatever a Hub, CDN or man in the middle sends: the parsers of tree listings, Link headers and
+//! Content-Range never panic, and what they accept is consistent.
+#![no_main]
+
+use hubfs::hub::http::{next_link, parse_content_range, parse_tree_page};
+use libfuzzer_sys::fuzz_target;
+use reqwest::header::{HeaderMap, HeaderValue};
+
+fuzz_target!(|data: &[u8]| {
+    let (selector, rest) = match data.split_first() {
+        Some((s, r)) => (*s, r),
+        None => return,
+    };
+    match selector % 3 {
+        0 => {
+            let dir = if selector & 0x80 != 0 { "data" } else { "" };
+            if let Ok(entries) = parse_tree_page(rest, dir) {
+                for e in entries {
+                    let name = e.path.strip_prefix(dir).unwrap_or(&e.path).trim_start_matches('/');
+                    assert!(!name.is_empty() && !name.contains('/'), "{}", e.path);
+                }
+            }
+        }
+        1 => {
+            if let Ok(s) = std::str::from_utf8(rest) {
+                if let Some((a, b, total)) = parse_content_range(s) {
+                    assert!(a <= b);
+                    if let Some(t) = total {
+                        assert!(b < t);
+                    }
+                }
+            }
+        }
+        _ => {
+            if let Ok(v) = HeaderValue::from_bytes(rest) {
+                let mut h = HeaderMap::new();
+                h.insert("link", v);
+                let _ = next_link(&h);
+            }
+        }
+    }
+});

@@ -27,6 +27,55 @@ pub enum Command {
     /// Mount the Hub at MOUNTPOINT and serve it in the foreground until SIGINT/SIGTERM (or an
     /// external umount), then unmount cleanly.
     Mount(MountArgs),
+    /// Print the mount path of a repo, e.g. `hubfs path meta-llama/Llama-2-7b` prints
+    /// /mnt/hf/meta-llama/Llama-2-7b@main.
+    Path(PathArgs),
+    /// Say whether a hubfs mount is up at MOUNTPOINT and print its counters (JSON). Exit status 0
+    /// when mounted, 1 when not.
+    Status(StatusArgs),
+}
+
+/// The kind of repo, for `hubfs path`.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RepoKind {
+    /// A model: /<org>/<repo>@<rev>.
+    Model,
+    /// A dataset: /datasets/<org>/<repo>@<rev>.
+    Dataset,
+    /// A space: /spaces/<org>/<repo>@<rev>.
+    Space,
+}
+
+/// Options of `hubfs path`.
+#[derive(clap::Args, Debug, Clone)]
+pub struct PathArgs {
+    /// The repo id, `org/name`.
+    pub repo_id: String,
+    /// Branch, tag or commit sha.
+    #[arg(long, default_value = "main")]
+    pub revision: String,
+    /// Model, dataset or space.
+    #[arg(long = "type", value_enum, default_value = "model")]
+    pub repo_type: RepoKind,
+    /// Where hubfs is mounted.
+    #[arg(long, default_value = "/mnt/hf")]
+    pub mount: PathBuf,
+    /// Print the path pinned to the commit the revision resolves to now (asks the mount, else the
+    /// Hub), so a long job reads one commit even across restarts.
+    #[arg(long)]
+    pub pin: bool,
+    /// The Hub's base URL for --pin when the mount is not up. Default: env HF_ENDPOINT, else
+    /// https://huggingface.co.
+    #[arg(long, value_name = "URL")]
+    pub endpoint: Option<String>,
+}
+
+/// Options of `hubfs status`.
+#[derive(clap::Args, Debug, Clone)]
+pub struct StatusArgs {
+    /// Where hubfs is mounted.
+    #[arg(default_value = "/mnt/hf")]
+    pub mountpoint: PathBuf,
 }
 
 /// Options of `hubfs mount`.
@@ -75,6 +124,10 @@ pub struct MountArgs {
     /// Most HTTP range requests in flight at once (parallel connections to the Hub/CDN).
     #[arg(long, default_value_t = 16, value_name = "N")]
     pub max_connections: usize,
+
+    /// Serve the counters as Prometheus text at http://ADDR/metrics (loopback addresses only).
+    #[arg(long, value_name = "ADDR")]
+    pub metrics_addr: Option<std::net::SocketAddr>,
 
     /// FUSE worker threads reading requests from the kernel (network work runs on async tasks).
     #[arg(long, default_value_t = 4, value_name = "N")]

@@ -57,8 +57,109 @@ pub fn choose_endpoint(flag: Option<&str>, env: Option<&str>) -> String {
         .to_owned()
 }
 
+/// mount(8)'s generic options, which hubfs accepts and ignores in `-o`.
+const GENERIC_OPTIONS: &[&str] = &[
+    "ro", "rw", "defaults", "auto", "noauto", "user", "nouser", "users", "_netdev", "nofail",
+    "dev", "nodev", "suid", "nosuid", "exec", "noexec", "atime", "noatime", "relatime", "async",
+    "sync",
+];
+
+/// Turns a mount helper's arguments (`SOURCE MOUNTPOINT [-o OPTS] [-f] [-n] [-s] [-v]`, as
+/// mount(8) passes them for an fstab line of type `fuse.hubfs`) into `hubfs mount` arguments.
+/// Options are named like the flags with `_` (`cache_size=1GiB`, `allow_other`); mount(8)'s
+/// generic ones and `x-systemd.*` are ignored. Returns (foreground, argv).
+pub fn helper_args(args: &[String]) -> Result<(bool, Vec<String>), String> {
+    let mut positional = Vec::new();
+    let mut opts: Vec<String> = Vec::new();
+    let mut foreground = false;
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
+        match a.as_str() {
+            "-o" => opts.extend(
+                it.next()
+                    .ok_or("-o needs options")?
+                    .split(',')
+                    .map(str::to_owned),
+            ),
+            s if s.starts_with("-o") => opts.extend(s[2..].split(',').map(str::to_owned)),
+            "-f" => foreground = true,
+            "-n" | "-s" | "-v" => {}
+            "-t" | "-N" => {
+                it.next();
+            }
+            s if s.starts_with('-') => return Err(format!("unknown argument {s}")),
+            s => positional.push(s.to_owned()),
+        }
+    }
+    let [_, mountpoint] = positional.as_slice() else {
+        return Err("usage: mount.fuse.hubfs SOURCE MOUNTPOINT [-o OPTIONS]".into());
+    };
+    let mut argv = vec!["hubfs".to_owned(), "mount".to_owned(), mountpoint.clone()];
+    for o in opts.iter().map(|o| o.trim()).filter(|o| !o.is_empty()) {
+        if GENERIC_OPTIONS.contains(&o) || o.starts_with("x-systemd.") || o.starts_with("x-") {
+            continue;
+        }
+        let (k, v) = match o.split_once('=') {
+            Some((k, v)) => (k, Some(v)),
+            None => (o, None),
+        };
+        let known_value = [
+            "endpoint",
+            "token_file",
+            "cache_size",
+            "revision_ttl",
+            "read_timeout",
+            "max_connections",
+            "uid",
+            "gid",
+            "fuse_threads",
+            "metrics_addr",
+        ];
+        match (k, v) {
+            ("allow_other", None) => argv.push("--allow-other".into()),
+            (k, Some(v)) if known_value.contains(&k) => {
+                argv.push(format!("--{}", k.replace('_', "-")));
+                argv.push(v.to_owned());
+            }
+            _ => return Err(format!("unknown mount option {o:?}")),
+        }
+    }
+    Ok((foreground, argv))
+}
+
 #[cfg(test)]
 mod tests {
+    use super::*;
+
+    #[test]
+    fn fstab_options_become_flags() {
+        let a = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        let (fg, argv) = helper_args(&a(&[
+            "hubfs",
+            "/mnt/hf",
+            "-o",
+            "ro,allow_other,_netdev,cache_size=1GiB,x-systemd.automount,endpoint=http://h:1",
+        ]))
+        .unwrap();
+        assert!(!fg);
+        assert_eq!(
+            argv,
+            a(&[
+                "hubfs",
+                "mount",
+                "/mnt/hf",
+                "--allow-other",
+                "--cache-size",
+                "1GiB",
+                "--endpoint",
+                "http://h:1"
+            ])
+        );
+        assert!(helper_args(&a(&["hubfs", "/m", "-o", "bogus=1"])).is_err());
+        assert!(helper_args(&a(&["/m"])).is_err());
+        assert!(helper_args(&a(&["hubfs", "/m", "-f"])).unwrap().0);
+    }
+
     use super::*;
 
     #[test]

@@ -44,6 +44,7 @@ fn ttl(a: &Attr) -> Duration {
     match a.lifetime {
         Lifetime::Immutable => TTL_IMMUTABLE,
         Lifetime::Short => TTL_SHORT,
+        Lifetime::Volatile => Duration::ZERO,
     }
 }
 
@@ -78,6 +79,14 @@ fn immutable_dir<C: HubClient>(fs: &HubFs<C>, ino: u64) -> bool {
 
 /// Logs a failure (with the fix, where one is known) and gives its errno.
 fn fail(op: &str, e: &FsError) -> Errno {
+    fail_counted(op, e, None)
+}
+
+/// [`fail`], also counting the error in `stats`.
+fn fail_counted(op: &str, e: &FsError, stats: Option<&crate::stats::Stats>) -> Errno {
+    if let (Some(s), FsError::Hub(_)) = (stats, e) {
+        s.count_error(e.errno());
+    }
     if e.is_noteworthy() {
         match e.hint() {
             Some(h) => tracing::warn!(op, error = %e, hint = h, "operation failed"),
@@ -126,7 +135,7 @@ impl<C: HubClient> Filesystem for FuseAdapter<C> {
                         a.ino = INodeNo(0);
                         reply.entry(&TTL_IMMUTABLE, &a, Generation(0))
                     }
-                    Err(e) => reply.error(fail("lookup", &e)),
+                    Err(e) => reply.error(fail_counted("lookup", &e, Some(fs.stats()))),
                 }
             }
             .instrument(span),
@@ -237,6 +246,10 @@ impl<C: HubClient> Filesystem for FuseAdapter<C> {
         let write = !matches!(flags.acc_mode(), OpenAccMode::O_RDONLY)
             || flags.0 & (libc::O_TRUNC | libc::O_APPEND | libc::O_CREAT) != 0;
         match self.fs.open(ino.0, write) {
+            // Generated files (stats) bypass the page cache: their size is not known up front.
+            Ok(()) if self.fs.getattr(ino.0).is_ok_and(|a| a.lifetime == Lifetime::Volatile) => {
+                reply.opened(FileHandle(0), FopenFlags::FOPEN_DIRECT_IO)
+            }
             // Commit content never changes: let the page cache keep it across opens.
             Ok(()) => reply.opened(FileHandle(0), FopenFlags::FOPEN_KEEP_CACHE),
             Err(e) => reply.error(fail("open", &e)),
@@ -261,7 +274,7 @@ impl<C: HubClient> Filesystem for FuseAdapter<C> {
             async move {
                 match fs.read(ino.0, offset, size).await {
                     Ok(data) => reply.data(&data),
-                    Err(e) => reply.error(fail("read", &e)),
+                    Err(e) => reply.error(fail_counted("read", &e, Some(fs.stats()))),
                 }
             }
             .instrument(span),

@@ -11,5 +11,6 @@ pub mod fs;
 pub mod fuse;
 pub mod hub;
 pub mod mount;
+pub mod ops;
 pub mod singleflight;
 pub mod stats;

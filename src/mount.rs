@@ -57,7 +57,7 @@ pub fn init_tracing() {
 }
 
 /// The filesystem type of the mount at exactly `path`, if `path` is a mount point.
-fn mount_type(path: &Path) -> Option<String> {
+pub fn mount_type(path: &Path) -> Option<String> {
     let canon = std::fs::canonicalize(path).ok()?;
     let info = std::fs::read_to_string("/proc/self/mountinfo").ok()?;
     info.lines().rev().find_map(|l| {
@@ -190,8 +190,9 @@ pub fn spawn<C: HubClient>(
     Ok(session)
 }
 
-/// `hubfs mount`: runs until SIGINT/SIGTERM or an external unmount.
-pub fn run(args: MountArgs) -> Result<(), MountError> {
+/// `hubfs mount`: runs until SIGINT/SIGTERM or an external unmount. `on_ready` is called once the
+/// mount answers (systemd's READY=1, the mount helper's parent).
+pub fn run(args: MountArgs, on_ready: impl FnOnce()) -> Result<(), MountError> {
     let endpoint = choose_endpoint(
         args.endpoint.as_deref(),
         std::env::var("HF_ENDPOINT").ok().as_deref(),
@@ -215,7 +216,12 @@ pub fn run(args: MountArgs) -> Result<(), MountError> {
     http.request_timeout = (args.read_timeout / 3).max(Duration::from_secs(1));
     http.read_timeout = args.read_timeout;
     http.max_connections = args.max_connections.max(1);
-    let hub = Arc::new(HttpHub::new(http).map_err(|e| MountError::Setup(e.to_string()))?);
+    let stats = Arc::new(Stats::default());
+    let hub = Arc::new(
+        HttpHub::new(http)
+            .map_err(|e| MountError::Setup(e.to_string()))?
+            .with_stats(stats.clone()),
+    );
     // --cache-size bounds the daemon's data memory: cached blocks and data in flight get all of it
     // but a reserve for transient buffers (HTTP bodies being assembled, FUSE replies).
     let reserve = (args.cache_size / 8).min(32 << 20);
@@ -237,8 +243,8 @@ pub fn run(args: MountArgs) -> Result<(), MountError> {
             min_cache >> 20
         )));
     }
-    let stats = Arc::new(Stats::default());
     let fs = Arc::new(HubFs::new(hub, cfg, stats));
+    let fs_for_ops = fs.clone();
     let session = spawn(
         fs,
         rt.handle().clone(),
@@ -246,7 +252,29 @@ pub fn run(args: MountArgs) -> Result<(), MountError> {
         args.allow_other,
         args.fuse_threads,
     )?;
+    if !crate::ops::wait_until_answering(&args.mountpoint, Duration::from_secs(30)) {
+        return Err(MountError::Setup(format!(
+            "the mount at {} did not answer within 30 s",
+            args.mountpoint.display()
+        )));
+    }
     tracing::info!(mountpoint = %args.mountpoint.display(), %endpoint, cache_size = args.cache_size, "mounted");
+    if let Err(e) = crate::ops::sd_notify("READY=1") {
+        tracing::warn!(error = %e, "cannot notify systemd");
+    }
+    on_ready();
+    if let Some(addr) = args.metrics_addr {
+        let fs = fs_for_ops.clone();
+        rt.spawn(async move {
+            if let Err(e) = crate::ops::serve_metrics(addr, fs).await {
+                tracing::error!(error = %e, "metrics endpoint stopped");
+            }
+        });
+    }
+    rt.spawn(crate::ops::log_throughput(
+        fs_for_ops.stats().clone(),
+        Duration::from_secs(30),
+    ));
 
     let ended_by = rt.block_on(async {
         let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
@@ -263,6 +291,7 @@ pub fn run(args: MountArgs) -> Result<(), MountError> {
         }
     })?;
     tracing::info!(reason = ended_by, "unmounting");
+    let _ = crate::ops::sd_notify("STOPPING=1");
     if ended_by == "external unmount" {
         let _ = session.join();
     } else if let Err(e) = session.umount_and_join() {

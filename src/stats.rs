@@ -1,14 +1,22 @@
-//! Counters of what the daemon did, shared by the cache, the filesystem core and the client.
+//! Counters of what the daemon did, shared by the cache, the filesystem core and the client, and
+//! their two renderings: JSON (the `/.hubfs/stats` file, `hubfs status`) and Prometheus text
+//! (`--metrics-addr`).
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
 /// Monotonic counters; cheap to bump from any thread.
 #[derive(Debug, Default)]
 pub struct Stats {
-    /// Range requests sent to the Hub (after coalescing, before retries).
+    /// HTTP requests sent (every attempt and redirect hop).
+    pub http_requests: AtomicU64,
+    /// Range requests started by the cache (after coalescing, before retries).
     pub range_requests: AtomicU64,
     /// Of those, read-ahead requests.
     pub prefetch_requests: AtomicU64,
+    /// Range requests in flight now.
+    pub inflight_requests: AtomicU64,
+    /// Retries of failed HTTP attempts.
+    pub retries: AtomicU64,
     /// Bytes received from range requests.
     pub bytes_fetched: AtomicU64,
     /// Bytes returned to readers.
@@ -17,8 +25,21 @@ pub struct Stats {
     pub cache_hits: AtomicU64,
     /// Blocks that had to be fetched (or waited for).
     pub cache_misses: AtomicU64,
-    /// Operations that failed with an error.
-    pub errors: AtomicU64,
+    /// Failed operations by errno class.
+    pub errors: ErrorCounts,
+}
+
+/// Failed filesystem operations, by what the reader saw.
+#[derive(Debug, Default)]
+pub struct ErrorCounts {
+    /// ENOENT from the Hub (not names missing from cached listings).
+    pub not_found: AtomicU64,
+    /// EACCES: private or gated repo, bad token.
+    pub denied: AtomicU64,
+    /// EIO: network, timeout, 5xx, protocol.
+    pub io: AtomicU64,
+    /// ESTALE: content changed under a read.
+    pub stale: AtomicU64,
 }
 
 impl Stats {
@@ -27,8 +48,123 @@ impl Stats {
         counter.fetch_add(n, Ordering::Relaxed);
     }
 
+    /// Subtracts `n` from a gauge.
+    pub fn sub(counter: &AtomicU64, n: u64) {
+        counter.fetch_sub(n, Ordering::Relaxed);
+    }
+
     /// Reads a counter.
     pub fn get(counter: &AtomicU64) -> u64 {
         counter.load(Ordering::Relaxed)
+    }
+
+    /// Counts a failed operation by its errno.
+    pub fn count_error(&self, errno: i32) {
+        let c = match errno {
+            libc::ENOENT => &self.errors.not_found,
+            libc::EACCES => &self.errors.denied,
+            libc::ESTALE => &self.errors.stale,
+            libc::EIO => &self.errors.io,
+            _ => return,
+        };
+        Self::add(c, 1);
+    }
+
+    /// Every counter with its name, Prometheus-style (`hubfs_` prefix added by the renderer).
+    pub fn counters(&self) -> Vec<(&'static str, u64)> {
+        let g = Self::get;
+        vec![
+            ("http_requests_total", g(&self.http_requests)),
+            ("range_requests_total", g(&self.range_requests)),
+            ("prefetch_requests_total", g(&self.prefetch_requests)),
+            ("inflight_requests", g(&self.inflight_requests)),
+            ("retries_total", g(&self.retries)),
+            ("bytes_fetched_total", g(&self.bytes_fetched)),
+            ("bytes_served_total", g(&self.bytes_served)),
+            ("cache_hits_total", g(&self.cache_hits)),
+            ("cache_misses_total", g(&self.cache_misses)),
+            ("errors_not_found_total", g(&self.errors.not_found)),
+            ("errors_denied_total", g(&self.errors.denied)),
+            ("errors_io_total", g(&self.errors.io)),
+            ("errors_stale_total", g(&self.errors.stale)),
+        ]
+    }
+}
+
+/// Gauges that live outside [`Stats`] (memory), sampled when rendering.
+#[derive(Clone, Debug, Default, serde::Serialize)]
+pub struct Gauges {
+    /// Bytes held by cached blocks.
+    pub cache_bytes: u64,
+    /// Bytes reserved by fetches in flight.
+    pub inflight_bytes: u64,
+    /// The cache's capacity.
+    pub cache_capacity_bytes: u64,
+    /// Live inodes.
+    pub inodes: u64,
+    /// Seconds since the mount.
+    pub uptime_seconds: u64,
+}
+
+/// The JSON document of `/.hubfs/stats`.
+pub fn to_json(stats: &Stats, gauges: &Gauges) -> String {
+    let mut map = serde_json::Map::new();
+    for (k, v) in stats.counters() {
+        map.insert(k.to_owned(), v.into());
+    }
+    if let Ok(serde_json::Value::Object(g)) = serde_json::to_value(gauges) {
+        map.extend(g);
+    }
+    let mut s = serde_json::to_string_pretty(&serde_json::Value::Object(map))
+        .unwrap_or_else(|_| "{}".to_owned());
+    s.push('\n');
+    s
+}
+
+/// The Prometheus text exposition of the same numbers.
+pub fn to_prometheus(stats: &Stats, gauges: &Gauges) -> String {
+    let mut out = String::new();
+    let mut push = |name: &str, v: u64| {
+        let kind = if name.ends_with("_total") {
+            "counter"
+        } else {
+            "gauge"
+        };
+        out.push_str(&format!("# TYPE hubfs_{name} {kind}\nhubfs_{name} {v}\n"));
+    };
+    for (k, v) in stats.counters() {
+        push(k, v);
+    }
+    push("cache_bytes", gauges.cache_bytes);
+    push("inflight_bytes", gauges.inflight_bytes);
+    push("cache_capacity_bytes", gauges.cache_capacity_bytes);
+    push("inodes", gauges.inodes);
+    push("uptime_seconds", gauges.uptime_seconds);
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn json_and_prometheus_carry_every_counter() {
+        let s = Stats::default();
+        Stats::add(&s.bytes_fetched, 42);
+        s.count_error(libc::EACCES);
+        let g = Gauges {
+            cache_bytes: 7,
+            ..Default::default()
+        };
+        let j: serde_json::Value = serde_json::from_str(&to_json(&s, &g)).unwrap();
+        assert_eq!(j["bytes_fetched_total"], 42);
+        assert_eq!(j["errors_denied_total"], 1);
+        assert_eq!(j["cache_bytes"], 7);
+        let p = to_prometheus(&s, &g);
+        assert!(p.contains("# TYPE hubfs_bytes_fetched_total counter\nhubfs_bytes_fetched_total 42\n"));
+        assert!(p.contains("hubfs_cache_bytes 7\n"));
+        for (k, _) in s.counters() {
+            assert!(j.get(k).is_some() && p.contains(&format!("hubfs_{k} ")), "{k}");
+        }
     }
 }

@@ -62,6 +62,10 @@ pub enum Node {
         /// Full path in the repo.
         path: String,
     },
+    /// `/.hubfs`, the daemon's own directory (hidden from `ls /`).
+    ControlDir,
+    /// `/.hubfs/stats`: the counters as JSON, generated at each read.
+    StatsFile,
     /// A file inside a repo.
     File {
         /// The repo and commit.
@@ -82,7 +86,7 @@ impl Node {
 
     /// True for everything but files.
     pub fn is_dir(&self) -> bool {
-        !matches!(self, Node::File { .. })
+        !matches!(self, Node::File { .. } | Node::StatsFile)
     }
 }
 
@@ -104,6 +108,10 @@ pub enum NodeKey {
         /// The commit.
         commit: String,
     },
+    /// `/.hubfs`.
+    ControlDir,
+    /// `/.hubfs/stats`.
+    StatsFile,
     /// A file or folder: its repo directory inode and its path.
     Entry {
         /// Repo directory inode.

@@ -27,6 +27,10 @@ use crate::stats::Stats;
 
 /// The extended attribute holding the commit of anything inside a repo directory.
 pub const XATTR_COMMIT: &str = "user.hf.commit";
+/// The daemon's own directory at the mount root (hidden from `readdir`).
+pub const CONTROL_DIR: &str = ".hubfs";
+/// The counters file in [`CONTROL_DIR`].
+pub const STATS_FILE: &str = "stats";
 
 /// Settings of the filesystem core.
 #[derive(Clone, Debug)]
@@ -84,6 +88,8 @@ pub enum Lifetime {
     Immutable,
     /// May change: a branch or tag directory name, the root, org and type directories.
     Short,
+    /// Changes at every read (`/.hubfs/stats`): never cached, read directly.
+    Volatile,
 }
 
 /// Attributes of an inode.
@@ -171,6 +177,22 @@ impl<C: HubClient> HubFs<C> {
         &self.stats
     }
 
+    /// The gauges sampled now (memory, inodes, uptime).
+    pub fn gauges(&self) -> crate::stats::Gauges {
+        crate::stats::Gauges {
+            cache_bytes: self.blocks.cached_bytes(),
+            inflight_bytes: self.blocks.inflight_bytes(),
+            cache_capacity_bytes: self.blocks.capacity(),
+            inodes: self.inodes.len() as u64,
+            uptime_seconds: self.started.elapsed().as_secs(),
+        }
+    }
+
+    /// The `/.hubfs/stats` document.
+    pub fn stats_json(&self) -> String {
+        crate::stats::to_json(&self.stats, &self.gauges())
+    }
+
     /// The block cache.
     pub fn block_cache(&self) -> &Arc<BlockCache> {
         &self.blocks
@@ -197,9 +219,10 @@ impl<C: HubClient> HubFs<C> {
 
     fn attr_of(&self, inode: &Inode) -> Attr {
         let (kind, size, mtime, lifetime) = match &inode.node {
-            Node::Root | Node::TypeDir(_) | Node::Org { .. } => {
+            Node::Root | Node::TypeDir(_) | Node::Org { .. } | Node::ControlDir => {
                 (Kind::Dir, 0, self.mount_time, Lifetime::Short)
             }
+            Node::StatsFile => (Kind::File, 0, SystemTime::now(), Lifetime::Volatile),
             Node::RepoRoot(s) => {
                 let pinned = s.revision == s.commit;
                 let l = if pinned {
@@ -228,6 +251,13 @@ impl<C: HubClient> HubFs<C> {
     pub async fn lookup(&self, parent: u64, name: &str) -> FsResult<Attr> {
         let p = self.node(parent)?;
         let child = match &p.node {
+            Node::Root if name == CONTROL_DIR => self
+                .inodes
+                .get_or_insert(NodeKey::ControlDir, || Node::ControlDir),
+            Node::ControlDir if name == STATS_FILE => self
+                .inodes
+                .get_or_insert(NodeKey::StatsFile, || Node::StatsFile),
+            Node::ControlDir => return Err(FsError::NotFound),
             Node::Root => match parse_root_name(name).ok_or(FsError::NotFound)? {
                 RootName::TypeDir(t) => self
                     .inodes
@@ -244,7 +274,7 @@ impl<C: HubClient> HubFs<C> {
                 let root = Self::root_ino_of(&p)?;
                 self.entry(root, snap, path, name).await?
             }
-            Node::File { .. } => return Err(FsError::NotDir),
+            Node::File { .. } | Node::StatsFile => return Err(FsError::NotDir),
         };
         self.inodes.add_lookup(&child);
         Ok(self.attr_of(&child))
@@ -432,6 +462,16 @@ impl<C: HubClient> HubFs<C> {
                 out.extend(self.known_orgs(RepoType::Model));
             }
             Node::TypeDir(t) => out.extend(self.known_orgs(*t)),
+            Node::ControlDir => {
+                let i = self
+                    .inodes
+                    .get_or_insert(NodeKey::StatsFile, || Node::StatsFile);
+                out.push(DirEntry {
+                    ino: i.ino,
+                    kind: Kind::File,
+                    name: STATS_FILE.to_owned(),
+                });
+            }
             Node::Org { repo_type, org } => {
                 let names: Vec<(String, Arc<RefName>)> = self
                     .refs
@@ -458,7 +498,7 @@ impl<C: HubClient> HubFs<C> {
                 let root = Self::root_ino_of(&inode)?;
                 out = self.list_entries(root, snap, path).await?;
             }
-            Node::File { .. } => return Err(FsError::NotDir),
+            Node::File { .. } | Node::StatsFile => return Err(FsError::NotDir),
         }
         Ok(out)
     }
@@ -522,8 +562,15 @@ impl<C: HubClient> HubFs<C> {
     /// first.
     pub async fn read(&self, ino: u64, offset: u64, size: u32) -> FsResult<Bytes> {
         let inode = self.node(ino)?;
-        let Node::File { file, .. } = &inode.node else {
-            return Err(FsError::IsDir);
+        let file = match &inode.node {
+            Node::File { file, .. } => file,
+            Node::StatsFile => {
+                let doc = Bytes::from(self.stats_json());
+                let start = (offset as usize).min(doc.len());
+                let end = start.saturating_add(size as usize).min(doc.len());
+                return Ok(doc.slice(start..end));
+            }
+            _ => return Err(FsError::IsDir),
         };
         let hub = self.hub.clone();
         let f = Arc::new(file.clone());

@@ -15,6 +15,8 @@ use serde::Deserialize;
 use url::Url;
 
 use super::auth::Token;
+use crate::stats::Stats;
+use std::sync::Arc;
 use super::error::redact_url;
 use super::retry::RetryPolicy;
 use super::urls::Urls;
@@ -77,6 +79,16 @@ pub struct HttpHub {
     cfg: HttpConfig,
     redirects: Mutex<LruCache<String, CachedRedirect>>,
     connections: tokio::sync::Semaphore,
+    stats: Arc<Stats>,
+}
+
+/// Decrements the in-flight gauge when a range request ends, however it ends.
+struct InflightGuard<'a>(&'a Stats);
+
+impl Drop for InflightGuard<'_> {
+    fn drop(&mut self) {
+        Stats::sub(&self.0.inflight_requests, 1);
+    }
 }
 
 /// A response after redirects, with the URL that produced it.
@@ -139,8 +151,15 @@ impl HttpHub {
             origin: base.origin(),
             redirects: Mutex::new(LruCache::new(NonZeroUsize::new(4096).expect("non-zero"))),
             connections: tokio::sync::Semaphore::new(cfg.max_connections.max(1)),
+            stats: Arc::new(Stats::default()),
             cfg,
         })
+    }
+
+    /// Counts requests, retries and in-flight requests into `stats` (shared with the filesystem).
+    pub fn with_stats(mut self, stats: Arc<Stats>) -> Self {
+        self.stats = stats;
+        self
     }
 
     /// The URL builder for this endpoint.
@@ -184,6 +203,7 @@ impl HttpHub {
                 }
             }
             let shown = redact_url(current.as_str());
+            Stats::add(&self.stats.http_requests, 1);
             let resp = match tokio::time::timeout(self.cfg.request_timeout, req.send()).await {
                 Err(_) => {
                     return Err(HubError::Timeout {
@@ -320,6 +340,8 @@ impl HttpHub {
                 url: redact_url(start_url),
                 message: "client shut down".into(),
             })?;
+        Stats::add(&self.stats.inflight_requests, 1);
+        let _inflight = InflightGuard(&self.stats);
         let offset = base + acc.got();
         let len = acc.missing();
         let end = offset + len - 1;
@@ -567,6 +589,7 @@ impl HubClient for HttpHub {
                 return Err(err);
             }
             let wait = policy.delay(failures, &err).min(deadline - idle);
+            Stats::add(&self.stats.retries, 1);
             tracing::warn!(path = %file.path, offset = offset + acc.got(), missing = acc.missing(), failures, ?wait, error = %err, "range read failed; retrying");
             tokio::time::sleep(wait).await;
         }

@@ -1,0 +1,249 @@
+//! Operations around a mount: `hubfs path` and `hubfs status`, the systemd readiness protocol,
+//! the Prometheus endpoint and the periodic throughput log line.
+
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::cli::{PathArgs, RepoKind};
+use crate::fs::namespace::{is_valid_name, is_valid_revision};
+use crate::fs::{HubFs, CONTROL_DIR, STATS_FILE, XATTR_COMMIT};
+use crate::hub::{HubClient, RepoId, RepoType};
+use crate::stats::Stats;
+
+/// The mount-relative directory of a repo at a revision: `datasets/org/name@refs%2Fpr%2F1`.
+pub fn repo_path(repo_type: RepoType, repo_id: &str, revision: &str) -> Result<String, String> {
+    let (org, name) = repo_id
+        .split_once('/')
+        .filter(|(o, n)| is_valid_name(o) && is_valid_name(n))
+        .ok_or_else(|| format!("invalid repo id {repo_id:?}: expected org/name"))?;
+    if !is_valid_revision(revision) {
+        return Err(format!("invalid revision {revision:?}"));
+    }
+    let rev = crate::hub::urls::encode_segment(revision).map_err(|e| e.to_string())?;
+    Ok(format!("{}{org}/{name}@{rev}", repo_type.url_prefix()))
+}
+
+fn repo_type(k: RepoKind) -> RepoType {
+    match k {
+        RepoKind::Model => RepoType::Model,
+        RepoKind::Dataset => RepoType::Dataset,
+        RepoKind::Space => RepoType::Space,
+    }
+}
+
+/// Reads extended attribute `name` of `path`.
+pub fn getxattr(path: &Path, name: &str) -> io::Result<Vec<u8>> {
+    use std::os::unix::ffi::OsStrExt;
+    let p = std::ffi::CString::new(path.as_os_str().as_bytes())?;
+    let n = std::ffi::CString::new(name)?;
+    let mut buf = vec![0u8; 256];
+    // SAFETY: valid NUL-terminated strings and a buffer of the given length.
+    let r = unsafe { libc::getxattr(p.as_ptr(), n.as_ptr(), buf.as_mut_ptr().cast(), buf.len()) };
+    if r < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    buf.truncate(r as usize);
+    Ok(buf)
+}
+
+/// `hubfs path`: the repo's path under the mount; with `--pin`, at the commit it resolves to now
+/// (the mount's `user.hf.commit`, else one Hub request).
+pub fn path_command(args: &PathArgs) -> Result<PathBuf, String> {
+    let t = repo_type(args.repo_type);
+    let rel = repo_path(t, &args.repo_id, &args.revision)?;
+    if !args.pin {
+        return Ok(args.mount.join(rel));
+    }
+    let sha = match getxattr(&args.mount.join(&rel), XATTR_COMMIT) {
+        Ok(v) => String::from_utf8(v).map_err(|_| "bad commit attribute".to_owned())?,
+        Err(_) => resolve_via_hub(t, args)?,
+    };
+    Ok(args.mount.join(repo_path(t, &args.repo_id, &sha)?))
+}
+
+fn resolve_via_hub(t: RepoType, args: &PathArgs) -> Result<String, String> {
+    let endpoint = crate::config::choose_endpoint(
+        args.endpoint.as_deref(),
+        std::env::var("HF_ENDPOINT").ok().as_deref(),
+    );
+    let mut cfg = crate::hub::http::HttpConfig::new(&endpoint);
+    cfg.token = crate::hub::auth::find_token(None, &crate::hub::auth::ProcessEnv)
+        .map_err(|e| e.to_string())?
+        .map(|(t, _)| t);
+    let hub = crate::hub::http::HttpHub::new(cfg).map_err(|e| e.to_string())?;
+    let (org, name) = args.repo_id.split_once('/').unwrap_or_default();
+    let repo = RepoId::new(t, org, name);
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| e.to_string())?;
+    rt.block_on(hub.resolve_revision(&repo, &args.revision))
+        .map(|c| c.sha)
+        .map_err(|e| format!("cannot resolve {}@{}: {e}", args.repo_id, args.revision))
+}
+
+/// True when a hubfs mount is at exactly `path`.
+pub fn is_hubfs_mount(path: &Path) -> bool {
+    crate::mount::mount_type(path).is_some_and(|t| t == "fuse.hubfs" || t == "fuse")
+        && path.join(CONTROL_DIR).join(STATS_FILE).exists()
+}
+
+/// `hubfs status`: a line saying whether the mount is up, then its counters.
+pub fn status_command(mountpoint: &Path) -> (bool, String) {
+    if !is_hubfs_mount(mountpoint) {
+        return (
+            false,
+            format!("hubfs is not mounted at {}\n", mountpoint.display()),
+        );
+    }
+    match std::fs::read_to_string(mountpoint.join(CONTROL_DIR).join(STATS_FILE)) {
+        Ok(stats) => (
+            true,
+            format!("hubfs is mounted at {}\n{stats}", mountpoint.display()),
+        ),
+        Err(e) => (
+            false,
+            format!(
+                "hubfs at {} does not answer: {e}\n",
+                mountpoint.display()
+            ),
+        ),
+    }
+}
+
+/// Sends `msg` (e.g. `READY=1`) to systemd when `NOTIFY_SOCKET` is set; a no-op otherwise.
+pub fn sd_notify(msg: &str) -> io::Result<()> {
+    let Some(path) = std::env::var_os("NOTIFY_SOCKET") else {
+        return Ok(());
+    };
+    let sock = std::os::unix::net::UnixDatagram::unbound()?;
+    let bytes = path.as_encoded_bytes();
+    if let Some(name) = bytes.strip_prefix(b"@") {
+        use std::os::linux::net::SocketAddrExt;
+        let addr = std::os::unix::net::SocketAddr::from_abstract_name(name)?;
+        sock.send_to_addr(msg.as_bytes(), &addr)?;
+    } else {
+        sock.send_to(msg.as_bytes(), PathBuf::from(path))?;
+    }
+    Ok(())
+}
+
+/// Waits until the mount at `mountpoint` answers (its stats file can be read), up to `timeout`.
+pub fn wait_until_answering(mountpoint: &Path, timeout: Duration) -> bool {
+    let probe = mountpoint.join(CONTROL_DIR).join(STATS_FILE);
+    let start = std::time::Instant::now();
+    while start.elapsed() < timeout {
+        if std::fs::read(&probe).is_ok() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    false
+}
+
+/// Serves Prometheus text at `addr` until the runtime stops. Loopback addresses only.
+pub async fn serve_metrics<C: HubClient>(
+    addr: std::net::SocketAddr,
+    fs: Arc<HubFs<C>>,
+) -> io::Result<()> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    if !addr.ip().is_loopback() {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("--metrics-addr {addr} is not a loopback address"),
+        ));
+    }
+    let listener = tokio::net::TcpListener::bind(addr).await?;
+    tracing::info!(%addr, "serving Prometheus metrics at /metrics");
+    loop {
+        let (mut conn, _) = listener.accept().await?;
+        let fs = fs.clone();
+        tokio::spawn(async move {
+            let mut buf = [0u8; 1024];
+            let n = tokio::time::timeout(Duration::from_secs(5), conn.read(&mut buf))
+                .await
+                .ok()
+                .and_then(Result::ok)
+                .unwrap_or(0);
+            let req = String::from_utf8_lossy(&buf[..n]);
+            let (status, body) = if req.starts_with("GET /metrics") {
+                (
+                    "200 OK",
+                    crate::stats::to_prometheus(fs.stats(), &fs.gauges()),
+                )
+            } else {
+                ("404 Not Found", "try /metrics\n".to_owned())
+            };
+            let resp = format!(
+                "HTTP/1.1 {status}\r\nContent-Type: text/plain; version=0.0.4\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                body.len()
+            );
+            let _ = conn.write_all(resp.as_bytes()).await;
+        });
+    }
+}
+
+/// Logs a throughput line every `every` while bytes are being served.
+pub async fn log_throughput(stats: Arc<Stats>, every: Duration) {
+    let mut last = (Stats::get(&stats.bytes_served), Stats::get(&stats.bytes_fetched));
+    let mut tick = tokio::time::interval(every);
+    tick.tick().await;
+    loop {
+        tick.tick().await;
+        let now = (Stats::get(&stats.bytes_served), Stats::get(&stats.bytes_fetched));
+        if now.0 != last.0 {
+            let secs = every.as_secs_f64();
+            tracing::info!(
+                served_mb_s = format!("{:.1}", (now.0 - last.0) as f64 / 1e6 / secs),
+                fetched_mb_s = format!("{:.1}", (now.1 - last.1) as f64 / 1e6 / secs),
+                cache_hits = Stats::get(&stats.cache_hits),
+                cache_misses = Stats::get(&stats.cache_misses),
+                retries = Stats::get(&stats.retries),
+                "throughput"
+            );
+        }
+        last = now;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn repo_paths() {
+        assert_eq!(
+            repo_path(RepoType::Model, "meta-llama/Llama-2-7b", "main").unwrap(),
+            "meta-llama/Llama-2-7b@main"
+        );
+        assert_eq!(
+            repo_path(RepoType::Dataset, "acme/corpus", "refs/pr/1").unwrap(),
+            "datasets/acme/corpus@refs%2Fpr%2F1"
+        );
+        assert_eq!(
+            repo_path(RepoType::Space, "acme/demo", "v1.0").unwrap(),
+            "spaces/acme/demo@v1.0"
+        );
+        for bad in ["gpt2", "a/b/c", "../x", "a/.."] {
+            assert!(repo_path(RepoType::Model, bad, "main").is_err(), "{bad}");
+        }
+        assert!(repo_path(RepoType::Model, "a/b", "..").is_err());
+    }
+
+    #[test]
+    fn notify_goes_to_the_socket_in_notify_socket() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("notify");
+        let sock = std::os::unix::net::UnixDatagram::bind(&path).unwrap();
+        // SAFETY (test): the variable is read by this thread only.
+        unsafe { std::env::set_var("NOTIFY_SOCKET", &path) };
+        sd_notify("READY=1").unwrap();
+        unsafe { std::env::remove_var("NOTIFY_SOCKET") };
+        let mut buf = [0u8; 64];
+        let n = sock.recv(&mut buf).unwrap();
+        assert_eq!(&buf[..n], b"READY=1");
+        sd_notify("READY=1").unwrap();
+    }
+}

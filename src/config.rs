@@ -160,8 +160,6 @@ mod tests {
         assert!(helper_args(&a(&["hubfs", "/m", "-f"])).unwrap().0);
     }
 
-    use super::*;
-
     #[test]
     fn sizes() {
         assert_eq!(parse_size("512MiB"), Ok(512 << 20));

@@ -247,7 +247,12 @@ impl<C: HubClient> Filesystem for FuseAdapter<C> {
             || flags.0 & (libc::O_TRUNC | libc::O_APPEND | libc::O_CREAT) != 0;
         match self.fs.open(ino.0, write) {
             // Generated files (stats) bypass the page cache: their size is not known up front.
-            Ok(()) if self.fs.getattr(ino.0).is_ok_and(|a| a.lifetime == Lifetime::Volatile) => {
+            Ok(())
+                if self
+                    .fs
+                    .getattr(ino.0)
+                    .is_ok_and(|a| a.lifetime == Lifetime::Volatile) =>
+            {
                 reply.opened(FileHandle(0), FopenFlags::FOPEN_DIRECT_IO)
             }
             // Commit content never changes: let the page cache keep it across opens.

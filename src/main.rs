@@ -62,7 +62,10 @@ fn main() -> ExitCode {
 /// `mount.fuse.hubfs SOURCE MOUNTPOINT [-o OPTIONS] [-f] [-n] [-s] [-v]`. It detaches once the
 /// mount answers (mount(8) waits for it), unless `-f`.
 fn mount_helper(argv: &[OsString]) -> ExitCode {
-    let strs: Vec<String> = argv.iter().map(|a| a.to_string_lossy().into_owned()).collect();
+    let strs: Vec<String> = argv
+        .iter()
+        .map(|a| a.to_string_lossy().into_owned())
+        .collect();
     let (foreground, args) = match hubfs::config::helper_args(&strs[1..]) {
         Ok(v) => v,
         Err(e) => {

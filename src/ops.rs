@@ -105,10 +105,7 @@ pub fn status_command(mountpoint: &Path) -> (bool, String) {
         ),
         Err(e) => (
             false,
-            format!(
-                "hubfs at {} does not answer: {e}\n",
-                mountpoint.display()
-            ),
+            format!("hubfs at {} does not answer: {e}\n", mountpoint.display()),
         ),
     }
 }
@@ -187,12 +184,18 @@ pub async fn serve_metrics<C: HubClient>(
 
 /// Logs a throughput line every `every` while bytes are being served.
 pub async fn log_throughput(stats: Arc<Stats>, every: Duration) {
-    let mut last = (Stats::get(&stats.bytes_served), Stats::get(&stats.bytes_fetched));
+    let mut last = (
+        Stats::get(&stats.bytes_served),
+        Stats::get(&stats.bytes_fetched),
+    );
     let mut tick = tokio::time::interval(every);
     tick.tick().await;
     loop {
         tick.tick().await;
-        let now = (Stats::get(&stats.bytes_served), Stats::get(&stats.bytes_fetched));
+        let now = (
+            Stats::get(&stats.bytes_served),
+            Stats::get(&stats.bytes_fetched),
+        );
         if now.0 != last.0 {
             let secs = every.as_secs_f64();
             tracing::info!(

@@ -161,10 +161,15 @@ mod tests {
         assert_eq!(j["errors_denied_total"], 1);
         assert_eq!(j["cache_bytes"], 7);
         let p = to_prometheus(&s, &g);
-        assert!(p.contains("# TYPE hubfs_bytes_fetched_total counter\nhubfs_bytes_fetched_total 42\n"));
+        assert!(
+            p.contains("# TYPE hubfs_bytes_fetched_total counter\nhubfs_bytes_fetched_total 42\n")
+        );
         assert!(p.contains("hubfs_cache_bytes 7\n"));
         for (k, _) in s.counters() {
-            assert!(j.get(k).is_some() && p.contains(&format!("hubfs_{k} ")), "{k}");
+            assert!(
+                j.get(k).is_some() && p.contains(&format!("hubfs_{k} ")),
+                "{k}"
+            );
         }
     }
 }

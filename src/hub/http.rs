@@ -15,8 +15,6 @@ use serde::Deserialize;
 use url::Url;
 
 use super::auth::Token;
-use crate::stats::Stats;
-use std::sync::Arc;
 use super::error::redact_url;
 use super::retry::RetryPolicy;
 use super::urls::Urls;
@@ -24,6 +22,8 @@ use super::{
     CommitInfo, EntryKind, FileRef, HttpContext, HubClient, HubError, NotFoundKind, RepoId,
     TreeEntry,
 };
+use crate::stats::Stats;
+use std::sync::Arc;
 
 /// Most redirects followed for one request (Hub → resolve-cache or CDN, renamed repos).
 const MAX_REDIRECTS: usize = 8;

@@ -290,3 +290,28 @@ async fn missing_repos_and_revisions_are_remembered_for_a_while() {
         "probes leave no entries behind"
     );
 }
+
+#[tokio::test]
+async fn a_hub_outage_keeps_serving_the_bound_commit_after_the_ttl() {
+    let (hub, fs) = setup(Duration::from_millis(100));
+    let a = walk(&fs, "acme/m@main/config.json").await.unwrap();
+    assert_eq!(&fs.read(a.ino, 0, 100).await.unwrap()[..], b"{\"v\":1}");
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    hub.deny(
+        &model(),
+        HubError::Network {
+            url: "memory://hub".into(),
+            message: "connection refused".into(),
+        },
+    );
+    // Due for re-resolution, but the Hub is down: the name stays on its commit (whose listing and
+    // blocks are cached), instead of failing.
+    let again = walk(&fs, "acme/m@main/config.json").await.unwrap();
+    assert_eq!(again.ino, a.ino);
+    assert_eq!(&fs.read(again.ino, 0, 100).await.unwrap()[..], b"{\"v\":1}");
+    // A name never resolved before has nothing to fall back on.
+    assert_eq!(
+        walk(&fs, "acme/m@v1.0").await.unwrap_err().errno(),
+        libc::EIO
+    );
+}

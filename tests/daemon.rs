@@ -10,17 +10,9 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use fakehub::{FakeHub, FakeHubOptions, Fixtures, RepoType};
-use support::{repo_dir, sha256_file};
+use support::{is_mounted, repo_dir, sha256_file};
 
 const BIN: &str = env!("CARGO_BIN_EXE_hubfs");
-
-fn is_mounted(p: &Path) -> bool {
-    let canon = std::fs::canonicalize(p).unwrap_or(p.to_owned());
-    std::fs::read_to_string("/proc/self/mountinfo")
-        .unwrap()
-        .lines()
-        .any(|l| l.split(' ').nth(4) == Some(canon.to_str().unwrap()))
-}
 
 fn wait_for(what: &str, d: &Daemon, mut f: impl FnMut() -> bool) {
     let t = Instant::now();
@@ -116,11 +108,7 @@ fn write_bytes(pid: u32) -> u64 {
 }
 
 fn stop(mut d: Daemon) -> (std::process::ExitStatus, String) {
-    nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(d.child.id() as i32),
-        nix::sys::signal::Signal::SIGTERM,
-    )
-    .unwrap();
+    support::sigterm(&d.child);
     let t = Instant::now();
     loop {
         if let Some(st) = d.child.try_wait().unwrap() {
@@ -321,11 +309,7 @@ fn the_token_never_reaches_logs_at_trace_level_nor_the_cdn() {
             );
         }
     }
-    nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(child.id() as i32),
-        nix::sys::signal::Signal::SIGTERM,
-    )
-    .unwrap();
+    support::sigterm(&child);
     assert!(child.wait().unwrap().success());
     reader.join().unwrap();
     let log = log.lock().unwrap().clone();

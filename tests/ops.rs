@@ -9,17 +9,9 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use fakehub::{FakeHub, FakeHubOptions, Fixtures, RepoType};
-use support::sha256_file;
+use support::{is_mounted, sha256_file};
 
 const BIN: &str = env!("CARGO_BIN_EXE_hubfs");
-
-fn is_mounted(p: &Path) -> bool {
-    let canon = std::fs::canonicalize(p).unwrap_or(p.to_owned());
-    std::fs::read_to_string("/proc/self/mountinfo")
-        .unwrap()
-        .lines()
-        .any(|l| l.split(' ').nth(4) == Some(canon.to_str().unwrap()))
-}
 
 fn wait(what: &str, mut f: impl FnMut() -> bool) {
     let t = Instant::now();
@@ -138,11 +130,7 @@ fn ready_is_sent_only_once_the_mount_answers_and_stats_are_served() {
     assert!(resp.starts_with("HTTP/1.1 200"), "{resp}");
     assert!(resp.contains("hubfs_bytes_served_total "), "{resp}");
 
-    nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(child.id() as i32),
-        nix::sys::signal::Signal::SIGTERM,
-    )
-    .unwrap();
+    support::sigterm(&child);
     assert!(child.wait().unwrap().success());
     let n = sock.recv(&mut buf).expect("STOPPING=1");
     assert_eq!(&buf[..n], b"STOPPING=1");

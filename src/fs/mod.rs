@@ -334,6 +334,14 @@ impl<C: HubClient> HubFs<C> {
             .await;
         let info = match info {
             Ok(i) => i,
+            Err(e) if crate::hub::retry::RetryPolicy::is_retryable(&e) && current.is_some() => {
+                // The Hub is unreachable or failing: keep serving the commit the name is bound to
+                // (its content is immutable) rather than failing every path under it.
+                let (snap, _) = current.expect("checked");
+                tracing::warn!(repo = %repo, revision = %parsed.revision, commit = %snap.commit, error = %e, "cannot re-resolve; still serving the previous commit");
+                state.last_access_ms.store(now, Ordering::Relaxed);
+                return Ok(self.repo_inode(org_ino, name, snap));
+            }
             Err(e) => {
                 if matches!(e, HubError::NotFound { .. }) {
                     self.missing.lock().put(key.clone(), Instant::now());

@@ -142,3 +142,21 @@ pub fn http_hub_with(
     cfg.retry.max_attempts = 8;
     Arc::new(hubfs::hub::http::HttpHub::new(cfg).expect("client"))
 }
+
+/// True when something is mounted at exactly `p` (from /proc/self/mountinfo).
+pub fn is_mounted(p: &Path) -> bool {
+    let canon = std::fs::canonicalize(p).unwrap_or(p.to_owned());
+    std::fs::read_to_string("/proc/self/mountinfo")
+        .unwrap_or_default()
+        .lines()
+        .any(|l| l.split(' ').nth(4) == canon.to_str())
+}
+
+/// Sends SIGTERM to a child process.
+pub fn sigterm(child: &std::process::Child) {
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .expect("kill");
+}

@@ -273,7 +273,7 @@ impl HttpHub {
 
     async fn body_json<T: for<'de> Deserialize<'de>>(&self, sent: Sent) -> Result<T, HubError> {
         let url = redact_url(&sent.url);
-        let bytes = read_body(sent.resp, &url, self.cfg.read_timeout, 256 << 20).await?;
+        let bytes = read_body(sent.resp, &url, self.cfg.request_timeout, 256 << 20).await?;
         serde_json::from_slice(&bytes).map_err(|e| HubError::Protocol {
             url,
             message: format!("invalid JSON: {e}"),
@@ -605,27 +605,7 @@ async fn read_pieces(
     acc: &mut Pieces,
 ) -> Result<(), HubError> {
     let start = acc.got();
-    loop {
-        let chunk = match tokio::time::timeout(read_timeout, resp.chunk()).await {
-            Err(_) => {
-                return Err(HubError::Timeout {
-                    url: url.to_owned(),
-                    after: read_timeout,
-                })
-            }
-            Ok(Err(e)) => {
-                return Err(HubError::Network {
-                    url: url.to_owned(),
-                    message: format!(
-                        "body cut after {} bytes: {}",
-                        acc.got() - start,
-                        error_chain(&e)
-                    ),
-                })
-            }
-            Ok(Ok(None)) => break,
-            Ok(Ok(Some(c))) => c,
-        };
+    while let Some(chunk) = next_chunk(&mut resp, url, read_timeout, acc.got() - start).await? {
         acc.push(&chunk).map_err(|message| HubError::Protocol {
             url: url.to_owned(),
             message,
@@ -644,6 +624,27 @@ async fn read_pieces(
     Ok(())
 }
 
+/// The next chunk of a body (`None` at its end), failing when none arrives within
+/// `read_timeout` or the stream breaks; `got` (bytes received so far) goes into the message.
+async fn next_chunk(
+    resp: &mut Response,
+    url: &str,
+    read_timeout: Duration,
+    got: u64,
+) -> Result<Option<Bytes>, HubError> {
+    match tokio::time::timeout(read_timeout, resp.chunk()).await {
+        Err(_) => Err(HubError::Timeout {
+            url: url.to_owned(),
+            after: read_timeout,
+        }),
+        Ok(Err(e)) => Err(HubError::Network {
+            url: url.to_owned(),
+            message: format!("body cut after {got} bytes: {}", error_chain(&e)),
+        }),
+        Ok(Ok(c)) => Ok(c),
+    }
+}
+
 /// Reads a (JSON) body, failing when it stalls for `read_timeout` or exceeds `limit`.
 async fn read_body(
     mut resp: Response,
@@ -652,31 +653,14 @@ async fn read_body(
     limit: u64,
 ) -> Result<Bytes, HubError> {
     let mut buf = BytesMut::new();
-    loop {
-        match tokio::time::timeout(read_timeout, resp.chunk()).await {
-            Err(_) => {
-                return Err(HubError::Timeout {
-                    url: url.to_owned(),
-                    after: read_timeout,
-                })
-            }
-            Ok(Err(e)) => {
-                return Err(HubError::Network {
-                    url: url.to_owned(),
-                    message: format!("body cut after {} bytes: {}", buf.len(), error_chain(&e)),
-                })
-            }
-            Ok(Ok(None)) => break,
-            Ok(Ok(Some(c))) => {
-                if buf.len() as u64 + c.len() as u64 > limit {
-                    return Err(HubError::Protocol {
-                        url: url.to_owned(),
-                        message: format!("body longer than {limit} bytes"),
-                    });
-                }
-                buf.extend_from_slice(&c);
-            }
+    while let Some(c) = next_chunk(&mut resp, url, read_timeout, buf.len() as u64).await? {
+        if buf.len() as u64 + c.len() as u64 > limit {
+            return Err(HubError::Protocol {
+                url: url.to_owned(),
+                message: format!("body longer than {limit} bytes"),
+            });
         }
+        buf.extend_from_slice(&c);
     }
     Ok(buf.freeze())
 }

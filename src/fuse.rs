@@ -1,9 +1,12 @@
 //! The FUSE adapter: a thin layer from fuser's callbacks to the filesystem core. It knows inode
 //! numbers, replies and errno; all logic lives in [`crate::fs::HubFs`]. Operations that may touch
 //! the network run as tasks on the tokio runtime and reply when done, so no FUSE thread ever blocks
-//! on I/O and a slow fetch never stalls unrelated operations (or mmap page faults).
+//! on I/O and a slow fetch never stalls unrelated operations (or mmap page faults). Those tasks
+//! are registered in [`Interrupts`]: an interrupted one is answered `EINTR` at once and its work
+//! dropped.
 
 use std::ffi::OsStr;
+use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -11,12 +14,14 @@ use fuser::{
     AccessFlags, Errno, FileAttr, FileHandle, FileType, Filesystem, FopenFlags, Generation,
     INodeNo, KernelConfig, LockOwner, OpenAccMode, OpenFlags, RenameFlags, ReplyAttr, ReplyCreate,
     ReplyData, ReplyDirectory, ReplyEmpty, ReplyEntry, ReplyOpen, ReplyStatfs, ReplyWrite,
-    ReplyXattr, Request, TimeOrNow, WriteFlags,
+    ReplyXattr, Request, RequestId, TimeOrNow, WriteFlags,
 };
 use tracing::Instrument;
 
 use crate::fs::{Attr, FsError, HubFs, Kind, Lifetime};
 use crate::hub::HubClient;
+use crate::interrupts::{requester_gone, Interrupts};
+use crate::stats::Stats;
 
 /// How long the kernel keeps attributes and names of immutable (commit) content.
 pub const TTL_IMMUTABLE: Duration = Duration::from_secs(24 * 3600);
@@ -31,12 +36,81 @@ pub const MAX_BACKGROUND: u16 = 16;
 pub struct FuseAdapter<C: HubClient> {
     fs: Arc<HubFs<C>>,
     rt: tokio::runtime::Handle,
+    interrupts: Arc<Interrupts>,
+}
+
+/// A reply that can carry an errno (every reply type of the operations run as tasks).
+trait ErrorReply: Send + 'static {
+    fn fail(self, errno: Errno);
+}
+
+macro_rules! error_reply {
+    ($($t:ty),*) => {$(
+        impl ErrorReply for $t {
+            fn fail(self, errno: Errno) {
+                self.error(errno)
+            }
+        }
+    )*};
+}
+error_reply!(ReplyData, ReplyEntry, ReplyDirectory);
+
+/// Whether a task also ends when the thread that asked for it exits.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Watch {
+    /// Only a kernel interrupt ends it early.
+    Interrupts,
+    /// Also the requesting thread's exit (reads: the kernel never interrupts read-ahead).
+    Requester,
 }
 
 impl<C: HubClient> FuseAdapter<C> {
     /// An adapter running network operations on `rt`.
     pub fn new(fs: Arc<HubFs<C>>, rt: tokio::runtime::Handle) -> Self {
-        FuseAdapter { fs, rt }
+        FuseAdapter {
+            fs,
+            rt,
+            interrupts: Interrupts::new(),
+        }
+    }
+
+    /// Runs `work` for `req` as a task and answers with `finish(result, reply)`; if the kernel
+    /// interrupts the request first (or, with [`Watch::Requester`], the thread that asked has
+    /// exited), drops `work` and answers `EINTR`.
+    fn spawn_op<R, T, W>(
+        &self,
+        req: &Request,
+        span: tracing::Span,
+        watch: Watch,
+        reply: R,
+        work: W,
+        finish: impl FnOnce(T, R) + Send + 'static,
+    ) where
+        R: ErrorReply,
+        T: Send + 'static,
+        W: Future<Output = T> + Send + 'static,
+    {
+        // Registered before the task exists, so an interrupt read next finds it.
+        let registration = self.interrupts.register(req.unique().0);
+        let requester = if watch == Watch::Requester {
+            req.pid()
+        } else {
+            0
+        };
+        let fs = self.fs.clone();
+        self.rt.spawn(
+            async move {
+                let why = tokio::select! {
+                    out = work => return finish(out, reply),
+                    () = registration.interrupted() => "interrupted by the kernel",
+                    () = requester_gone(requester), if requester != 0 => "requesting thread exited",
+                };
+                Stats::add(&fs.stats().interrupted, 1);
+                tracing::debug!(why, "request abandoned: EINTR");
+                reply.fail(Errno::EINTR);
+            }
+            .instrument(span),
+        );
     }
 }
 
@@ -107,16 +181,32 @@ impl<C: HubClient> Filesystem for FuseAdapter<C> {
         Ok(())
     }
 
-    fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
+    fn interrupt(&self, _req: &Request, unique: RequestId) -> Result<(), Errno> {
+        // Never answered itself: the interrupted task answers its request EINTR.
+        let found = self.interrupts.interrupt(unique.0);
+        tracing::debug!(unique = unique.0, found, "FUSE interrupt");
+        Ok(())
+    }
+
+    fn lookup(&self, req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
         let Some(name) = name.to_str().map(str::to_owned) else {
             reply.error(Errno::ENOENT);
             return;
         };
         let fs = self.fs.clone();
         let span = tracing::debug_span!("lookup", parent = parent.0, name = %name);
-        self.rt.spawn(
-            async move {
-                match fs.lookup(parent.0, &name).await {
+        let work = {
+            let fs = fs.clone();
+            async move { fs.lookup(parent.0, &name).await }
+        };
+        self.spawn_op(
+            req,
+            span,
+            Watch::Interrupts,
+            reply,
+            work,
+            move |result, reply| {
+                match result {
                     Ok(a) => reply.entry(&ttl(&a), &file_attr(&a), Generation(0)),
                     Err(e) if e.errno() == libc::ENOENT && immutable_dir(&fs, parent.0) => {
                         // A name missing from a commit stays missing: let the kernel remember
@@ -137,8 +227,7 @@ impl<C: HubClient> Filesystem for FuseAdapter<C> {
                     }
                     Err(e) => reply.error(fail_counted("lookup", &e, Some(fs.stats()))),
                 }
-            }
-            .instrument(span),
+            },
         );
     }
 
@@ -263,7 +352,7 @@ impl<C: HubClient> Filesystem for FuseAdapter<C> {
 
     fn read(
         &self,
-        _req: &Request,
+        req: &Request,
         ino: INodeNo,
         _fh: FileHandle,
         offset: u64,
@@ -275,14 +364,20 @@ impl<C: HubClient> Filesystem for FuseAdapter<C> {
         let fs = self.fs.clone();
         tracing::trace!(ino = ino.0, offset, size, "read request");
         let span = tracing::debug_span!("read", ino = ino.0, offset, size);
-        self.rt.spawn(
-            async move {
-                match fs.read(ino.0, offset, size).await {
-                    Ok(data) => reply.data(&data),
-                    Err(e) => reply.error(fail_counted("read", &e, Some(fs.stats()))),
-                }
-            }
-            .instrument(span),
+        let work = {
+            let fs = fs.clone();
+            async move { fs.read(ino.0, offset, size).await }
+        };
+        self.spawn_op(
+            req,
+            span,
+            Watch::Requester,
+            reply,
+            work,
+            move |result, reply| match result {
+                Ok(data) => reply.data(&data),
+                Err(e) => reply.error(fail_counted("read", &e, Some(fs.stats()))),
+            },
         );
     }
 
@@ -340,17 +435,23 @@ impl<C: HubClient> Filesystem for FuseAdapter<C> {
 
     fn readdir(
         &self,
-        _req: &Request,
+        req: &Request,
         ino: INodeNo,
         _fh: FileHandle,
         offset: u64,
-        mut reply: ReplyDirectory,
+        reply: ReplyDirectory,
     ) {
         let fs = self.fs.clone();
         let span = tracing::debug_span!("readdir", ino = ino.0, offset);
-        self.rt.spawn(
-            async move {
-                let entries = match fs.readdir(ino.0).await {
+        let work = async move { fs.readdir(ino.0).await };
+        self.spawn_op(
+            req,
+            span,
+            Watch::Interrupts,
+            reply,
+            work,
+            move |result, mut reply| {
+                let entries = match result {
                     Ok(e) => e,
                     Err(e) => return reply.error(fail("readdir", &e)),
                 };
@@ -371,8 +472,7 @@ impl<C: HubClient> Filesystem for FuseAdapter<C> {
                     }
                 }
                 reply.ok();
-            }
-            .instrument(span),
+            },
         );
     }
 

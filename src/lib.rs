@@ -10,6 +10,7 @@ pub mod config;
 pub mod fs;
 pub mod fuse;
 pub mod hub;
+pub mod interrupts;
 pub mod mount;
 pub mod ops;
 pub mod singleflight;

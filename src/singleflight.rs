@@ -1,6 +1,8 @@
 //! Coalescing of identical concurrent requests: the first caller starts the work on the runtime,
-//! later callers with the same key wait for the same result. The work runs to completion even if
-//! every waiter goes away, so its result is never lost halfway.
+//! later callers with the same key wait for the same result. The work stops when every caller
+//! waiting for it has gone away (its FUSE request was interrupted, its process died): the callers
+//! keep what they get, so an abandoned result would be lost anyway, and a later caller then starts
+//! afresh instead of joining work stuck on a Hub that has since recovered.
 
 use std::collections::HashMap;
 use std::future::Future;
@@ -9,14 +11,23 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use futures::future::{BoxFuture, FutureExt, Shared};
 use parking_lot::Mutex;
+use tokio_util::sync::CancellationToken;
 
 use crate::hub::HubError;
 
 type SharedResult<V> = Shared<BoxFuture<'static, Result<V, HubError>>>;
 
+/// One run in flight, and who waits for it.
+struct Flight<V: Clone> {
+    id: u64,
+    result: SharedResult<V>,
+    waiters: usize,
+    cancel: CancellationToken,
+}
+
 /// One in-flight computation per key.
 pub struct SingleFlight<K, V: Clone> {
-    inflight: Mutex<HashMap<K, (u64, SharedResult<V>)>>,
+    inflight: Mutex<HashMap<K, Flight<V>>>,
     next_id: AtomicU64,
 }
 
@@ -51,6 +62,26 @@ where
     .shared()
 }
 
+/// A caller's claim on a flight; the last one dropped before the flight completes stops it.
+struct Waiting<'a, K: Hash + Eq, V: Clone> {
+    flights: &'a SingleFlight<K, V>,
+    key: K,
+    id: u64,
+}
+
+impl<K: Hash + Eq, V: Clone> Drop for Waiting<'_, K, V> {
+    fn drop(&mut self) {
+        let mut map = self.flights.inflight.lock();
+        if let Some(f) = map.get_mut(&self.key).filter(|f| f.id == self.id) {
+            f.waiters -= 1;
+            if f.waiters == 0 {
+                f.cancel.cancel();
+                map.remove(&self.key);
+            }
+        }
+    }
+}
+
 impl<K, V> SingleFlight<K, V>
 where
     K: Hash + Eq + Clone,
@@ -63,22 +94,53 @@ where
     {
         let (id, fut) = {
             let mut map = self.inflight.lock();
-            match map.get(&key) {
-                Some((id, f)) => (*id, f.clone()),
+            match map.get_mut(&key) {
+                Some(f) => {
+                    f.waiters += 1;
+                    (f.id, f.result.clone())
+                }
                 None => {
                     let id = self.next_id.fetch_add(1, Ordering::Relaxed);
-                    let f = spawn_shared(make());
-                    map.insert(key.clone(), (id, f.clone()));
-                    (id, f)
+                    let cancel = CancellationToken::new();
+                    let work = make();
+                    let stop = cancel.clone();
+                    let result = spawn_shared(async move {
+                        tokio::select! {
+                            r = work => r,
+                            () = stop.cancelled() => Err(HubError::Cancelled),
+                        }
+                    });
+                    map.insert(
+                        key.clone(),
+                        Flight {
+                            id,
+                            result: result.clone(),
+                            waiters: 1,
+                            cancel,
+                        },
+                    );
+                    (id, result)
                 }
             }
         };
+        let waiting = Waiting {
+            flights: self,
+            key,
+            id,
+        };
         let out = fut.await;
+        // Done: later callers start a new run.
         let mut map = self.inflight.lock();
-        if map.get(&key).is_some_and(|(i, _)| *i == id) {
-            map.remove(&key);
+        if map.get(&waiting.key).is_some_and(|f| f.id == id) {
+            map.remove(&waiting.key);
         }
+        drop(map);
         out
+    }
+
+    /// Runs in flight now.
+    pub fn in_flight(&self) -> usize {
+        self.inflight.lock().len()
     }
 }
 
@@ -118,5 +180,73 @@ mod tests {
         .await
         .unwrap();
         assert_eq!(runs.load(Ordering::SeqCst), 2);
+    }
+
+    /// Sets its flag when dropped (the work was stopped or finished).
+    struct DropFlag(Arc<std::sync::atomic::AtomicBool>);
+    impl Drop for DropFlag {
+        fn drop(&mut self) {
+            self.0.store(true, Ordering::SeqCst);
+        }
+    }
+
+    async fn wait_for(flag: &std::sync::atomic::AtomicBool) {
+        for _ in 0..200 {
+            if flag.load(Ordering::SeqCst) {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        panic!("flag never set");
+    }
+
+    #[tokio::test]
+    async fn work_stops_when_every_waiter_goes_away_and_the_next_call_starts_afresh() {
+        let sf: Arc<SingleFlight<&'static str, u64>> = Arc::new(SingleFlight::default());
+        let stopped = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let mut waiters = Vec::new();
+        for _ in 0..2 {
+            let (sf, stopped) = (sf.clone(), stopped.clone());
+            waiters.push(tokio::spawn(async move {
+                sf.run("k", move || async move {
+                    let _flag = DropFlag(stopped);
+                    std::future::pending::<()>().await;
+                    Ok(1)
+                })
+                .await
+            }));
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        waiters[0].abort();
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert!(!stopped.load(Ordering::SeqCst), "one waiter is left");
+        waiters[1].abort();
+        wait_for(&stopped).await;
+        assert_eq!(sf.in_flight(), 0);
+        assert_eq!(sf.run("k", || async { Ok(2) }).await.unwrap(), 2);
+    }
+
+    #[tokio::test]
+    async fn the_remaining_waiter_gets_the_result() {
+        let sf: Arc<SingleFlight<&'static str, u64>> = Arc::new(SingleFlight::default());
+        let gate = Arc::new(tokio::sync::Notify::new());
+        let spawn = |sf: Arc<SingleFlight<&'static str, u64>>, gate: Arc<tokio::sync::Notify>| {
+            tokio::spawn(async move {
+                sf.run("k", move || async move {
+                    gate.notified().await;
+                    Ok(9)
+                })
+                .await
+            })
+        };
+        let first = spawn(sf.clone(), gate.clone());
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        let second = spawn(sf.clone(), gate.clone());
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        first.abort();
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        gate.notify_one();
+        assert_eq!(second.await.unwrap().unwrap(), 9);
+        assert_eq!(sf.in_flight(), 0);
     }
 }

@@ -25,6 +25,11 @@ pub struct Stats {
     pub cache_hits: AtomicU64,
     /// Blocks that had to be fetched (or waited for).
     pub cache_misses: AtomicU64,
+    /// Requests answered EINTR because the kernel interrupted them (a signal to the caller) or
+    /// the process waiting for them exited.
+    pub interrupted: AtomicU64,
+    /// Range requests stopped because every reader waiting for them went away.
+    pub fetches_cancelled: AtomicU64,
     /// Failed operations by errno class.
     pub errors: ErrorCounts,
 }
@@ -83,6 +88,8 @@ impl Stats {
             ("bytes_served_total", g(&self.bytes_served)),
             ("cache_hits_total", g(&self.cache_hits)),
             ("cache_misses_total", g(&self.cache_misses)),
+            ("interrupted_total", g(&self.interrupted)),
+            ("fetches_cancelled_total", g(&self.fetches_cancelled)),
             ("errors_not_found_total", g(&self.errors.not_found)),
             ("errors_denied_total", g(&self.errors.denied)),
             ("errors_io_total", g(&self.errors.io)),

@@ -9,8 +9,13 @@
 //! semaphore): a demand read waits for room when it is used up (back-pressure), and read-ahead
 //! ([`BlockCache::prefetch`]) only starts while a run's worth stays free for demand reads. So
 //! cached plus in-flight bytes never exceed the capacity, whatever the load.
+//!
+//! A fetch started for readers (not read-ahead) counts the readers waiting for it; when the last
+//! one goes away before it completes (its read was interrupted, or its process died), the fetch
+//! is stopped and its connection dropped. Read-ahead fetches always run to completion.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
 use bytes::{Bytes, BytesMut};
@@ -18,6 +23,7 @@ use futures::future::{BoxFuture, FutureExt, Shared};
 use lru::LruCache;
 use parking_lot::Mutex;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio_util::sync::CancellationToken;
 
 use crate::hub::HubError;
 use crate::singleflight::spawn_shared;
@@ -41,6 +47,44 @@ struct BlockKey {
 struct Inflight {
     run: RunFuture,
     run_first: u64,
+    /// Tells this run's entries from a later run's for the same blocks.
+    id: u64,
+    /// The readers of a demand run; `None` for read-ahead.
+    demand: Option<Arc<Demand>>,
+}
+
+/// The readers waiting for a demand run, and the switch that stops it.
+struct Demand {
+    /// Waiting readers' slots; changed only under the state lock.
+    waiters: AtomicU64,
+    cancel: CancellationToken,
+}
+
+/// A reader's claim on a demand run: dropping the last one before the run completes stops it.
+struct Waiter {
+    cache: Arc<BlockCache>,
+    demand: Arc<Demand>,
+}
+
+impl Waiter {
+    /// Under the state lock: one more reader slot waits for `demand`.
+    fn join(cache: &Arc<BlockCache>, demand: &Arc<Demand>) -> Waiter {
+        demand.waiters.fetch_add(1, Ordering::Relaxed);
+        Waiter {
+            cache: cache.clone(),
+            demand: demand.clone(),
+        }
+    }
+}
+
+impl Drop for Waiter {
+    fn drop(&mut self) {
+        // Under the lock, so a reader joining in `plan` never picks up a run being stopped.
+        let _s = self.cache.state.lock();
+        if self.demand.waiters.fetch_sub(1, Ordering::Relaxed) == 1 {
+            self.demand.cancel.cancel();
+        }
+    }
 }
 
 struct State {
@@ -48,6 +92,7 @@ struct State {
     cached_bytes: u64,
     inflight: HashMap<BlockKey, Inflight>,
     inflight_bytes: u64,
+    next_run_id: u64,
 }
 
 /// The block cache. Share it behind an `Arc`.
@@ -63,7 +108,12 @@ pub struct BlockCache {
 
 enum Slot {
     Ready(Bytes),
-    Wait { run: RunFuture, run_first: u64 },
+    Wait {
+        run: RunFuture,
+        run_first: u64,
+        /// Held while waiting, for demand runs.
+        _waiter: Option<Waiter>,
+    },
 }
 
 /// Why a run is started: a reader waits for it, or it is read-ahead.
@@ -90,6 +140,7 @@ impl BlockCache {
                 cached_bytes: 0,
                 inflight: HashMap::new(),
                 inflight_bytes: 0,
+                next_run_id: 0,
             }),
             stats,
         })
@@ -186,7 +237,7 @@ impl BlockCache {
             let index = first + i as u64;
             let block = match slot.expect("every slot planned") {
                 Slot::Ready(b) => b,
-                Slot::Wait { run, run_first } => {
+                Slot::Wait { run, run_first, .. } => {
                     let pieces = run.await?;
                     pieces[(index - run_first) as usize].clone()
                 }
@@ -323,10 +374,17 @@ impl BlockCache {
                 hits += 1;
                 *slot = Some(Slot::Ready(b.clone()));
             } else if let Some(f) = s.inflight.get(&key) {
+                let waiter = match &f.demand {
+                    // Being stopped: start a new fetch below rather than share its error.
+                    Some(d) if d.cancel.is_cancelled() => continue,
+                    Some(d) => Some(Waiter::join(self, d)),
+                    None => None,
+                };
                 misses += 1;
                 *slot = Some(Slot::Wait {
                     run: f.run.clone(),
                     run_first: f.run_first,
+                    _waiter: waiter,
                 });
             }
         }
@@ -367,7 +425,7 @@ impl BlockCache {
                 },
             };
             Stats::add(&self.stats.cache_misses, (j - i) as u64);
-            let run = self.start_run(
+            let (run, demand) = self.start_run(
                 &mut s,
                 content,
                 file_size,
@@ -381,6 +439,7 @@ impl BlockCache {
                 *slot = Some(Slot::Wait {
                     run: run.clone(),
                     run_first,
+                    _waiter: demand.as_ref().map(|d| Waiter::join(self, d)),
                 });
             }
             i = j;
@@ -389,7 +448,8 @@ impl BlockCache {
     }
 
     /// Under the lock: reserves room for blocks `run_first..=run_last`, registers them as in
-    /// flight and spawns their fetch, which files them in the cache when done.
+    /// flight and spawns their fetch, which files them in the cache when done. A demand run comes
+    /// with its [`Demand`], which the caller joins for each slot that waits for it.
     #[allow(clippy::too_many_arguments)]
     fn start_run(
         self: &Arc<Self>,
@@ -401,7 +461,7 @@ impl BlockCache {
         purpose: Purpose,
         fetch: &FetchFn,
         permit: OwnedSemaphorePermit,
-    ) -> RunFuture {
+    ) -> (RunFuture, Option<Arc<Demand>>) {
         let run_offset = run_first * self.block_size;
         let run_len = self.run_len(file_size, run_first, run_last);
         self.make_room(s, run_len);
@@ -414,13 +474,34 @@ impl BlockCache {
         let fut = fetch(run_offset, run_len, self.block_size);
         let content2 = content.clone();
         let block_size = self.block_size;
+        let id = s.next_run_id;
+        s.next_run_id += 1;
+        let demand = (purpose == Purpose::Demand).then(|| {
+            Arc::new(Demand {
+                waiters: AtomicU64::new(0),
+                cancel: CancellationToken::new(),
+            })
+        });
+        let cancel = demand.as_ref().map(|d| d.cancel.clone());
         let run = spawn_shared(async move {
             Stats::add(&cache.stats.range_requests, 1);
             if purpose == Purpose::Prefetch {
                 Stats::add(&cache.stats.prefetch_requests, 1);
             }
             let blocks = (run_last - run_first + 1) as usize;
-            let result = fut.await.and_then(|pieces| {
+            let fetched = match cancel {
+                Some(cancel) => tokio::select! {
+                    r = fut => r,
+                    () = cancel.cancelled() => {
+                        // Dropping `fut` drops its connection.
+                        Stats::add(&cache.stats.fetches_cancelled, 1);
+                        tracing::debug!(offset = run_offset, len = run_len, "fetch cancelled: no reader waits for it");
+                        Err(HubError::Cancelled)
+                    }
+                },
+                None => fut.await,
+            };
+            let result = fetched.and_then(|pieces| {
                 let ok = pieces.len() == blocks
                     && pieces.iter().enumerate().all(|(i, p)| {
                         p.len() as u64 == cache.block_len(file_size, run_first + i as u64)
@@ -444,7 +525,9 @@ impl BlockCache {
                     content: content2.clone(),
                     index,
                 };
-                s.inflight.remove(&key);
+                if s.inflight.get(&key).is_some_and(|f| f.id == id) {
+                    s.inflight.remove(&key);
+                }
                 if let Ok(pieces) = &result {
                     let block = pieces[(index - run_first) as usize].clone();
                     let blen = block.len() as u64;
@@ -477,10 +560,12 @@ impl BlockCache {
                 Inflight {
                     run: run.clone(),
                     run_first,
+                    id,
+                    demand: demand.clone(),
                 },
             );
         }
-        run
+        (run, demand)
     }
 }
 
@@ -525,6 +610,118 @@ mod tests {
             }
             .boxed()
         })
+    }
+
+    /// Fetches that wait for `gate` (one permit per fetch) and count themselves in `live` until
+    /// they complete or are dropped.
+    fn gated_fetcher(data: Bytes, gate: Arc<Semaphore>, live: Arc<AtomicU64>) -> FetchFn {
+        struct Live(Arc<AtomicU64>);
+        impl Drop for Live {
+            fn drop(&mut self) {
+                self.0.fetch_sub(1, Ordering::SeqCst);
+            }
+        }
+        fetch_from(move |off, len| {
+            let data = data.clone();
+            let gate = gate.clone();
+            live.fetch_add(1, Ordering::SeqCst);
+            let live = Live(live.clone());
+            async move {
+                let _live = live;
+                gate.acquire().await.unwrap().forget();
+                Ok(data.slice(off as usize..(off + len) as usize))
+            }
+            .boxed()
+        })
+    }
+
+    async fn eventually(what: &str, mut cond: impl FnMut() -> bool) {
+        for _ in 0..500 {
+            if cond() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        panic!("timed out waiting for: {what}");
+    }
+
+    #[tokio::test]
+    async fn a_fetch_whose_only_reader_goes_away_is_stopped() {
+        let data = content(8192);
+        let stats = Arc::new(Stats::default());
+        let cache = BlockCache::new(4096, 1 << 20, 8192, stats.clone());
+        let (gate, live) = (Arc::new(Semaphore::new(0)), Arc::new(AtomicU64::new(0)));
+        let f = gated_fetcher(data.clone(), gate.clone(), live.clone());
+        let reader = {
+            let (cache, f) = (cache.clone(), f.clone());
+            tokio::spawn(async move { cache.read("c", 8192, 0, 8192, &f, false).await })
+        };
+        eventually("fetch started", || live.load(Ordering::SeqCst) == 1).await;
+        assert_eq!(cache.inflight_bytes(), 8192);
+        reader.abort();
+        eventually("fetch dropped", || live.load(Ordering::SeqCst) == 0).await;
+        eventually("reservation released", || cache.inflight_bytes() == 0).await;
+        assert_eq!(Stats::get(&stats.fetches_cancelled), 1);
+        assert_eq!(
+            cache.cached_bytes(),
+            0,
+            "nothing cached from a stopped fetch"
+        );
+        // The next reader starts afresh and gets right bytes.
+        gate.add_permits(1);
+        let got = cache.read("c", 8192, 100, 5000, &f, false).await.unwrap();
+        assert_eq!(&got[..], &data[100..5100]);
+    }
+
+    #[tokio::test]
+    async fn a_fetch_shared_by_two_readers_outlives_one_of_them() {
+        let data = content(4096);
+        let stats = Arc::new(Stats::default());
+        let cache = BlockCache::new(4096, 1 << 20, 4096, stats.clone());
+        let (gate, live) = (Arc::new(Semaphore::new(0)), Arc::new(AtomicU64::new(0)));
+        let f = gated_fetcher(data.clone(), gate.clone(), live.clone());
+        let spawn_reader = |off: u64| {
+            let (cache, f) = (cache.clone(), f.clone());
+            tokio::spawn(async move { cache.read("c", 4096, off, 100, &f, false).await })
+        };
+        let first = spawn_reader(0);
+        eventually("fetch started", || live.load(Ordering::SeqCst) == 1).await;
+        let second = spawn_reader(1000);
+        eventually("second reader waits", || {
+            Stats::get(&stats.cache_misses) >= 2
+        })
+        .await;
+        first.abort();
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert_eq!(live.load(Ordering::SeqCst), 1, "the fetch still runs");
+        gate.add_permits(1);
+        let got = second.await.unwrap().unwrap();
+        assert_eq!(&got[..], &data[1000..1100]);
+        assert_eq!(Stats::get(&stats.fetches_cancelled), 0);
+        assert_eq!(Stats::get(&stats.range_requests), 1);
+        assert_eq!(cache.cached_bytes(), 4096);
+    }
+
+    #[tokio::test]
+    async fn read_ahead_runs_on_when_a_reader_that_joined_it_goes_away() {
+        let data = content(4096);
+        let stats = Arc::new(Stats::default());
+        let cache = BlockCache::new(4096, 1 << 20, 4096, stats.clone());
+        let (gate, live) = (Arc::new(Semaphore::new(0)), Arc::new(AtomicU64::new(0)));
+        let f = gated_fetcher(data.clone(), gate.clone(), live.clone());
+        cache.prefetch("c", 4096, 0, 4096, &f);
+        eventually("read-ahead started", || live.load(Ordering::SeqCst) == 1).await;
+        let reader = {
+            let (cache, f) = (cache.clone(), f.clone());
+            tokio::spawn(async move { cache.read("c", 4096, 0, 10, &f, false).await })
+        };
+        eventually("reader waits", || Stats::get(&stats.cache_misses) >= 1).await;
+        reader.abort();
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert_eq!(live.load(Ordering::SeqCst), 1, "read-ahead still runs");
+        gate.add_permits(1);
+        eventually("read-ahead cached", || cache.cached_bytes() == 4096).await;
+        assert_eq!(Stats::get(&stats.fetches_cancelled), 0);
     }
 
     #[tokio::test]

@@ -43,6 +43,7 @@ impl FsError {
                 HubError::NotFound { .. } | HubError::InvalidName(_) => libc::ENOENT,
                 HubError::Gated { .. } | HubError::Denied { .. } => libc::EACCES,
                 HubError::Stale { .. } => libc::ESTALE,
+                HubError::Cancelled => libc::EINTR,
                 HubError::RateLimited { .. }
                 | HubError::Status { .. }
                 | HubError::Network { .. }
@@ -63,6 +64,7 @@ impl FsError {
                 | FsError::IsDir
                 | FsError::Hub(HubError::NotFound { .. })
                 | FsError::Hub(HubError::InvalidName(_))
+                | FsError::Hub(HubError::Cancelled)
         )
     }
 
@@ -135,6 +137,7 @@ mod tests {
                 .into(),
                 libc::ESTALE,
             ),
+            (HubError::Cancelled.into(), libc::EINTR),
         ];
         for (e, want) in cases {
             assert_eq!(e.errno(), want, "{e:?}");

@@ -123,6 +123,10 @@ pub enum HubError {
     /// A name or revision that can not be put in a URL safely (`..`, empty, NUL).
     #[error("invalid name: {0:?}")]
     InvalidName(String),
+    /// The fetch was stopped because every reader waiting for it went away (interrupted or
+    /// exited); nobody is told but a reader that joins at that very moment, which retries.
+    #[error("fetch cancelled: no reader waits for it any more")]
+    Cancelled,
 }
 
 impl HubError {

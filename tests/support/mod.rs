@@ -54,6 +54,11 @@ impl<C: HubClient> Drop for Mounted<C> {
 
 /// Mounts `hub` with `cfg` in a fresh temp dir, on its own runtime.
 pub fn mount<C: HubClient>(hub: Arc<C>, cfg: FsConfig) -> Mounted<C> {
+    mount_with_stats(hub, cfg, Arc::new(Stats::default()))
+}
+
+/// [`mount`], counting into `stats` (share it with the client to see its counters too).
+pub fn mount_with_stats<C: HubClient>(hub: Arc<C>, cfg: FsConfig, stats: Arc<Stats>) -> Mounted<C> {
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(4)
         .enable_all()
@@ -63,7 +68,7 @@ pub fn mount<C: HubClient>(hub: Arc<C>, cfg: FsConfig) -> Mounted<C> {
         .prefix("hubfs-test-")
         .tempdir()
         .expect("tempdir");
-    let fs = Arc::new(HubFs::new(hub, cfg, Arc::new(Stats::default())));
+    let fs = Arc::new(HubFs::new(hub, cfg, stats));
     let session =
         hubfs::mount::spawn(fs.clone(), rt.handle().clone(), dir.path(), false, 4).expect("mount");
     // Wait until the kernel answers for the mount.
@@ -133,6 +138,16 @@ pub fn http_hub_with(
     token: Option<&str>,
     read_timeout: Duration,
 ) -> Arc<hubfs::hub::http::HttpHub> {
+    http_hub_counting(hub, token, read_timeout, Arc::new(Stats::default()))
+}
+
+/// [`http_hub_with`], counting requests into `stats`.
+pub fn http_hub_counting(
+    hub: &fakehub::FakeHub,
+    token: Option<&str>,
+    read_timeout: Duration,
+    stats: Arc<Stats>,
+) -> Arc<hubfs::hub::http::HttpHub> {
     let mut cfg = hubfs::hub::http::HttpConfig::new(&hub.endpoint());
     cfg.token = token.and_then(hubfs::hub::auth::Token::parse);
     cfg.request_timeout = read_timeout;
@@ -140,7 +155,11 @@ pub fn http_hub_with(
     cfg.retry.base_delay = Duration::from_millis(10);
     cfg.retry.max_delay = Duration::from_millis(200);
     cfg.retry.max_attempts = 8;
-    Arc::new(hubfs::hub::http::HttpHub::new(cfg).expect("client"))
+    Arc::new(
+        hubfs::hub::http::HttpHub::new(cfg)
+            .expect("client")
+            .with_stats(stats),
+    )
 }
 
 /// True when something is mounted at exactly `p` (from /proc/self/mountinfo).

@@ -409,6 +409,18 @@ pub trait Filesystem: Send + Sync + 'static {
     /// Called on filesystem exit.
     fn destroy(&mut self) {}
 
+    /// Interrupt a request in progress (hubfs patch: upstream 0.18.0 always replied ENOSYS).
+    ///
+    /// The kernel sends this when the process waiting for request `unique` got a signal. Return
+    /// `Ok(())` when the interrupt was taken: nothing is sent for it, and the filesystem replies
+    /// to the original request itself (usually with `EINTR`), once. Return `Err(errno)` to answer
+    /// the interrupt with that error instead: `EAGAIN` makes the kernel send it again (the
+    /// original request was not seen yet); `ENOSYS` (the default) turns interrupts off for the
+    /// rest of the session.
+    fn interrupt(&self, _req: &Request, _unique: RequestId) -> Result<(), Errno> {
+        Err(Errno::ENOSYS)
+    }
+
     /// Look up a directory entry by name and get its attributes.
     fn lookup(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEntry) {
         warn!("[Not Implemented] lookup(parent: {parent:#x?}, name {name:?})");

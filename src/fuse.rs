@@ -20,7 +20,7 @@ use tracing::Instrument;
 
 use crate::fs::{Attr, FsError, HubFs, Kind, Lifetime};
 use crate::hub::HubClient;
-use crate::interrupts::{requester_gone, Interrupts};
+use crate::interrupts::{abandoned, Interrupts};
 use crate::stats::Stats;
 
 /// How long the kernel keeps attributes and names of immutable (commit) content.
@@ -55,15 +55,6 @@ macro_rules! error_reply {
 }
 error_reply!(ReplyData, ReplyEntry, ReplyDirectory);
 
-/// Whether a task also ends when the thread that asked for it exits.
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Watch {
-    /// Only a kernel interrupt ends it early.
-    Interrupts,
-    /// Also the requesting thread's exit (reads: the kernel never interrupts read-ahead).
-    Requester,
-}
-
 impl<C: HubClient> FuseAdapter<C> {
     /// An adapter running network operations on `rt`.
     pub fn new(fs: Arc<HubFs<C>>, rt: tokio::runtime::Handle) -> Self {
@@ -74,14 +65,13 @@ impl<C: HubClient> FuseAdapter<C> {
         }
     }
 
-    /// Runs `work` for `req` as a task and answers with `finish(result, reply)`; if the kernel
-    /// interrupts the request first (or, with [`Watch::Requester`], the thread that asked has
-    /// exited), drops `work` and answers `EINTR`.
+    /// Runs `work` for `req` as a task and answers with `finish(result, reply)`; if the thread
+    /// that sent the request is dying or gone first (see [`crate::interrupts`]), drops `work` and
+    /// answers `EINTR`.
     fn spawn_op<R, T, W>(
         &self,
         req: &Request,
         span: tracing::Span,
-        watch: Watch,
         reply: R,
         work: W,
         finish: impl FnOnce(T, R) + Send + 'static,
@@ -92,21 +82,20 @@ impl<C: HubClient> FuseAdapter<C> {
     {
         // Registered before the task exists, so an interrupt read next finds it.
         let registration = self.interrupts.register(req.unique().0);
-        let requester = if watch == Watch::Requester {
-            req.pid()
-        } else {
-            0
-        };
+        let requester = req.pid();
         let fs = self.fs.clone();
         self.rt.spawn(
             async move {
-                let why = tokio::select! {
+                let state = tokio::select! {
                     out = work => return finish(out, reply),
-                    () = registration.interrupted() => "interrupted by the kernel",
-                    () = requester_gone(requester), if requester != 0 => "requesting thread exited",
+                    state = abandoned(&registration, requester) => state,
                 };
                 Stats::add(&fs.stats().interrupted, 1);
-                tracing::debug!(why, "request abandoned: EINTR");
+                tracing::debug!(
+                    requester,
+                    ?state,
+                    "caller dying or gone: request dropped, EINTR"
+                );
                 reply.fail(Errno::EINTR);
             }
             .instrument(span),
@@ -182,7 +171,8 @@ impl<C: HubClient> Filesystem for FuseAdapter<C> {
     }
 
     fn interrupt(&self, _req: &Request, unique: RequestId) -> Result<(), Errno> {
-        // Never answered itself: the interrupted task answers its request EINTR.
+        // Never answered itself: the request's task checks whether its caller is dying and, if so,
+        // answers it EINTR.
         let found = self.interrupts.interrupt(unique.0);
         tracing::debug!(unique = unique.0, found, "FUSE interrupt");
         Ok(())
@@ -199,36 +189,29 @@ impl<C: HubClient> Filesystem for FuseAdapter<C> {
             let fs = fs.clone();
             async move { fs.lookup(parent.0, &name).await }
         };
-        self.spawn_op(
-            req,
-            span,
-            Watch::Interrupts,
-            reply,
-            work,
-            move |result, reply| {
-                match result {
-                    Ok(a) => reply.entry(&ttl(&a), &file_attr(&a), Generation(0)),
-                    Err(e) if e.errno() == libc::ENOENT && immutable_dir(&fs, parent.0) => {
-                        // A name missing from a commit stays missing: let the kernel remember
-                        // (a reply with inode 0 is a negative entry with a timeout).
-                        tracing::debug!(error = %e, "lookup: not found (cached by the kernel)");
-                        let mut a = file_attr(&Attr {
-                            ino: 0,
-                            kind: Kind::File,
-                            size: 0,
-                            mtime: std::time::UNIX_EPOCH,
-                            perm: 0,
-                            uid: 0,
-                            gid: 0,
-                            lifetime: Lifetime::Immutable,
-                        });
-                        a.ino = INodeNo(0);
-                        reply.entry(&TTL_IMMUTABLE, &a, Generation(0))
-                    }
-                    Err(e) => reply.error(fail_counted("lookup", &e, Some(fs.stats()))),
+        self.spawn_op(req, span, reply, work, move |result, reply| {
+            match result {
+                Ok(a) => reply.entry(&ttl(&a), &file_attr(&a), Generation(0)),
+                Err(e) if e.errno() == libc::ENOENT && immutable_dir(&fs, parent.0) => {
+                    // A name missing from a commit stays missing: let the kernel remember
+                    // (a reply with inode 0 is a negative entry with a timeout).
+                    tracing::debug!(error = %e, "lookup: not found (cached by the kernel)");
+                    let mut a = file_attr(&Attr {
+                        ino: 0,
+                        kind: Kind::File,
+                        size: 0,
+                        mtime: std::time::UNIX_EPOCH,
+                        perm: 0,
+                        uid: 0,
+                        gid: 0,
+                        lifetime: Lifetime::Immutable,
+                    });
+                    a.ino = INodeNo(0);
+                    reply.entry(&TTL_IMMUTABLE, &a, Generation(0))
                 }
-            },
-        );
+                Err(e) => reply.error(fail_counted("lookup", &e, Some(fs.stats()))),
+            }
+        });
     }
 
     fn forget(&self, _req: &Request, ino: INodeNo, nlookup: u64) {
@@ -368,17 +351,10 @@ impl<C: HubClient> Filesystem for FuseAdapter<C> {
             let fs = fs.clone();
             async move { fs.read(ino.0, offset, size).await }
         };
-        self.spawn_op(
-            req,
-            span,
-            Watch::Requester,
-            reply,
-            work,
-            move |result, reply| match result {
-                Ok(data) => reply.data(&data),
-                Err(e) => reply.error(fail_counted("read", &e, Some(fs.stats()))),
-            },
-        );
+        self.spawn_op(req, span, reply, work, move |result, reply| match result {
+            Ok(data) => reply.data(&data),
+            Err(e) => reply.error(fail_counted("read", &e, Some(fs.stats()))),
+        });
     }
 
     fn write(
@@ -444,36 +420,29 @@ impl<C: HubClient> Filesystem for FuseAdapter<C> {
         let fs = self.fs.clone();
         let span = tracing::debug_span!("readdir", ino = ino.0, offset);
         let work = async move { fs.readdir(ino.0).await };
-        self.spawn_op(
-            req,
-            span,
-            Watch::Interrupts,
-            reply,
-            work,
-            move |result, mut reply| {
-                let entries = match result {
-                    Ok(e) => e,
-                    Err(e) => return reply.error(fail("readdir", &e)),
+        self.spawn_op(req, span, reply, work, move |result, mut reply| {
+            let entries = match result {
+                Ok(e) => e,
+                Err(e) => return reply.error(fail("readdir", &e)),
+            };
+            let dots = [
+                (ino.0, FileType::Directory, ".".to_owned()),
+                (ino.0, FileType::Directory, "..".to_owned()),
+            ];
+            let all = dots.into_iter().chain(entries.into_iter().map(|e| {
+                let t = match e.kind {
+                    Kind::Dir => FileType::Directory,
+                    Kind::File => FileType::RegularFile,
                 };
-                let dots = [
-                    (ino.0, FileType::Directory, ".".to_owned()),
-                    (ino.0, FileType::Directory, "..".to_owned()),
-                ];
-                let all = dots.into_iter().chain(entries.into_iter().map(|e| {
-                    let t = match e.kind {
-                        Kind::Dir => FileType::Directory,
-                        Kind::File => FileType::RegularFile,
-                    };
-                    (e.ino, t, e.name)
-                }));
-                for (i, (eino, kind, name)) in all.enumerate().skip(offset as usize) {
-                    if reply.add(INodeNo(eino), i as u64 + 1, kind, &name) {
-                        break;
-                    }
+                (e.ino, t, e.name)
+            }));
+            for (i, (eino, kind, name)) in all.enumerate().skip(offset as usize) {
+                if reply.add(INodeNo(eino), i as u64 + 1, kind, &name) {
+                    break;
                 }
-                reply.ok();
-            },
-        );
+            }
+            reply.ok();
+        });
     }
 
     fn statfs(&self, _req: &Request, _ino: INodeNo, reply: ReplyStatfs) {

@@ -173,6 +173,7 @@ impl<C: HubClient> Filesystem for FuseAdapter<C> {
     fn interrupt(&self, _req: &Request, unique: RequestId) -> Result<(), Errno> {
         // Never answered itself: the request's task checks whether its caller is dying and, if so,
         // answers it EINTR.
+        Stats::add(&self.fs.stats().interrupts_received, 1);
         let found = self.interrupts.interrupt(unique.0);
         tracing::debug!(unique = unique.0, found, "FUSE interrupt");
         Ok(())

@@ -18,7 +18,7 @@
 //! An interrupt can arrive before its request is registered when several threads read the FUSE
 //! device; it is then remembered for a while ([`EARLY_KEEP`]) and applied on registration.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
@@ -35,7 +35,9 @@ pub const REQUESTER_POLL: Duration = Duration::from_millis(250);
 #[derive(Default)]
 struct Inner {
     pending: HashMap<u64, Arc<Notify>>,
+    /// Interrupts for requests not registered (yet), oldest first, and the same as a set.
     early: VecDeque<(u64, Instant)>,
+    early_set: HashSet<u64>,
 }
 
 /// The requests in progress, by the kernel's request id (`unique`).
@@ -75,8 +77,8 @@ impl Interrupts {
     pub fn register(self: &Arc<Self>, unique: u64) -> Registration {
         let kick = Arc::new(Notify::new());
         let mut inner = self.inner.lock();
-        if let Some(i) = inner.early.iter().position(|(u, _)| *u == unique) {
-            inner.early.remove(i);
+        // Ids are never reused, so the queue entry left behind just ages out.
+        if inner.early_set.remove(&unique) {
             kick.notify_one();
         }
         inner.pending.insert(unique, kick.clone());
@@ -102,9 +104,12 @@ impl Interrupts {
             .is_some_and(|(_, t)| now.duration_since(*t) > EARLY_KEEP)
             || inner.early.len() >= EARLY_MAX
         {
-            inner.early.pop_front();
+            if let Some((old, _)) = inner.early.pop_front() {
+                inner.early_set.remove(&old);
+            }
         }
         inner.early.push_back((unique, now));
+        inner.early_set.insert(unique);
         false
     }
 
@@ -114,15 +119,15 @@ impl Interrupts {
     }
 }
 
-/// What became of the thread that sent a request.
+/// What became of the process that sent a request.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Requester {
     /// Running, or waiting with no fatal signal pending (or unknown).
     Alive,
     /// A signal that will end it is pending (SIGKILL, or one neither caught, ignored nor blocked
-    /// whose default action terminates).
+    /// whose default action terminates; only SIGKILL while it is traced).
     Dying,
-    /// Exited (no `/proc/<tid>`, or a zombie).
+    /// Exited: none of its threads is left but zombies.
     Gone,
 }
 
@@ -150,31 +155,45 @@ const fn sigbit(sig: i32) -> u64 {
     1 << (sig - 1)
 }
 
-/// Reads the state of thread `tid` from `/proc/<tid>/status` text.
-pub fn parse_status(status: &str) -> Requester {
-    let mask = |name: &str| -> u64 {
+/// What `/proc/<tid>/status` says of one thread.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ThreadStatus {
+    /// The thread has exited (zombie or dead).
+    pub exited: bool,
+    /// A signal that ends the process is pending.
+    pub dying: bool,
+    /// Its process (thread group) id.
+    pub tgid: Option<u32>,
+}
+
+/// Parses `/proc/<tid>/status` text.
+pub fn parse_status(status: &str) -> ThreadStatus {
+    let field = |name: &str| {
         status
             .lines()
             .find_map(|l| l.strip_prefix(name))
-            .and_then(|v| u64::from_str_radix(v.trim(), 16).ok())
+            .map(str::trim)
+    };
+    let mask = |name: &str| -> u64 {
+        field(name)
+            .and_then(|v| u64::from_str_radix(v, 16).ok())
             .unwrap_or(0)
     };
-    let state = status
-        .lines()
-        .find_map(|l| l.strip_prefix("State:"))
-        .and_then(|v| v.trim_start().chars().next());
-    if matches!(state, Some('Z' | 'X')) {
-        return Requester::Gone;
-    }
+    let exited = matches!(
+        field("State:").and_then(|v| v.chars().next()),
+        Some('Z' | 'X')
+    );
+    let traced = field("TracerPid:").is_some_and(|v| v != "0");
     let pending = mask("SigPnd:") | mask("ShdPnd:");
-    if pending & SIGKILL_BIT != 0 {
-        return Requester::Dying;
-    }
     let handled = mask("SigBlk:") | mask("SigIgn:") | mask("SigCgt:");
-    if pending & !handled & !NOT_FATAL_BY_DEFAULT != 0 {
-        Requester::Dying
-    } else {
-        Requester::Alive
+    // A traced process's signals go to its tracer first (gdb stops on Ctrl-C): only SIGKILL
+    // is sure to end it.
+    let dying =
+        pending & SIGKILL_BIT != 0 || (!traced && pending & !handled & !NOT_FATAL_BY_DEFAULT != 0);
+    ThreadStatus {
+        exited,
+        dying,
+        tgid: field("Tgid:").and_then(|v| v.parse().ok()),
     }
 }
 
@@ -197,32 +216,107 @@ fn proc_is_ours() -> bool {
     })
 }
 
-/// The state of thread `tid`, a pid as the kernel gives it in a FUSE request (in the daemon's pid
-/// namespace). Unknown (pid 0: a caller outside that namespace; no usable `/proc`; a read error)
-/// is [`Requester::Alive`].
-pub fn requester_state(tid: u32) -> Requester {
-    if tid == 0 || !proc_is_ours() {
-        return Requester::Alive;
+/// True unless the kernel says no process or thread `pid` exists (`kill(pid, 0)` gives ESRCH; it
+/// takes thread ids too). Hidden ones (`hidepid`, EPERM) exist.
+fn exists(pid: u32) -> bool {
+    let Ok(pid) = i32::try_from(pid) else {
+        return true;
+    };
+    !matches!(
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), None),
+        Err(nix::errno::Errno::ESRCH)
+    )
+}
+
+/// The caller of one request: a thread id as the kernel gives it (in the daemon's pid
+/// namespace; 0 when the caller is outside it).
+pub struct Caller {
+    tid: u32,
+    tgid: Option<u32>,
+}
+
+impl Caller {
+    /// The caller with thread id `tid`.
+    pub fn new(tid: u32) -> Self {
+        Caller { tid, tgid: None }
     }
-    match std::fs::read_to_string(format!("/proc/{tid}/status")) {
-        Ok(status) => parse_status(&status),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Requester::Gone,
-        Err(_) => Requester::Alive,
+
+    /// Whether the caller's process is alive, dying or gone. Unknown (pid 0, no usable `/proc`,
+    /// a process `/proc` hides from us, a read error) is [`Requester::Alive`]: a request is only
+    /// dropped on evidence.
+    pub fn state(&mut self) -> Requester {
+        if self.tid == 0 || !proc_is_ours() {
+            return Requester::Alive;
+        }
+        match std::fs::read_to_string(format!("/proc/{}/status", self.tid)) {
+            Ok(status) => {
+                let st = parse_status(&status);
+                self.tgid = st.tgid.or(self.tgid);
+                if st.dying {
+                    Requester::Dying
+                } else if st.exited {
+                    self.process_state()
+                } else {
+                    Requester::Alive
+                }
+            }
+            // The thread is gone (or hidden, before we ever saw it).
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => match self.tgid {
+                Some(_) => self.process_state(),
+                None if exists(self.tid) => Requester::Alive,
+                None => Requester::Gone,
+            },
+            Err(_) => Requester::Alive,
+        }
+    }
+
+    /// The caller's thread has exited: its process is gone when none of its threads is left
+    /// but zombies (a thread of a pool, or a main thread that called `pthread_exit`, may exit
+    /// while the process goes on).
+    fn process_state(&self) -> Requester {
+        let tgid = self.tgid.unwrap_or(self.tid);
+        let tasks = match std::fs::read_dir(format!("/proc/{tgid}/task")) {
+            Ok(t) => t,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                return if exists(tgid) {
+                    Requester::Alive
+                } else {
+                    Requester::Gone
+                };
+            }
+            Err(_) => return Requester::Alive,
+        };
+        for task in tasks.flatten() {
+            match std::fs::read_to_string(task.path().join("status")) {
+                Ok(s) if !parse_status(&s).exited => return Requester::Alive,
+                Ok(_) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(_) => return Requester::Alive,
+            }
+        }
+        Requester::Gone
     }
 }
 
+/// The state of the process that thread `tid` belongs to (see [`Caller::state`]).
+pub fn requester_state(tid: u32) -> Requester {
+    Caller::new(tid).state()
+}
+
 /// Completes once the caller `tid` of `registration`'s request is dying or gone: checked at each
-/// interrupt and every [`REQUESTER_POLL`]. Never completes for an unknown caller (pid 0).
+/// interrupt and every [`REQUESTER_POLL`]. Never completes for an unknown caller (pid 0, or no
+/// usable `/proc`).
 pub async fn abandoned(registration: &Registration, tid: u32) -> Requester {
-    if tid == 0 {
+    if tid == 0 || !proc_is_ours() {
         return std::future::pending().await;
     }
+    let mut caller = Caller::new(tid);
     loop {
         tokio::select! {
             () = registration.interrupted() => {}
             () = tokio::time::sleep(REQUESTER_POLL) => {}
         }
-        let state = requester_state(tid);
+        let state = caller.state();
         if state.abandoned() {
             return state;
         }
@@ -269,13 +363,28 @@ mod tests {
         for u in 0..(EARLY_MAX as u64 + 100) {
             t.interrupt(u);
         }
-        assert!(t.inner.lock().early.len() <= EARLY_MAX);
+        let inner = t.inner.lock();
+        assert!(inner.early.len() <= EARLY_MAX);
+        assert!(inner.early_set.len() <= EARLY_MAX);
     }
 
     fn status(state: &str, pnd: u64, shd: u64, blk: u64, ign: u64, cgt: u64) -> String {
+        status_traced(state, 0, pnd, shd, blk, ign, cgt)
+    }
+
+    fn status_traced(
+        state: &str,
+        tracer: u32,
+        pnd: u64,
+        shd: u64,
+        blk: u64,
+        ign: u64,
+        cgt: u64,
+    ) -> String {
         format!(
-            "Name:\tx (y)\nState:\t{state}\nSigQ:\t0/1\nSigPnd:\t{pnd:016x}\nShdPnd:\t{shd:016x}\n\
-             SigBlk:\t{blk:016x}\nSigIgn:\t{ign:016x}\nSigCgt:\t{cgt:016x}\n"
+            "Name:\tx (y)\nState:\t{state}\nTgid:\t77\nTracerPid:\t{tracer}\nSigQ:\t0/1\n\
+             SigPnd:\t{pnd:016x}\nShdPnd:\t{shd:016x}\nSigBlk:\t{blk:016x}\n\
+             SigIgn:\t{ign:016x}\nSigCgt:\t{cgt:016x}\n"
         )
     }
 
@@ -285,57 +394,93 @@ mod tests {
 
     #[test]
     fn only_signals_that_end_the_process_make_it_dying() {
-        use Requester::*;
         let cases = [
             (
                 "nothing pending",
                 status("S (sleeping)", 0, 0, 0, 0, 0),
-                Alive,
+                false,
             ),
-            ("SIGKILL", status("S", 0, bit(9), 0, 0, 0), Dying),
+            ("SIGKILL", status("S", 0, bit(9), 0, 0, 0), true),
             // A default-action SIGINT: the kernel queues SIGKILL to every thread.
-            ("fatal SIGINT", status("S", bit(9), bit(2), 0, 0, 0), Dying),
+            ("fatal SIGINT", status("S", bit(9), bit(2), 0, 0, 0), true),
             (
                 "SIGQUIT, default (core)",
                 status("S", 0, bit(3), 0, 0, 0),
-                Dying,
+                true,
             ),
             (
                 "SIGINT caught (Python)",
                 status("S", 0, bit(2), 0, 0, bit(2)),
-                Alive,
+                false,
             ),
             (
                 "SIGURG (Go preemption)",
                 status("S", bit(23), 0, 0, 0, bit(23)),
-                Alive,
+                false,
             ),
             (
                 "SIGURG default (ignored)",
                 status("S", bit(23), 0, 0, 0, 0),
-                Alive,
+                false,
             ),
-            ("SIGCHLD default", status("S", 0, bit(17), 0, 0, 0), Alive),
+            ("SIGCHLD default", status("S", 0, bit(17), 0, 0, 0), false),
             (
                 "SIGTERM blocked",
                 status("S", 0, bit(15), bit(15), 0, 0),
-                Alive,
+                false,
             ),
             (
                 "SIGTERM ignored",
                 status("S", 0, bit(15), 0, bit(15), 0),
-                Alive,
+                false,
             ),
             (
                 "SIGPROF caught",
                 status("S", bit(27), 0, 0, 0, bit(27)),
-                Alive,
+                false,
             ),
-            ("zombie", status("Z (zombie)", 0, 0, 0, 0, 0), Gone),
+            (
+                "real-time signal, default",
+                status("S", 0, bit(40), 0, 0, 0),
+                true,
+            ),
+            // Traced (gdb): the tracer may swallow the signal; only SIGKILL counts.
+            (
+                "traced, SIGINT pending",
+                status_traced("S", 5, 0, bit(2), 0, 0, 0),
+                false,
+            ),
+            (
+                "traced, SIGKILL",
+                status_traced("S", 5, 0, bit(9), 0, 0, 0),
+                true,
+            ),
         ];
-        for (what, s, want) in cases {
-            assert_eq!(parse_status(&s), want, "{what}");
+        for (what, s, dying) in cases {
+            let st = parse_status(&s);
+            assert_eq!(st.dying, dying, "{what}");
+            assert!(!st.exited, "{what}");
+            assert_eq!(st.tgid, Some(77), "{what}");
         }
+        assert!(parse_status(&status("Z (zombie)", 0, 0, 0, 0, 0)).exited);
+        assert!(parse_status(&status("X (dead)", 0, 0, 0, 0, 0)).exited);
+    }
+
+    #[test]
+    fn a_thread_that_exits_in_a_live_process_is_not_gone() {
+        let (tx, rx) = std::sync::mpsc::channel();
+        let (go_tx, go_rx) = std::sync::mpsc::channel::<()>();
+        let worker = std::thread::spawn(move || {
+            tx.send(nix::unistd::gettid().as_raw() as u32).unwrap();
+            go_rx.recv().unwrap();
+        });
+        let tid = rx.recv().unwrap();
+        let mut caller = Caller::new(tid);
+        assert_eq!(caller.state(), Requester::Alive);
+        assert_eq!(caller.tgid, Some(std::process::id()));
+        go_tx.send(()).unwrap();
+        worker.join().unwrap();
+        assert_eq!(caller.state(), Requester::Alive, "thread {tid} exited");
     }
 
     #[test]

@@ -25,8 +25,9 @@ pub struct Stats {
     pub cache_hits: AtomicU64,
     /// Blocks that had to be fetched (or waited for).
     pub cache_misses: AtomicU64,
-    /// Requests answered EINTR because the kernel interrupted them (a signal to the caller) or
-    /// the process waiting for them exited.
+    /// `FUSE_INTERRUPT`s received (the caller of a request got a signal, caught or not).
+    pub interrupts_received: AtomicU64,
+    /// Requests answered EINTR and dropped because their caller was dying or had exited.
     pub interrupted: AtomicU64,
     /// Range requests stopped because every reader waiting for them went away.
     pub fetches_cancelled: AtomicU64,
@@ -88,6 +89,7 @@ impl Stats {
             ("bytes_served_total", g(&self.bytes_served)),
             ("cache_hits_total", g(&self.cache_hits)),
             ("cache_misses_total", g(&self.cache_misses)),
+            ("interrupts_received_total", g(&self.interrupts_received)),
             ("interrupted_total", g(&self.interrupted)),
             ("fetches_cancelled_total", g(&self.fetches_cancelled)),
             ("errors_not_found_total", g(&self.errors.not_found)),

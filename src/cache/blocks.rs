@@ -55,9 +55,36 @@ struct Inflight {
 
 /// The readers waiting for a demand run, and the switch that stops it.
 struct Demand {
-    /// Waiting readers' slots; changed only under the state lock.
+    /// Waiting readers' slots, plus one once read-ahead counts on the run; changed only under
+    /// the state lock.
     waiters: AtomicU64,
+    /// Read-ahead covers these blocks: the run is never stopped.
+    pinned: std::sync::atomic::AtomicBool,
     cancel: CancellationToken,
+}
+
+impl Demand {
+    /// Under the state lock: read-ahead relies on this run, so it must complete.
+    fn pin(&self) {
+        if !self.pinned.swap(true, Ordering::Relaxed) {
+            self.waiters.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+}
+
+impl State {
+    /// The in-flight entry for `key`, unless its run is being stopped (then the blocks count as
+    /// missing).
+    fn live_inflight(&self, key: &BlockKey) -> Option<&Inflight> {
+        self.inflight
+            .get(key)
+            .filter(|f| !f.demand.as_ref().is_some_and(|d| d.cancel.is_cancelled()))
+    }
+
+    /// True when `key` is cached or coming.
+    fn covered(&self, key: &BlockKey) -> bool {
+        self.lru.contains(key) || self.live_inflight(key).is_some()
+    }
 }
 
 /// A reader's claim on a demand run: dropping the last one before the run completes stops it.
@@ -296,18 +323,18 @@ impl BlockCache {
                 content: content.clone(),
                 index,
             };
-            if s.lru.contains(&key) || s.inflight.contains_key(&key) {
+            if s.covered(&key) {
+                // A fetch for readers that read-ahead now counts on must not stop with them.
+                if let Some(d) = s.live_inflight(&key).and_then(|f| f.demand.as_ref()) {
+                    d.pin();
+                }
                 index += 1;
                 continue;
             }
             let mut run_last = index;
             while run_last < last
                 && run_last + 1 - index < self.max_run_blocks
-                && !s.lru.contains(&BlockKey {
-                    content: content.clone(),
-                    index: run_last + 1,
-                })
-                && !s.inflight.contains_key(&BlockKey {
+                && !s.covered(&BlockKey {
                     content: content.clone(),
                     index: run_last + 1,
                 })
@@ -373,13 +400,9 @@ impl BlockCache {
             if let Some(b) = s.lru.get(&key) {
                 hits += 1;
                 *slot = Some(Slot::Ready(b.clone()));
-            } else if let Some(f) = s.inflight.get(&key) {
-                let waiter = match &f.demand {
-                    // Being stopped: start a new fetch below rather than share its error.
-                    Some(d) if d.cancel.is_cancelled() => continue,
-                    Some(d) => Some(Waiter::join(self, d)),
-                    None => None,
-                };
+            } else if let Some(f) = s.live_inflight(&key) {
+                // (A run being stopped is not joined: a new fetch starts below instead.)
+                let waiter = f.demand.as_ref().map(|d| Waiter::join(self, d));
                 misses += 1;
                 *slot = Some(Slot::Wait {
                     run: f.run.clone(),
@@ -479,6 +502,7 @@ impl BlockCache {
         let demand = (purpose == Purpose::Demand).then(|| {
             Arc::new(Demand {
                 waiters: AtomicU64::new(0),
+                pinned: Default::default(),
                 cancel: CancellationToken::new(),
             })
         });
@@ -700,6 +724,29 @@ mod tests {
         assert_eq!(Stats::get(&stats.fetches_cancelled), 0);
         assert_eq!(Stats::get(&stats.range_requests), 1);
         assert_eq!(cache.cached_bytes(), 4096);
+    }
+
+    #[tokio::test]
+    async fn a_fetch_that_read_ahead_counts_on_outlives_its_reader() {
+        let data = content(8192);
+        let stats = Arc::new(Stats::default());
+        let cache = BlockCache::new(4096, 1 << 20, 8192, stats.clone());
+        let (gate, live) = (Arc::new(Semaphore::new(0)), Arc::new(AtomicU64::new(0)));
+        let f = gated_fetcher(data.clone(), gate.clone(), live.clone());
+        let reader = {
+            let (cache, f) = (cache.clone(), f.clone());
+            tokio::spawn(async move { cache.read("c", 8192, 0, 8192, &f, false).await })
+        };
+        eventually("fetch started", || live.load(Ordering::SeqCst) == 1).await;
+        // Read-ahead over the same blocks relies on that fetch rather than starting its own.
+        assert_eq!(cache.prefetch("c", 8192, 0, 8192, &f), 8192);
+        assert_eq!(live.load(Ordering::SeqCst), 1);
+        reader.abort();
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        assert_eq!(live.load(Ordering::SeqCst), 1, "the fetch still runs");
+        gate.add_permits(1);
+        eventually("blocks cached", || cache.cached_bytes() == 8192).await;
+        assert_eq!(Stats::get(&stats.fetches_cancelled), 0);
     }
 
     #[tokio::test]

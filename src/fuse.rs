@@ -350,10 +350,15 @@ impl<C: HubClient> Filesystem for FuseAdapter<C> {
         let span = tracing::debug_span!("read", ino = ino.0, offset, size);
         let work = {
             let fs = fs.clone();
-            async move { fs.read(ino.0, offset, size).await }
+            async move { fs.read_parts(ino.0, offset, size).await }
         };
         self.spawn_op(req, span, reply, work, move |result, reply| match result {
-            Ok(data) => reply.data(&data),
+            // The cached blocks go to the kernel as they are, in one writev.
+            Ok(parts) => {
+                let iov: Vec<std::io::IoSlice<'_>> =
+                    parts.iter().map(|p| std::io::IoSlice::new(p)).collect();
+                reply.data_vectored(&iov)
+            }
             Err(e) => reply.error(fail_counted("read", &e, Some(fs.stats()))),
         });
     }

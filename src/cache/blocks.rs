@@ -226,9 +226,26 @@ impl BlockCache {
         fetch: &FetchFn,
         sequential: bool,
     ) -> Result<Bytes, HubError> {
+        let parts = self
+            .read_parts(content, file_size, offset, len, fetch, sequential)
+            .await?;
+        Ok(join(parts))
+    }
+
+    /// [`BlockCache::read`], as slices of the cached blocks in order (no bytes copied), for a
+    /// vectored reply. Empty at or past the end of file.
+    pub async fn read_parts(
+        self: &Arc<Self>,
+        content: &str,
+        file_size: u64,
+        offset: u64,
+        len: u64,
+        fetch: &FetchFn,
+        sequential: bool,
+    ) -> Result<Vec<Bytes>, HubError> {
         let end = offset.saturating_add(len).min(file_size);
         if offset >= end {
-            return Ok(Bytes::new());
+            return Ok(Vec::new());
         }
         let bs = self.block_size;
         let first = offset / bs;
@@ -284,17 +301,15 @@ impl BlockCache {
         }
         // Cut the requested range out of the blocks.
         let head = (offset - first * bs) as usize;
-        let total = (end - offset) as usize;
-        if parts.len() == 1 {
-            return Ok(parts[0].slice(head..head + total));
-        }
-        let mut out = BytesMut::with_capacity(total);
+        let mut left = (end - offset) as usize;
+        let mut out = Vec::with_capacity(parts.len());
         for (i, p) in parts.iter().enumerate() {
             let from = if i == 0 { head } else { 0 };
-            let want = (total - out.len()).min(p.len() - from);
-            out.extend_from_slice(&p[from..from + want]);
+            let want = left.min(p.len() - from);
+            out.push(p.slice(from..from + want));
+            left -= want;
         }
-        Ok(out.freeze())
+        Ok(out)
     }
 
     /// Starts read-ahead of the blocks of `[start, end)` that are neither cached nor in flight, in
@@ -593,6 +608,21 @@ impl BlockCache {
     }
 }
 
+/// The parts as one buffer (copied only when there are several).
+pub fn join(mut parts: Vec<Bytes>) -> Bytes {
+    match parts.len() {
+        0 => Bytes::new(),
+        1 => parts.pop().unwrap_or_default(),
+        _ => {
+            let mut out = BytesMut::with_capacity(parts.iter().map(Bytes::len).sum());
+            for p in &parts {
+                out.extend_from_slice(p);
+            }
+            out.freeze()
+        }
+    }
+}
+
 /// A [`FetchFn`] over a closure returning one buffer, split into pieces (for tests and simple
 /// sources).
 pub fn fetch_from<F>(f: F) -> FetchFn
@@ -795,6 +825,39 @@ mod tests {
             };
             assert_eq!(&got[..], want, "off {off} len {len}");
         }
+    }
+
+    #[tokio::test]
+    async fn read_parts_are_slices_of_the_cached_blocks() {
+        let data = content(4096);
+        let calls = Arc::new(AtomicU64::new(0));
+        let cache = BlockCache::new(1024, 1 << 20, 4096, Arc::new(Stats::default()));
+        let f = fetcher(data.clone(), calls.clone(), 0);
+        let parts = cache
+            .read_parts("c", 4096, 1000, 3000, &f, false)
+            .await
+            .unwrap();
+        let lens: Vec<usize> = parts.iter().map(Bytes::len).collect();
+        assert_eq!(lens, [24, 1024, 1024, 928]);
+        assert_eq!(&join(parts.clone())[..], &data[1000..4000]);
+        // No copy: the middle parts are the cached blocks themselves.
+        let s = cache.state.lock();
+        for (i, index) in [(1, 1u64), (2, 2)] {
+            let block = s
+                .lru
+                .peek(&BlockKey {
+                    content: Arc::from("c"),
+                    index,
+                })
+                .unwrap();
+            assert_eq!(parts[i].as_ptr(), block.as_ptr());
+        }
+        drop(s);
+        assert!(cache
+            .read_parts("c", 4096, 4096, 10, &f, false)
+            .await
+            .unwrap()
+            .is_empty());
     }
 
     #[tokio::test]

@@ -569,6 +569,13 @@ impl<C: HubClient> HubFs<C> {
     /// Reads up to `size` bytes at `offset` of file `ino`: exactly that many unless the file ends
     /// first.
     pub async fn read(&self, ino: u64, offset: u64, size: u32) -> FsResult<Bytes> {
+        Ok(crate::cache::blocks::join(
+            self.read_parts(ino, offset, size).await?,
+        ))
+    }
+
+    /// [`HubFs::read`], as slices of cached blocks in order, without copying them together.
+    pub async fn read_parts(&self, ino: u64, offset: u64, size: u32) -> FsResult<Vec<Bytes>> {
         let inode = self.node(ino)?;
         let file = match &inode.node {
             Node::File { file, .. } => file,
@@ -576,7 +583,7 @@ impl<C: HubClient> HubFs<C> {
                 let doc = Bytes::from(self.stats_json());
                 let start = (offset as usize).min(doc.len());
                 let end = start.saturating_add(size as usize).min(doc.len());
-                return Ok(doc.slice(start..end));
+                return Ok(vec![doc.slice(start..end)]);
             }
             _ => return Err(FsError::IsDir),
         };
@@ -597,9 +604,9 @@ impl<C: HubClient> HubFs<C> {
                 .on_read(&content_key, file.size, offset, size as u64, |a, b| {
                     self.blocks.prefetch(&content_key, file.size, a, b, &fetch)
                 });
-        let data = self
+        let parts = self
             .blocks
-            .read(
+            .read_parts(
                 &content_key,
                 file.size,
                 offset,
@@ -608,8 +615,9 @@ impl<C: HubClient> HubFs<C> {
                 advice.sequential,
             )
             .await?;
-        Stats::add(&self.stats.bytes_served, data.len() as u64);
-        Ok(data)
+        let served: usize = parts.iter().map(Bytes::len).sum();
+        Stats::add(&self.stats.bytes_served, served as u64);
+        Ok(parts)
     }
 
     /// The value of extended attribute `name` of `ino`.

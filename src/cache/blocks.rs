@@ -699,106 +699,123 @@ mod tests {
         panic!("timed out waiting for: {what}");
     }
 
+    /// A cache over `size` bytes in blocks of `block`, fetched by a [`gated_fetcher`].
+    struct Gated {
+        data: Bytes,
+        size: u64,
+        stats: Arc<Stats>,
+        cache: Arc<BlockCache>,
+        gate: Arc<Semaphore>,
+        live: Arc<AtomicU64>,
+        f: FetchFn,
+    }
+
+    type ReadTask = tokio::task::JoinHandle<Result<Bytes, HubError>>;
+
+    impl Gated {
+        fn new(size: usize, block: u64) -> Gated {
+            let data = content(size);
+            let stats = Arc::new(Stats::default());
+            let cache = BlockCache::new(block, 1 << 20, size as u64, stats.clone());
+            let (gate, live) = (Arc::new(Semaphore::new(0)), Arc::new(AtomicU64::new(0)));
+            let f = gated_fetcher(data.clone(), gate.clone(), live.clone());
+            Gated {
+                data,
+                size: size as u64,
+                stats,
+                cache,
+                gate,
+                live,
+                f,
+            }
+        }
+
+        fn spawn_read(&self, off: u64, len: u64) -> ReadTask {
+            let (cache, f, size) = (self.cache.clone(), self.f.clone(), self.size);
+            tokio::spawn(async move { cache.read("c", size, off, len, &f, false).await })
+        }
+
+        /// Fetches started and neither completed nor dropped.
+        fn live(&self) -> u64 {
+            self.live.load(Ordering::SeqCst)
+        }
+
+        async fn wait_live(&self, what: &str, n: u64) {
+            eventually(what, || self.live() == n).await
+        }
+
+        fn cancelled(&self) -> u64 {
+            Stats::get(&self.stats.fetches_cancelled)
+        }
+
+        /// Aborts `reader`; the one fetch in flight must go on, and cache `cached` bytes once
+        /// let through.
+        async fn abort_and_expect_fetch_completes(&self, reader: ReadTask, cached: u64) {
+            reader.abort();
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            assert_eq!(self.live(), 1, "the fetch still runs");
+            self.gate.add_permits(1);
+            eventually("blocks cached", || self.cache.cached_bytes() == cached).await;
+            assert_eq!(self.cancelled(), 0);
+        }
+    }
+
     #[tokio::test]
     async fn a_fetch_whose_only_reader_goes_away_is_stopped() {
-        let data = content(8192);
-        let stats = Arc::new(Stats::default());
-        let cache = BlockCache::new(4096, 1 << 20, 8192, stats.clone());
-        let (gate, live) = (Arc::new(Semaphore::new(0)), Arc::new(AtomicU64::new(0)));
-        let f = gated_fetcher(data.clone(), gate.clone(), live.clone());
-        let reader = {
-            let (cache, f) = (cache.clone(), f.clone());
-            tokio::spawn(async move { cache.read("c", 8192, 0, 8192, &f, false).await })
-        };
-        eventually("fetch started", || live.load(Ordering::SeqCst) == 1).await;
-        assert_eq!(cache.inflight_bytes(), 8192);
+        let g = Gated::new(8192, 4096);
+        let reader = g.spawn_read(0, 8192);
+        g.wait_live("fetch started", 1).await;
+        assert_eq!(g.cache.inflight_bytes(), 8192);
         reader.abort();
-        eventually("fetch dropped", || live.load(Ordering::SeqCst) == 0).await;
-        eventually("reservation released", || cache.inflight_bytes() == 0).await;
-        assert_eq!(Stats::get(&stats.fetches_cancelled), 1);
+        g.wait_live("fetch dropped", 0).await;
+        eventually("reservation released", || g.cache.inflight_bytes() == 0).await;
+        assert_eq!(g.cancelled(), 1);
         assert_eq!(
-            cache.cached_bytes(),
+            g.cache.cached_bytes(),
             0,
             "nothing cached from a stopped fetch"
         );
         // The next reader starts afresh and gets right bytes.
-        gate.add_permits(1);
-        let got = cache.read("c", 8192, 100, 5000, &f, false).await.unwrap();
-        assert_eq!(&got[..], &data[100..5100]);
+        g.gate.add_permits(1);
+        let got = g.spawn_read(100, 5000).await.unwrap().unwrap();
+        assert_eq!(&got[..], &g.data[100..5100]);
     }
 
     #[tokio::test]
     async fn a_fetch_shared_by_two_readers_outlives_one_of_them() {
-        let data = content(4096);
-        let stats = Arc::new(Stats::default());
-        let cache = BlockCache::new(4096, 1 << 20, 4096, stats.clone());
-        let (gate, live) = (Arc::new(Semaphore::new(0)), Arc::new(AtomicU64::new(0)));
-        let f = gated_fetcher(data.clone(), gate.clone(), live.clone());
-        let spawn_reader = |off: u64| {
-            let (cache, f) = (cache.clone(), f.clone());
-            tokio::spawn(async move { cache.read("c", 4096, off, 100, &f, false).await })
-        };
-        let first = spawn_reader(0);
-        eventually("fetch started", || live.load(Ordering::SeqCst) == 1).await;
-        let second = spawn_reader(1000);
+        let g = Gated::new(4096, 4096);
+        let first = g.spawn_read(0, 100);
+        g.wait_live("fetch started", 1).await;
+        let second = g.spawn_read(1000, 100);
         eventually("second reader waits", || {
-            Stats::get(&stats.cache_misses) >= 2
+            Stats::get(&g.stats.cache_misses) >= 2
         })
         .await;
-        first.abort();
-        tokio::time::sleep(Duration::from_millis(50)).await;
-        assert_eq!(live.load(Ordering::SeqCst), 1, "the fetch still runs");
-        gate.add_permits(1);
+        g.abort_and_expect_fetch_completes(first, 4096).await;
         let got = second.await.unwrap().unwrap();
-        assert_eq!(&got[..], &data[1000..1100]);
-        assert_eq!(Stats::get(&stats.fetches_cancelled), 0);
-        assert_eq!(Stats::get(&stats.range_requests), 1);
-        assert_eq!(cache.cached_bytes(), 4096);
+        assert_eq!(&got[..], &g.data[1000..1100]);
+        assert_eq!(Stats::get(&g.stats.range_requests), 1);
     }
 
     #[tokio::test]
     async fn a_fetch_that_read_ahead_counts_on_outlives_its_reader() {
-        let data = content(8192);
-        let stats = Arc::new(Stats::default());
-        let cache = BlockCache::new(4096, 1 << 20, 8192, stats.clone());
-        let (gate, live) = (Arc::new(Semaphore::new(0)), Arc::new(AtomicU64::new(0)));
-        let f = gated_fetcher(data.clone(), gate.clone(), live.clone());
-        let reader = {
-            let (cache, f) = (cache.clone(), f.clone());
-            tokio::spawn(async move { cache.read("c", 8192, 0, 8192, &f, false).await })
-        };
-        eventually("fetch started", || live.load(Ordering::SeqCst) == 1).await;
+        let g = Gated::new(8192, 4096);
+        let reader = g.spawn_read(0, 8192);
+        g.wait_live("fetch started", 1).await;
         // Read-ahead over the same blocks relies on that fetch rather than starting its own.
-        assert_eq!(cache.prefetch("c", 8192, 0, 8192, &f), 8192);
-        assert_eq!(live.load(Ordering::SeqCst), 1);
-        reader.abort();
-        tokio::time::sleep(Duration::from_millis(50)).await;
-        assert_eq!(live.load(Ordering::SeqCst), 1, "the fetch still runs");
-        gate.add_permits(1);
-        eventually("blocks cached", || cache.cached_bytes() == 8192).await;
-        assert_eq!(Stats::get(&stats.fetches_cancelled), 0);
+        assert_eq!(g.cache.prefetch("c", 8192, 0, 8192, &g.f), 8192);
+        assert_eq!(g.live(), 1);
+        g.abort_and_expect_fetch_completes(reader, 8192).await;
     }
 
     #[tokio::test]
     async fn read_ahead_runs_on_when_a_reader_that_joined_it_goes_away() {
-        let data = content(4096);
-        let stats = Arc::new(Stats::default());
-        let cache = BlockCache::new(4096, 1 << 20, 4096, stats.clone());
-        let (gate, live) = (Arc::new(Semaphore::new(0)), Arc::new(AtomicU64::new(0)));
-        let f = gated_fetcher(data.clone(), gate.clone(), live.clone());
-        cache.prefetch("c", 4096, 0, 4096, &f);
-        eventually("read-ahead started", || live.load(Ordering::SeqCst) == 1).await;
-        let reader = {
-            let (cache, f) = (cache.clone(), f.clone());
-            tokio::spawn(async move { cache.read("c", 4096, 0, 10, &f, false).await })
-        };
-        eventually("reader waits", || Stats::get(&stats.cache_misses) >= 1).await;
-        reader.abort();
-        tokio::time::sleep(Duration::from_millis(50)).await;
-        assert_eq!(live.load(Ordering::SeqCst), 1, "read-ahead still runs");
-        gate.add_permits(1);
-        eventually("read-ahead cached", || cache.cached_bytes() == 4096).await;
-        assert_eq!(Stats::get(&stats.fetches_cancelled), 0);
+        let g = Gated::new(4096, 4096);
+        g.cache.prefetch("c", 4096, 0, 4096, &g.f);
+        g.wait_live("read-ahead started", 1).await;
+        let reader = g.spawn_read(0, 10);
+        eventually("reader waits", || Stats::get(&g.stats.cache_misses) >= 1).await;
+        g.abort_and_expect_fetch_completes(reader, 4096).await;
     }
 
     #[tokio::test]

@@ -858,18 +858,14 @@ mod tests {
         assert_eq!(lens, [24, 1024, 1024, 928]);
         assert_eq!(&join(parts.clone())[..], &data[1000..4000]);
         // No copy: the middle parts are the cached blocks themselves.
-        let s = cache.state.lock();
         for (i, index) in [(1, 1u64), (2, 2)] {
-            let block = s
-                .lru
-                .peek(&BlockKey {
-                    content: Arc::from("c"),
-                    index,
-                })
-                .unwrap();
+            let key = BlockKey {
+                content: Arc::from("c"),
+                index,
+            };
+            let block = cache.state.lock().lru.peek(&key).unwrap().clone();
             assert_eq!(parts[i].as_ptr(), block.as_ptr());
         }
-        drop(s);
         assert!(cache
             .read_parts("c", 4096, 4096, 10, &f, false)
             .await

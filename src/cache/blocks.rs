@@ -632,15 +632,7 @@ where
     let f = Arc::new(f);
     Arc::new(move |off, len, piece| {
         let fut = f(off, len);
-        async move {
-            let b = fut.await?;
-            let piece = piece.max(1) as usize;
-            Ok((0..b.len())
-                .step_by(piece)
-                .map(|i| b.slice(i..(i + piece).min(b.len())))
-                .collect())
-        }
-        .boxed()
+        async move { Ok(crate::hub::split_pieces(fut.await?, piece)) }.boxed()
     })
 }
 

@@ -71,7 +71,10 @@ pub enum Node {
         /// The repo and commit.
         snap: Arc<Snapshot>,
         /// What to read.
-        file: FileRef,
+        file: Arc<FileRef>,
+        /// The block cache's key for its bytes: `<etag>:<size>`, or `<repo>@<commit>/<path>`
+        /// without an etag. Computed once, not on every read.
+        content: Arc<str>,
     },
 }
 

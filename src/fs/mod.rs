@@ -233,7 +233,9 @@ impl<C: HubClient> HubFs<C> {
                 (Kind::Dir, 0, s.date, l)
             }
             Node::Dir { snap, .. } => (Kind::Dir, 0, snap.date, Lifetime::Immutable),
-            Node::File { snap, file } => (Kind::File, file.size, snap.date, Lifetime::Immutable),
+            Node::File { snap, file, .. } => {
+                (Kind::File, file.size, snap.date, Lifetime::Immutable)
+            }
         };
         Attr {
             ino: inode.ino,
@@ -431,16 +433,25 @@ impl<C: HubClient> HubFs<C> {
                 snap: snap.clone(),
                 path,
             },
-            EntryKind::File => Node::File {
-                snap: snap.clone(),
-                file: FileRef {
+            EntryKind::File => {
+                let file = FileRef {
                     repo: snap.repo.clone(),
                     commit: snap.commit.clone(),
                     path,
                     size: e.size,
                     etag: e.etag.clone(),
-                },
-            },
+                };
+                let content = Arc::from(if file.etag.is_empty() {
+                    format!("{}@{}/{}", file.repo, file.commit, file.path)
+                } else {
+                    format!("{}:{}", file.etag, file.size)
+                });
+                Node::File {
+                    snap: snap.clone(),
+                    file: Arc::new(file),
+                    content,
+                }
+            }
         })
     }
 
@@ -577,8 +588,8 @@ impl<C: HubClient> HubFs<C> {
     /// [`HubFs::read`], as slices of cached blocks in order, without copying them together.
     pub async fn read_parts(&self, ino: u64, offset: u64, size: u32) -> FsResult<Vec<Bytes>> {
         let inode = self.node(ino)?;
-        let file = match &inode.node {
-            Node::File { file, .. } => file,
+        let (file, content_key) = match &inode.node {
+            Node::File { file, content, .. } => (file, &**content),
             Node::StatsFile => {
                 let doc = Bytes::from(self.stats_json());
                 let start = (offset as usize).min(doc.len());
@@ -588,26 +599,21 @@ impl<C: HubClient> HubFs<C> {
             _ => return Err(FsError::IsDir),
         };
         let hub = self.hub.clone();
-        let f = Arc::new(file.clone());
+        let f = file.clone();
         let fetch: FetchFn = Arc::new(move |off, len, piece| {
             let hub = hub.clone();
             let f = f.clone();
             async move { hub.read_range(&f, off, len, piece).await }.boxed()
         });
-        let content_key = if file.etag.is_empty() {
-            format!("{}@{}/{}", file.repo, file.commit, file.path)
-        } else {
-            format!("{}:{}", file.etag, file.size)
-        };
         let advice =
             self.prefetcher
-                .on_read(&content_key, file.size, offset, size as u64, |a, b| {
-                    self.blocks.prefetch(&content_key, file.size, a, b, &fetch)
+                .on_read(content_key, file.size, offset, size as u64, |a, b| {
+                    self.blocks.prefetch(content_key, file.size, a, b, &fetch)
                 });
         let parts = self
             .blocks
             .read_parts(
-                &content_key,
+                content_key,
                 file.size,
                 offset,
                 size as u64,

@@ -217,11 +217,7 @@ impl HubClient for MemoryHub {
             }
         })?;
         self.calls.bytes.fetch_add(len, Ordering::Relaxed);
-        let piece = piece.max(1) as usize;
-        Ok((0..bytes.len())
-            .step_by(piece)
-            .map(|i| bytes.slice(i..(i + piece).min(bytes.len())))
-            .collect())
+        Ok(super::split_pieces(bytes, piece))
     }
 }
 

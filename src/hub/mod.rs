@@ -131,6 +131,16 @@ pub struct FileRef {
     pub etag: String,
 }
 
+/// Splits `bytes` into consecutive pieces of `piece` bytes (the last may be shorter), as
+/// [`HubClient::read_range`] returns them; no bytes are copied.
+pub fn split_pieces(bytes: Bytes, piece: u64) -> Vec<Bytes> {
+    let piece = piece.max(1) as usize;
+    (0..bytes.len())
+        .step_by(piece)
+        .map(|i| bytes.slice(i..(i + piece).min(bytes.len())))
+        .collect()
+}
+
 /// What the filesystem needs from the Hub. Implemented over HTTP by [`http::HttpHub`] and in memory
 /// by [`memory::MemoryHub`]. Every method is bounded in time by the implementation.
 pub trait HubClient: Send + Sync + 'static {

@@ -9,7 +9,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use fakehub::{FakeHub, FakeHubOptions, Fixtures, RepoType};
+use fakehub::RepoType;
 use support::{is_mounted, repo_dir, sha256_file};
 
 const BIN: &str = env!("CARGO_BIN_EXE_hubfs");
@@ -130,8 +130,7 @@ fn daemon_serves_correct_bytes_writes_nothing_to_disk_and_stops_cleanly() {
     if !support::fuse_available() {
         return;
     }
-    let hub = FakeHub::start(Fixtures::standard(), FakeHubOptions::default()).unwrap();
-    let fx = Fixtures::standard();
+    let (hub, fx) = support::standard_hub();
     let mnt = tempfile::tempdir().unwrap();
     let d = start(mnt.path(), &hub.endpoint());
     wait_for("the mount", &d, || {
@@ -182,7 +181,7 @@ fn missing_busy_and_stale_mountpoints_get_clear_messages() {
     if !support::fuse_available() {
         return;
     }
-    let hub = FakeHub::start(Fixtures::standard(), FakeHubOptions::default()).unwrap();
+    let (hub, _) = support::standard_hub();
     // Missing.
     let out = Command::new(BIN)
         .args([
@@ -258,8 +257,7 @@ fn the_token_never_reaches_logs_at_trace_level_nor_the_cdn() {
     if !support::fuse_available() {
         return;
     }
-    let hub = FakeHub::start(Fixtures::standard(), FakeHubOptions::default()).unwrap();
-    let fx = Fixtures::standard();
+    let (hub, fx) = support::standard_hub();
     let mnt = tempfile::tempdir().unwrap();
     let home = tempfile::tempdir().unwrap();
     let mut child = Command::new(BIN)
@@ -294,11 +292,7 @@ fn the_token_never_reaches_logs_at_trace_level_nor_the_cdn() {
         std::thread::sleep(Duration::from_millis(50));
     }
     for id in ["acme/private-model", "acme/gated-model"] {
-        let c = fx
-            .repo(RepoType::Model, id)
-            .unwrap()
-            .resolve("main")
-            .unwrap();
+        let c = fx.commit(RepoType::Model, id, "main").unwrap();
         for (path, data) in &c.files {
             let p = mnt.path().join(format!("{id}@main/{path}"));
             assert_eq!(

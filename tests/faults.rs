@@ -8,7 +8,7 @@ use std::os::unix::fs::FileExt;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use fakehub::{FakeHub, FakeHubOptions, FaultKind, Faults, Fixtures, RepoType};
+use fakehub::{FaultKind, Faults, RepoType};
 use hubfs::fs::FsConfig;
 use support::{errno, http_hub_with, mount, repo_dir, sha256_file};
 
@@ -33,8 +33,7 @@ fn every_fixture_file_is_right_at_a_ten_percent_fault_rate() {
     if !support::fuse_available() {
         return;
     }
-    let fx = Fixtures::standard();
-    let hub = FakeHub::start(fx.clone(), FakeHubOptions::default()).unwrap();
+    let (hub, fx) = support::standard_hub();
     hub.set_faults(Faults {
         rate: 0.1,
         kinds: transient_kinds(),
@@ -88,7 +87,7 @@ fn a_commit_that_changes_under_a_read_is_estale_not_mixed_bytes() {
     if !support::fuse_available() {
         return;
     }
-    let hub = FakeHub::start(Fixtures::standard(), FakeHubOptions::default()).unwrap();
+    let (hub, _) = support::standard_hub();
     let m = mount(
         http_hub_with(&hub, None, Duration::from_secs(5)),
         FsConfig::default(),
@@ -110,15 +109,12 @@ fn hub_down_mid_read_fails_within_the_deadline_then_recovers() {
     if !support::fuse_available() {
         return;
     }
-    let fx = Fixtures::standard();
+    let (hub, fx) = support::standard_hub();
     let shard = "model-00002-of-00003.safetensors";
     let data = fx
-        .repo(RepoType::Model, "acme/sharded")
-        .unwrap()
-        .file_at("main", shard)
+        .file(RepoType::Model, "acme/sharded", "main", shard)
         .unwrap()
         .clone();
-    let hub = FakeHub::start(fx, FakeHubOptions::default()).unwrap();
     let deadline = Duration::from_secs(2);
     let m = mount(http_hub_with(&hub, None, deadline), FsConfig::default());
     let dir = m.join("acme/sharded@main");
@@ -147,8 +143,7 @@ fn sixty_four_readers_on_a_small_cache_get_right_bytes_within_the_cap() {
     if !support::fuse_available() {
         return;
     }
-    let fx = Fixtures::standard();
-    let hub = FakeHub::start(fx.clone(), FakeHubOptions::default()).unwrap();
+    let (hub, fx) = support::standard_hub();
     let cfg = FsConfig {
         cache_bytes: 4 << 20,
         block_size: 64 << 10,
@@ -160,18 +155,12 @@ fn sixty_four_readers_on_a_small_cache_get_right_bytes_within_the_cap() {
         cfg,
     ));
     let mut files: Vec<(String, fakehub::FileData)> = Vec::new();
-    let sharded = fx
-        .repo(RepoType::Model, "acme/sharded")
-        .unwrap()
-        .resolve("main")
-        .unwrap();
+    let sharded = fx.commit(RepoType::Model, "acme/sharded", "main").unwrap();
     for (p, d) in &sharded.files {
         files.push((format!("acme/sharded@main/{p}"), d.clone()));
     }
     let big = fx
-        .repo(RepoType::Dataset, "acme/corpus")
-        .unwrap()
-        .file_at("main", "blobs/big.bin")
+        .file(RepoType::Dataset, "acme/corpus", "main", "blobs/big.bin")
         .unwrap();
     files.push((
         "datasets/acme/corpus@main/blobs/big.bin".into(),

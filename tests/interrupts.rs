@@ -10,7 +10,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use fakehub::{FakeHub, FakeHubOptions, Fixtures, RepoType, Shaping};
+use fakehub::{FakeHub, Fixtures, RepoType, Shaping};
 use hubfs::fs::FsConfig;
 use hubfs::stats::Stats;
 use nix::sys::signal::{kill, Signal};
@@ -69,9 +69,7 @@ fn eventually(limit: Duration, mut cond: impl FnMut() -> bool) -> bool {
 /// The sha256 of [`SHARD`] in the fixtures.
 fn shard_sha256() -> String {
     Fixtures::standard()
-        .repo(RepoType::Model, "acme/sharded")
-        .unwrap()
-        .file_at("main", SHARD)
+        .file(RepoType::Model, "acme/sharded", "main", SHARD)
         .unwrap()
         .sha256_hex()
 }
@@ -89,7 +87,7 @@ fn setup() -> (
     Arc<Stats>,
     support::Mounted<hubfs::hub::http::HttpHub>,
 ) {
-    let hub = FakeHub::start(Fixtures::standard(), FakeHubOptions::default()).unwrap();
+    let (hub, _) = support::standard_hub();
     let stats = Arc::new(Stats::default());
     let client = http_hub_counting(&hub, None, DEADLINE, stats.clone());
     let m = mount_with_stats(client, FsConfig::default(), stats.clone());

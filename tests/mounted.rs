@@ -18,15 +18,18 @@ use support::{errno, http_hub, mount, repo_dir, sha256_file, sha256_hex, Mounted
 
 type HttpMount = Mounted<hubfs::hub::http::HttpHub>;
 
-fn start_hub() -> FakeHub {
-    FakeHub::start(
-        Fixtures::standard(),
+/// The fake Hub over the standard fixtures, listing 50 entries per page, and those fixtures.
+fn start_hub() -> (FakeHub, Fixtures) {
+    let fx = Fixtures::standard();
+    let hub = FakeHub::start(
+        fx.clone(),
         FakeHubOptions {
             page_size: 50,
             ..Default::default()
         },
     )
-    .expect("fake hub")
+    .expect("fake hub");
+    (hub, fx)
 }
 
 fn cfg() -> FsConfig {
@@ -38,6 +41,18 @@ fn cfg() -> FsConfig {
 
 fn mount_hub(hub: &FakeHub, token: Option<&str>, cfg: FsConfig) -> HttpMount {
     mount(http_hub(hub, token), cfg)
+}
+
+/// A mount without a token whose block cache holds `cache_bytes`.
+fn mount_with_cache(hub: &FakeHub, cache_bytes: u64) -> HttpMount {
+    mount_hub(
+        hub,
+        None,
+        FsConfig {
+            cache_bytes,
+            ..cfg()
+        },
+    )
 }
 
 /// Every (type, id, ref, path, sha256, size) of the public fixtures.
@@ -81,8 +96,7 @@ fn every_fixture_file_at_every_ref_has_the_right_size_and_sha256() {
     if !support::fuse_available() {
         return;
     }
-    let hub = start_hub();
-    let fx = Fixtures::standard();
+    let (hub, fx) = start_hub();
     let m = mount_hub(&hub, None, cfg());
     let files = public_files(&fx);
     assert!(files.len() > 1200, "fixtures cover the big folder");
@@ -99,8 +113,7 @@ fn listings_match_the_tree_including_paginated_folders() {
     if !support::fuse_available() {
         return;
     }
-    let hub = start_hub();
-    let fx = Fixtures::standard();
+    let (hub, fx) = start_hub();
     let m = mount_hub(&hub, None, cfg());
     let corpus = fx.repo(RepoType::Dataset, "acme/corpus").unwrap();
     let commit = corpus.resolve("main").unwrap();
@@ -154,13 +167,10 @@ fn random_preads_and_mmap_return_the_source_bytes() {
     if !support::fuse_available() {
         return;
     }
-    let hub = start_hub();
-    let fx = Fixtures::standard();
+    let (hub, fx) = start_hub();
     let m = mount_hub(&hub, None, cfg());
     let data = fx
-        .repo(RepoType::Dataset, "acme/corpus")
-        .unwrap()
-        .file_at("main", "blobs/big.bin")
+        .file(RepoType::Dataset, "acme/corpus", "main", "blobs/big.bin")
         .unwrap()
         .clone();
     let p = m.join("datasets/acme/corpus@main/blobs/big.bin");
@@ -192,20 +202,10 @@ fn thirty_two_concurrent_readers_get_correct_bytes() {
     if !support::fuse_available() {
         return;
     }
-    let hub = start_hub();
-    let fx = Fixtures::standard();
-    let m = Arc::new(mount_hub(
-        &hub,
-        None,
-        FsConfig {
-            cache_bytes: 8 << 20,
-            ..cfg()
-        },
-    ));
+    let (hub, fx) = start_hub();
+    let m = Arc::new(mount_with_cache(&hub, 8 << 20));
     let sharded = fx
-        .repo(RepoType::Model, "acme/sharded")
-        .unwrap()
-        .resolve("main")
+        .commit(RepoType::Model, "acme/sharded", "main")
         .unwrap()
         .clone();
     let files: Vec<(String, String)> = sharded
@@ -214,9 +214,7 @@ fn thirty_two_concurrent_readers_get_correct_bytes() {
         .map(|(p, d)| (format!("acme/sharded@main/{p}"), d.sha256_hex()))
         .chain(std::iter::once((
             "datasets/acme/corpus@main/blobs/big.bin".to_owned(),
-            fx.repo(RepoType::Dataset, "acme/corpus")
-                .unwrap()
-                .file_at("main", "blobs/big.bin")
+            fx.file(RepoType::Dataset, "acme/corpus", "main", "blobs/big.bin")
                 .unwrap()
                 .sha256_hex(),
         )))
@@ -240,8 +238,7 @@ fn each_revision_form_reads_its_own_commit() {
     if !support::fuse_available() {
         return;
     }
-    let hub = start_hub();
-    let fx = Fixtures::standard();
+    let (hub, fx) = start_hub();
     let m = mount_hub(&hub, None, cfg());
     let r = fx.repo(RepoType::Model, "acme/tiny-gpt2").unwrap();
     let main_sha = r.refs["main"].clone();
@@ -286,7 +283,7 @@ fn missing_things_are_enoent() {
     if !support::fuse_available() {
         return;
     }
-    let hub = start_hub();
+    let (hub, _) = start_hub();
     let m = mount_hub(&hub, Some(TOKEN_FULL), cfg());
     for p in [
         "acme/tiny-gpt2@main/nope.json",
@@ -308,18 +305,13 @@ fn private_and_gated_repos_need_the_right_token() {
     if !support::fuse_available() {
         return;
     }
-    let hub = start_hub();
-    let fx = Fixtures::standard();
+    let (hub, fx) = start_hub();
     let private = fx
-        .repo(RepoType::Model, "acme/private-model")
-        .unwrap()
-        .resolve("main")
+        .commit(RepoType::Model, "acme/private-model", "main")
         .unwrap()
         .clone();
     let gated = fx
-        .repo(RepoType::Model, "acme/gated-model")
-        .unwrap()
-        .resolve("main")
+        .commit(RepoType::Model, "acme/gated-model", "main")
         .unwrap()
         .clone();
     {
@@ -374,7 +366,7 @@ fn every_write_is_erofs() {
     if !support::fuse_available() {
         return;
     }
-    let hub = start_hub();
+    let (hub, _) = start_hub();
     let m = mount_hub(&hub, None, cfg());
     let dir = m.join("acme/tiny-gpt2@main");
     let file = dir.join("config.json");
@@ -450,8 +442,7 @@ fn a_branch_moved_mid_load_keeps_the_load_on_one_commit() {
     if !support::fuse_available() {
         return;
     }
-    let hub = start_hub();
-    let fx = Fixtures::standard();
+    let (hub, fx) = start_hub();
     let r = fx.repo(RepoType::Model, "acme/tiny-gpt2").unwrap();
     let (old_sha, new_sha) = (r.refs["main"].clone(), r.refs["v1.0"].clone());
     let old = r.resolve("main").unwrap().clone();
@@ -517,21 +508,11 @@ fn mmap_faulted_in_by_sixteen_threads_at_once_neither_deadlocks_nor_corrupts() {
     if !support::fuse_available() {
         return;
     }
-    let hub = start_hub();
-    let fx = Fixtures::standard();
-    let m = mount_hub(
-        &hub,
-        None,
-        FsConfig {
-            cache_bytes: 16 << 20,
-            ..cfg()
-        },
-    );
+    let (hub, fx) = start_hub();
+    let m = mount_with_cache(&hub, 16 << 20);
     let shard = "model-00001-of-00003.safetensors";
     let data = fx
-        .repo(RepoType::Model, "acme/sharded")
-        .unwrap()
-        .file_at("main", shard)
+        .file(RepoType::Model, "acme/sharded", "main", shard)
         .unwrap()
         .clone();
     let f = std::fs::File::open(m.join(&format!("acme/sharded@main/{shard}"))).unwrap();
@@ -561,20 +542,10 @@ fn eight_parallel_readers_with_a_small_budget_get_correct_bytes() {
     if !support::fuse_available() {
         return;
     }
-    let hub = start_hub();
-    let fx = Fixtures::standard();
-    let m = Arc::new(mount_hub(
-        &hub,
-        None,
-        FsConfig {
-            cache_bytes: 16 << 20,
-            ..cfg()
-        },
-    ));
+    let (hub, fx) = start_hub();
+    let m = Arc::new(mount_with_cache(&hub, 16 << 20));
     let big = fx
-        .repo(RepoType::Dataset, "acme/corpus")
-        .unwrap()
-        .file_at("main", "blobs/big.bin")
+        .file(RepoType::Dataset, "acme/corpus", "main", "blobs/big.bin")
         .unwrap()
         .sha256_hex();
     let threads: Vec<_> = (0..8)

@@ -8,7 +8,7 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use fakehub::{FakeHub, FakeHubOptions, Fixtures, RepoType};
+use fakehub::RepoType;
 use support::{is_mounted, sha256_file};
 
 const BIN: &str = env!("CARGO_BIN_EXE_hubfs");
@@ -47,8 +47,7 @@ fn ready_is_sent_only_once_the_mount_answers_and_stats_are_served() {
     if !support::fuse_available() {
         return;
     }
-    let hub = FakeHub::start(Fixtures::standard(), FakeHubOptions::default()).unwrap();
-    let fx = Fixtures::standard();
+    let (hub, fx) = support::standard_hub();
     let mnt = tempfile::tempdir().unwrap();
     let _guard = Unmount(mnt.path());
     let sockdir = tempfile::tempdir().unwrap();
@@ -84,9 +83,7 @@ fn ready_is_sent_only_once_the_mount_answers_and_stats_are_served() {
 
     // Reads show up in the counters; the control directory stays out of `ls /`.
     let c = fx
-        .repo(RepoType::Model, "acme/tiny-gpt2")
-        .unwrap()
-        .resolve("main")
+        .commit(RepoType::Model, "acme/tiny-gpt2", "main")
         .unwrap();
     let data = &c.files["model.safetensors"];
     let p = mnt.path().join("acme/tiny-gpt2@main/model.safetensors");
@@ -146,8 +143,7 @@ fn the_fstab_helper_mounts_like_mount8_runs_it_and_detaches() {
     if !support::fuse_available() {
         return;
     }
-    let hub = FakeHub::start(Fixtures::standard(), FakeHubOptions::default()).unwrap();
-    let fx = Fixtures::standard();
+    let (hub, fx) = support::standard_hub();
     let bindir = tempfile::tempdir().unwrap();
     let helper = bindir.path().join("mount.fuse.hubfs");
     std::os::unix::fs::symlink(BIN, &helper).unwrap();
@@ -171,11 +167,7 @@ fn the_fstab_helper_mounts_like_mount8_runs_it_and_detaches() {
         "the helper returns once the mount answers"
     );
     assert!(is_mounted(mnt.path()), "mounted when the helper returned");
-    let c = fx
-        .repo(RepoType::Model, "acme/sharded")
-        .unwrap()
-        .resolve("main")
-        .unwrap();
+    let c = fx.commit(RepoType::Model, "acme/sharded", "main").unwrap();
     for (path, data) in &c.files {
         assert_eq!(
             sha256_file(&mnt.path().join(format!("acme/sharded@main/{path}"))).unwrap(),

@@ -794,6 +794,16 @@ impl Fixtures {
         self.repos.iter().find(|r| r.repo_type == t && r.id == id)
     }
 
+    /// The commit a revision of a repo resolves to.
+    pub fn commit(&self, t: RepoType, id: &str, rev: &str) -> Option<&Commit> {
+        self.repo(t, id).and_then(|r| r.resolve(rev))
+    }
+
+    /// A file of a repo at a revision.
+    pub fn file(&self, t: RepoType, id: &str, rev: &str, path: &str) -> Option<&FileData> {
+        self.repo(t, id).and_then(|r| r.file_at(rev, path))
+    }
+
     /// The repo of this type and id, mutably.
     pub fn repo_mut(&mut self, t: RepoType, id: &str) -> Option<&mut Repo> {
         self.repos

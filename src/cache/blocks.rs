@@ -658,6 +658,20 @@ mod tests {
         })
     }
 
+    /// `size` bytes of content, a fetch counter, a cache with `(block, capacity, max run)` and a
+    /// [`fetcher`] of that content with `delay_ms`.
+    fn counted(
+        size: usize,
+        (block, capacity, run): (u64, u64, u64),
+        delay_ms: u64,
+    ) -> (Bytes, Arc<AtomicU64>, Arc<BlockCache>, FetchFn) {
+        let data = content(size);
+        let calls = Arc::new(AtomicU64::new(0));
+        let cache = BlockCache::new(block, capacity, run, Arc::new(Stats::default()));
+        let f = fetcher(data.clone(), calls.clone(), delay_ms);
+        (data, calls, cache, f)
+    }
+
     /// Fetches that wait for `gate` (one permit per fetch) and count themselves in `live` until
     /// they complete or are dropped.
     fn gated_fetcher(data: Bytes, gate: Arc<Semaphore>, live: Arc<AtomicU64>) -> FetchFn {
@@ -812,10 +826,7 @@ mod tests {
 
     #[tokio::test]
     async fn reads_match_source_at_every_alignment() {
-        let data = content(10_000);
-        let calls = Arc::new(AtomicU64::new(0));
-        let cache = BlockCache::new(1024, 1 << 20, 4096, Arc::new(Stats::default()));
-        let f = fetcher(data.clone(), calls.clone(), 0);
+        let (data, _, cache, f) = counted(10_000, (1024, 1 << 20, 4096), 0);
         for (off, len) in [
             (0, 1),
             (1023, 2),
@@ -838,10 +849,7 @@ mod tests {
 
     #[tokio::test]
     async fn read_parts_are_slices_of_the_cached_blocks() {
-        let data = content(4096);
-        let calls = Arc::new(AtomicU64::new(0));
-        let cache = BlockCache::new(1024, 1 << 20, 4096, Arc::new(Stats::default()));
-        let f = fetcher(data.clone(), calls.clone(), 0);
+        let (data, _, cache, f) = counted(4096, (1024, 1 << 20, 4096), 0);
         let parts = cache
             .read_parts("c", 4096, 1000, 3000, &f, false)
             .await
@@ -867,10 +875,7 @@ mod tests {
 
     #[tokio::test]
     async fn second_read_is_a_hit_and_fetches_nothing() {
-        let data = content(4096);
-        let calls = Arc::new(AtomicU64::new(0));
-        let cache = BlockCache::new(1024, 1 << 20, 1 << 20, Arc::new(Stats::default()));
-        let f = fetcher(data, calls.clone(), 0);
+        let (_, calls, cache, f) = counted(4096, (1024, 1 << 20, 1 << 20), 0);
         cache.read("c", 4096, 0, 4096, &f, false).await.unwrap();
         assert_eq!(
             calls.load(Ordering::SeqCst),
@@ -883,10 +888,7 @@ mod tests {
 
     #[tokio::test]
     async fn capacity_is_never_exceeded_and_lru_evicts() {
-        let data = content(64 * 1024);
-        let calls = Arc::new(AtomicU64::new(0));
-        let cache = BlockCache::new(1024, 8 * 1024, 2048, Arc::new(Stats::default()));
-        let f = fetcher(data.clone(), calls.clone(), 0);
+        let (data, calls, cache, f) = counted(64 * 1024, (1024, 8 * 1024, 2048), 0);
         for i in 0..64u64 {
             let got = cache
                 .read("c", 64 * 1024, i * 1024, 1024, &f, false)
@@ -923,10 +925,7 @@ mod tests {
 
     #[tokio::test]
     async fn concurrent_readers_of_one_block_share_one_fetch() {
-        let data = content(4096);
-        let calls = Arc::new(AtomicU64::new(0));
-        let cache = BlockCache::new(4096, 1 << 20, 4096, Arc::new(Stats::default()));
-        let f = fetcher(data.clone(), calls.clone(), 50);
+        let (data, calls, cache, f) = counted(4096, (4096, 1 << 20, 4096), 50);
         let mut tasks = Vec::new();
         for i in 0..32u64 {
             let cache = cache.clone();
@@ -974,10 +973,7 @@ mod tests {
 
     #[tokio::test]
     async fn prefetch_fills_ahead_within_the_inflight_budget() {
-        let data = content(64 * 1024);
-        let calls = Arc::new(AtomicU64::new(0));
-        let cache = BlockCache::new(1024, 16 * 1024, 4096, Arc::new(Stats::default()));
-        let f = fetcher(data.clone(), calls.clone(), 30);
+        let (data, calls, cache, f) = counted(64 * 1024, (1024, 16 * 1024, 4096), 30);
         let until = cache.prefetch("c", 64 * 1024, 0, 32 * 1024, &f);
         // The in-flight budget is half the capacity (8 blocks), and read-ahead leaves a run's
         // worth (4 blocks) of it for demand reads: one run of four blocks starts.
@@ -999,10 +995,7 @@ mod tests {
 
     #[tokio::test]
     async fn sequentially_consumed_blocks_are_evicted_first() {
-        let data = content(16 * 1024);
-        let calls = Arc::new(AtomicU64::new(0));
-        let cache = BlockCache::new(1024, 4 * 1024, 1024, Arc::new(Stats::default()));
-        let f = fetcher(data.clone(), calls.clone(), 0);
+        let (_, calls, cache, f) = counted(16 * 1024, (1024, 4 * 1024, 1024), 0);
         // Blocks 0 and 1 read sequentially (consumed), block 2 and 3 read-ahead (unread).
         cache.read("c", 16 * 1024, 0, 2048, &f, true).await.unwrap();
         cache

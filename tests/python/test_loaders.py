@@ -4,7 +4,6 @@ the fake Hub; every value is compared with the same read from `fakehub export` (
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import os
 import subprocess
@@ -16,6 +15,8 @@ import pytest
 from safetensors import safe_open
 from safetensors.numpy import load_file
 from tokenizers import Tokenizer
+
+from filehash import sha256
 
 SHARDED = "acme/sharded"  # no @rev: main
 TINY_MAIN = "acme/tiny-gpt2@main"
@@ -36,14 +37,6 @@ def assert_same_tensors(got: dict, want: dict) -> None:
         assert got[k].dtype == want[k].dtype, k
         assert got[k].shape == want[k].shape, k
         assert np.array_equal(got[k], want[k]), k
-
-
-def sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(1 << 20):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def tree(root: Path) -> dict[str, Path]:

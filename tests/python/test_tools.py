@@ -5,7 +5,6 @@ A missing tool (rsync, sha256sum, cp) is a skip locally and a failure under CI=t
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
@@ -14,6 +13,8 @@ import sys
 from pathlib import Path
 
 import pytest
+
+from filehash import sha256
 
 SHARDED = "acme/sharded@main"
 TINY_MAIN = "acme/tiny-gpt2@main"
@@ -42,14 +43,6 @@ def run(cmd: list, **kw) -> subprocess.CompletedProcess:
         f"{cmd} exited with {r.returncode}\nstdout: {r.stdout[-2000:]!r}\nstderr: {r.stderr[-4000:]!r}"
     )
     return r
-
-
-def sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(1 << 20):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def listing(root: Path) -> tuple[dict[str, int], set[str]]:

@@ -132,6 +132,14 @@ pub fn http_hub(hub: &fakehub::FakeHub, token: Option<&str>) -> Arc<hubfs::hub::
     http_hub_with(hub, token, Duration::from_secs(10))
 }
 
+/// The fake Hub serving the standard fixtures (default options), and those fixtures.
+pub fn standard_hub() -> (fakehub::FakeHub, fakehub::Fixtures) {
+    let fx = fakehub::Fixtures::standard();
+    let hub =
+        fakehub::FakeHub::start(fx.clone(), fakehub::FakeHubOptions::default()).expect("fake hub");
+    (hub, fx)
+}
+
 /// An HTTP Hub client with a given `--read-timeout` and fast retries.
 pub fn http_hub_with(
     hub: &fakehub::FakeHub,

@@ -114,6 +114,7 @@ impl Interrupts {
     }
 
     /// Requests registered now.
+    #[cfg(test)]
     pub fn in_progress(&self) -> usize {
         self.inner.lock().pending.len()
     }
@@ -298,11 +299,6 @@ impl Caller {
     }
 }
 
-/// The state of the process that thread `tid` belongs to (see [`Caller::state`]).
-pub fn requester_state(tid: u32) -> Requester {
-    Caller::new(tid).state()
-}
-
 /// Completes once the caller `tid` of `registration`'s request is dying or gone: checked at each
 /// interrupt and every [`REQUESTER_POLL`]. Never completes for an unknown caller (pid 0, or no
 /// usable `/proc`).
@@ -326,6 +322,10 @@ pub async fn abandoned(registration: &Registration, tid: u32) -> Requester {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn requester_state(tid: u32) -> Requester {
+        Caller::new(tid).state()
+    }
 
     async fn kicked(r: &Registration) -> bool {
         tokio::time::timeout(Duration::from_millis(200), r.interrupted())

@@ -139,6 +139,7 @@ where
     }
 
     /// Runs in flight now.
+    #[cfg(test)]
     pub fn in_flight(&self) -> usize {
         self.inflight.lock().len()
     }

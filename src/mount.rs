@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use fuser::{Config, MountOption, SessionACL};
 
+use crate::cache::MemoryPlan;
 use crate::cli::MountArgs;
 use crate::config::choose_endpoint;
 use crate::fs::{FsConfig, HubFs};
@@ -222,13 +223,27 @@ pub fn run(args: MountArgs, on_ready: impl FnOnce()) -> Result<(), MountError> {
             .map_err(|e| MountError::Setup(e.to_string()))?
             .with_stats(stats.clone()),
     );
-    // --cache-size bounds the daemon's data memory: cached blocks and data in flight get all of it
-    // but a reserve for transient buffers (HTTP bodies being assembled, FUSE replies).
-    let reserve = (args.cache_size / 8).min(32 << 20);
+    // --cache-size bounds the daemon's data memory: the memory plan (cache::budget) divides it
+    // into a reserve for transient buffers and the capacity of cached and in-flight blocks.
+    let defaults = FsConfig::default();
+    let min_capacity = 16 << 20;
+    let plan = MemoryPlan::new(
+        args.cache_size,
+        defaults.block_size,
+        args.max_connections.max(1),
+        defaults.max_request_bytes,
+    );
+    if plan.capacity < min_capacity {
+        return Err(MountError::Setup(format!(
+            "--cache-size must be at least {}MiB (16 MiB for blocks plus the reserve for buffers)",
+            (min_capacity + min_capacity / 7).div_ceil(1 << 20)
+        )));
+    }
     let mut cfg = FsConfig {
         revision_ttl: args.revision_ttl,
-        cache_bytes: args.cache_size - reserve,
-        ..FsConfig::default()
+        cache_bytes: plan.capacity,
+        connections: plan.connections,
+        ..defaults
     };
     if let Some(u) = args.uid {
         cfg.uid = u;
@@ -236,13 +251,7 @@ pub fn run(args: MountArgs, on_ready: impl FnOnce()) -> Result<(), MountError> {
     if let Some(g) = args.gid {
         cfg.gid = g;
     }
-    let min_cache = (2 * cfg.max_request_bytes).max(4 * cfg.block_size);
-    if cfg.cache_bytes < min_cache {
-        return Err(MountError::Setup(format!(
-            "--cache-size must be at least {}MiB (two range requests)",
-            min_cache >> 20
-        )));
-    }
+    tracing::debug!(?plan, "memory plan");
     let fs = Arc::new(HubFs::new(hub, cfg, stats));
     let fs_for_ops = fs.clone();
     let session = spawn(

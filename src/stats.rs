@@ -31,6 +31,12 @@ pub struct Stats {
     pub interrupted: AtomicU64,
     /// Range requests stopped because every reader waiting for them went away.
     pub fetches_cancelled: AtomicU64,
+    /// Second requests started for stragglers' remaining bytes.
+    pub hedges: AtomicU64,
+    /// Of those, hedges that finished first.
+    pub hedges_won: AtomicU64,
+    /// Bytes asked for by hedges.
+    pub hedge_bytes: AtomicU64,
     /// Failed operations by errno class.
     pub errors: ErrorCounts,
 }
@@ -92,6 +98,9 @@ impl Stats {
             ("interrupts_received_total", g(&self.interrupts_received)),
             ("interrupted_total", g(&self.interrupted)),
             ("fetches_cancelled_total", g(&self.fetches_cancelled)),
+            ("hedges_total", g(&self.hedges)),
+            ("hedges_won_total", g(&self.hedges_won)),
+            ("hedge_bytes_total", g(&self.hedge_bytes)),
             ("errors_not_found_total", g(&self.errors.not_found)),
             ("errors_denied_total", g(&self.errors.denied)),
             ("errors_io_total", g(&self.errors.io)),

@@ -1,89 +1,66 @@
-//! A memory-only LRU of fixed-size blocks of file content, keyed by content identity (LFS sha256
-//! or git oid) and block index, with a hard byte capacity.
+//! The block cache: a memory-only store of fixed-size blocks of file content, keyed by content
+//! identity (LFS sha256 or git oid) and block index, under a hard byte capacity, plus the fetches
+//! in flight (see [`super::runs`]) and the budget they take.
 //!
-//! Missing blocks are fetched in runs of contiguous blocks (one range request each), and each
-//! block of a run arrives as its own allocation, so evicting a block frees exactly its bytes.
-//! Concurrent readers of a block that is being fetched wait for that one fetch. The bytes of a
-//! fetch in flight are reserved against the capacity before it starts (evicting least recently
-//! used blocks to make room). Bytes in flight are bounded by a budget of half the capacity (a
-//! semaphore): a demand read waits for room when it is used up (back-pressure), and read-ahead
-//! ([`BlockCache::prefetch`]) only starts while a run's worth stays free for demand reads. So
-//! cached plus in-flight bytes never exceed the capacity, whatever the load.
+//! Missing blocks are fetched in runs of contiguous blocks, one range request each; each block
+//! reaches the readers waiting for it as soon as it arrives. Concurrent readers of a block in
+//! flight wait for that one fetch. Room for a fetch is reserved before it starts (evicting blocks
+//! to make it), and bytes in flight are bounded by the plan's in-flight limit (a semaphore): a
+//! reader's fetch waits when it is used up (back-pressure), and read-ahead
+//! ([`BlockCache::prefetch`]) only starts while the plan's demand reserve stays free for readers
+//! and room can be made without evicting other read-ahead not yet read. So cached plus in-flight
+//! bytes never exceed the capacity, whatever the load.
 //!
 //! A fetch started for readers (not read-ahead) counts the readers waiting for it; when the last
-//! one goes away before it completes (its read was interrupted, or its process died), the fetch
-//! is stopped and its connection dropped. Read-ahead fetches always run to completion.
+//! one goes away before it completes (its read was interrupted, its process died), the fetch is
+//! stopped and its connection dropped. Read-ahead fetches always run to completion.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
-use futures::future::{BoxFuture, FutureExt, Shared};
-use lru::LruCache;
+use futures::future::{BoxFuture, FutureExt};
 use parking_lot::Mutex;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
-use tokio_util::sync::CancellationToken;
 
+use super::budget::MemoryPlan;
+use super::lru::{BlockKey, Store};
+use super::runs::{drive, Demand, FetchFn, Run, RunClock};
 use crate::hub::HubError;
-use crate::singleflight::spawn_shared;
 use crate::stats::Stats;
 
-/// Fetches `len` bytes at `offset` of the file being read, as pieces of `piece` bytes (the last
-/// may be shorter); returns exactly `len` bytes in all or an error.
-pub type FetchFn =
-    Arc<dyn Fn(u64, u64, u64) -> BoxFuture<'static, Result<Vec<Bytes>, HubError>> + Send + Sync>;
+/// Called once when a read-ahead run ends, however it ends.
+pub type OnDone = Arc<dyn Fn() + Send + Sync>;
 
-type RunResult = Result<Arc<Vec<Bytes>>, HubError>;
-type RunFuture = Shared<BoxFuture<'static, RunResult>>;
-
-/// A block of one content.
-#[derive(Clone, Debug, PartialEq, Eq, Hash)]
-struct BlockKey {
-    content: Arc<str>,
-    index: u64,
-}
+/// Read-ahead unread for this long may be evicted by other read-ahead (its reader left).
+const STALE_READAHEAD: Duration = Duration::from_secs(10);
 
 struct Inflight {
-    run: RunFuture,
-    run_first: u64,
-    /// Tells this run's entries from a later run's for the same blocks.
-    id: u64,
-    /// The readers of a demand run; `None` for read-ahead.
-    demand: Option<Arc<Demand>>,
+    run: Arc<Run>,
 }
 
-/// The readers waiting for a demand run, and the switch that stops it.
-struct Demand {
-    /// Waiting readers' slots, plus one once read-ahead counts on the run; changed only under
-    /// the state lock.
-    waiters: AtomicU64,
-    /// Read-ahead covers these blocks: the run is never stopped.
-    pinned: std::sync::atomic::AtomicBool,
-    cancel: CancellationToken,
-}
-
-impl Demand {
-    /// Under the state lock: read-ahead relies on this run, so it must complete.
-    fn pin(&self) {
-        if !self.pinned.swap(true, Ordering::Relaxed) {
-            self.waiters.fetch_add(1, Ordering::Relaxed);
-        }
-    }
+struct State {
+    store: Store,
+    inflight: HashMap<BlockKey, Inflight>,
+    inflight_bytes: u64,
+    next_run_id: u64,
 }
 
 impl State {
-    /// The in-flight entry for `key`, unless its run is being stopped (then the blocks count as
+    /// The in-flight run for `key`, unless it is being stopped (then the block counts as
     /// missing).
-    fn live_inflight(&self, key: &BlockKey) -> Option<&Inflight> {
+    fn live_inflight(&self, key: &BlockKey) -> Option<&Arc<Run>> {
         self.inflight
             .get(key)
-            .filter(|f| !f.demand.as_ref().is_some_and(|d| d.cancel.is_cancelled()))
+            .map(|f| &f.run)
+            .filter(|r| !r.demand.as_ref().is_some_and(|d| d.cancel.is_cancelled()))
     }
 
     /// True when `key` is cached or coming.
     fn covered(&self, key: &BlockKey) -> bool {
-        self.lru.contains(key) || self.live_inflight(key).is_some()
+        self.store.contains(key) || self.live_inflight(key).is_some()
     }
 }
 
@@ -114,78 +91,92 @@ impl Drop for Waiter {
     }
 }
 
-struct State {
-    lru: LruCache<BlockKey, Bytes>,
-    cached_bytes: u64,
-    inflight: HashMap<BlockKey, Inflight>,
-    inflight_bytes: u64,
-    next_run_id: u64,
-}
-
-/// The block cache. Share it behind an `Arc`.
+/// The cache. Share it behind an `Arc`.
 pub struct BlockCache {
-    block_size: u64,
-    capacity: u64,
-    max_run_blocks: u64,
+    plan: MemoryPlan,
     state: Mutex<State>,
     /// Bytes that may be in flight at once, as permits.
     inflight_budget: Arc<Semaphore>,
+    clock: Arc<RunClock>,
     stats: Arc<Stats>,
 }
 
 enum Slot {
     Ready(Bytes),
     Wait {
-        run: RunFuture,
-        run_first: u64,
+        run: Arc<Run>,
         /// Held while waiting, for demand runs.
         _waiter: Option<Waiter>,
     },
 }
 
 /// Why a run is started: a reader waits for it, or it is read-ahead.
-#[derive(Clone, Copy, PartialEq, Eq)]
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
 enum Purpose {
     Demand,
     Prefetch,
 }
 
+/// How a reader reads.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ReadMode {
+    /// The reader is sequential: blocks it reads to their end are evicted first.
+    pub sequential: bool,
+    /// Missing blocks right after the read, up to this offset, are fetched with it (in the same
+    /// request) although the reader does not wait for them; 0 for none.
+    pub extend_to: u64,
+}
+
+/// What [`BlockCache::prefetch`] did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Prefetched {
+    /// Read-ahead is cached or in flight up to here.
+    pub until: u64,
+    /// Runs started (each calls its `on_done` once).
+    pub runs: u32,
+}
+
 impl BlockCache {
-    /// A cache of at most `capacity` bytes in blocks of `block_size` bytes; one fetch covers at
-    /// most `max_run_bytes`.
-    pub fn new(block_size: u64, capacity: u64, max_run_bytes: u64, stats: Arc<Stats>) -> Arc<Self> {
-        assert!(block_size > 0, "block size must be positive");
-        let max_run_blocks = (max_run_bytes.min(capacity / 2) / block_size).max(1);
-        let budget = (capacity / 2).max(max_run_blocks * block_size);
+    /// A cache following `plan`.
+    pub fn new(plan: MemoryPlan, stats: Arc<Stats>) -> Arc<Self> {
+        let clock = RunClock::new(
+            (plan.part_size / 2).max(plan.block_size),
+            3.0,
+            plan.hedge_fraction,
+            plan.part_size,
+        );
         Arc::new(BlockCache {
-            block_size,
-            capacity,
-            max_run_blocks,
-            inflight_budget: Arc::new(Semaphore::new(budget as usize)),
+            inflight_budget: Arc::new(Semaphore::new(plan.inflight_limit as usize)),
             state: Mutex::new(State {
-                lru: LruCache::unbounded(),
-                cached_bytes: 0,
+                store: Store::new(),
                 inflight: HashMap::new(),
                 inflight_bytes: 0,
                 next_run_id: 0,
             }),
+            clock: Arc::new(clock),
+            plan,
             stats,
         })
     }
 
+    /// The memory plan.
+    pub fn plan(&self) -> &MemoryPlan {
+        &self.plan
+    }
+
     /// The block size in bytes.
     pub fn block_size(&self) -> u64 {
-        self.block_size
+        self.plan.block_size
     }
 
     /// The capacity in bytes.
     pub fn capacity(&self) -> u64 {
-        self.capacity
+        self.plan.capacity
     }
 
     /// Bytes held in cached blocks now.
     pub fn cached_bytes(&self) -> u64 {
-        self.state.lock().cached_bytes
+        self.state.lock().store.bytes()
     }
 
     /// Bytes reserved by fetches in flight now.
@@ -196,27 +187,28 @@ impl BlockCache {
     /// Bytes cached plus reserved by fetches in flight.
     pub fn used_bytes(&self) -> u64 {
         let s = self.state.lock();
-        s.cached_bytes + s.inflight_bytes
+        s.store.bytes() + s.inflight_bytes
     }
 
     fn block_len(&self, file_size: u64, index: u64) -> u64 {
-        (file_size - index * self.block_size).min(self.block_size)
+        (file_size - index * self.plan.block_size).min(self.plan.block_size)
     }
 
-    /// Evicts least recently used blocks until `extra` more bytes fit, or nothing is left to evict.
-    fn make_room(&self, s: &mut State, extra: u64) {
-        while s.cached_bytes + s.inflight_bytes + extra > self.capacity {
-            match s.lru.pop_lru() {
-                Some((_, b)) => s.cached_bytes -= b.len() as u64,
-                None => break,
-            }
+    fn key(content: &Arc<str>, index: u64) -> BlockKey {
+        BlockKey {
+            content: content.clone(),
+            index,
         }
     }
 
+    /// True when the block holding `offset` of `content` is cached or in flight.
+    pub fn covered(&self, content: &str, offset: u64) -> bool {
+        let key = Self::key(&Arc::from(content), offset / self.plan.block_size);
+        self.state.lock().covered(&key)
+    }
+
     /// Reads `len` bytes at `offset` of the content `content` (of `file_size` bytes), from cache
-    /// where possible and through `fetch` otherwise. Short only at end of file. With
-    /// `sequential`, blocks read to their end are moved to the eviction end of the LRU: a
-    /// sequential reader will not come back for them (the kernel's page cache keeps them).
+    /// where possible and through `fetch` otherwise. Short only at end of file.
     pub async fn read(
         self: &Arc<Self>,
         content: &str,
@@ -224,10 +216,10 @@ impl BlockCache {
         offset: u64,
         len: u64,
         fetch: &FetchFn,
-        sequential: bool,
+        mode: ReadMode,
     ) -> Result<Bytes, HubError> {
         let parts = self
-            .read_parts(content, file_size, offset, len, fetch, sequential)
+            .read_parts(content, file_size, offset, len, fetch, mode)
             .await?;
         Ok(join(parts))
     }
@@ -241,22 +233,35 @@ impl BlockCache {
         offset: u64,
         len: u64,
         fetch: &FetchFn,
-        sequential: bool,
+        mode: ReadMode,
     ) -> Result<Vec<Bytes>, HubError> {
         let end = offset.saturating_add(len).min(file_size);
         if offset >= end {
             return Ok(Vec::new());
         }
-        let bs = self.block_size;
+        let bs = self.plan.block_size;
         let first = offset / bs;
         let last = (end - 1) / bs;
+        let extend_last = if mode.extend_to > end {
+            (mode.extend_to.min(file_size) - 1) / bs
+        } else {
+            last
+        };
         let content: Arc<str> = Arc::from(content);
         let mut spare: Option<OwnedSemaphorePermit> = None;
         // Slots found or started so far are kept across waits for budget, so a reader never
         // loses blocks it already has (which would thrash a small cache under many readers).
         let mut slots: Vec<Option<Slot>> = (first..=last).map(|_| None).collect();
         loop {
-            match self.plan(&content, file_size, first, &mut slots, fetch, &mut spare) {
+            match self.plan_read(
+                &content,
+                file_size,
+                first,
+                extend_last,
+                &mut slots,
+                fetch,
+                &mut spare,
+            ) {
                 Ok(()) => break,
                 Err(need) => {
                     // Back-pressure: wait until that much may be in flight, holding nothing else.
@@ -276,27 +281,32 @@ impl BlockCache {
         }
         drop(spare);
 
+        let consumed =
+            |index: u64| mode.sequential && index * bs + self.block_len(file_size, index) <= end;
         let mut parts = Vec::with_capacity(slots.len());
+        let mut touch = Vec::new();
         for (i, slot) in slots.into_iter().enumerate() {
             let index = first + i as u64;
-            let block = match slot.expect("every slot planned") {
-                Slot::Ready(b) => b,
-                Slot::Wait { run, run_first, .. } => {
-                    let pieces = run.await?;
-                    pieces[(index - run_first) as usize].clone()
+            match slot.expect("every slot planned") {
+                Slot::Ready(b) => {
+                    if consumed(index) {
+                        touch.push(index);
+                    }
+                    parts.push(b);
                 }
-            };
-            parts.push(block);
+                Slot::Wait { run, _waiter } => {
+                    let (got, filed) = run.wait(index, consumed(index)).await;
+                    if filed {
+                        touch.push(index);
+                    }
+                    parts.push(got?);
+                }
+            }
         }
-        if sequential {
+        if !touch.is_empty() {
             let mut s = self.state.lock();
-            for index in first..=last {
-                if (index + 1) * bs <= end || index * bs + self.block_len(file_size, index) <= end {
-                    s.lru.demote(&BlockKey {
-                        content: content.clone(),
-                        index,
-                    });
-                }
+            for index in touch {
+                s.store.touch(&Self::key(&content, index), consumed(index));
             }
         }
         // Cut the requested range out of the blocks.
@@ -313,8 +323,8 @@ impl BlockCache {
     }
 
     /// Starts read-ahead of the blocks of `[start, end)` that are neither cached nor in flight, in
-    /// runs of at most the run size, while in-flight bytes stay within half the capacity. Returns
-    /// the offset up to which read-ahead is now cached or in flight.
+    /// runs of at most the plan's largest request, while the demand reserve stays free and room
+    /// can be made without evicting unread read-ahead. `on_done` is called as each run ends.
     pub fn prefetch(
         self: &Arc<Self>,
         content: &str,
@@ -322,25 +332,28 @@ impl BlockCache {
         start: u64,
         end: u64,
         fetch: &FetchFn,
-    ) -> u64 {
+        on_done: Option<OnDone>,
+    ) -> Prefetched {
         let end = end.min(file_size);
+        let mut out = Prefetched {
+            until: start.max(end),
+            runs: 0,
+        };
         if start >= end {
-            return start.max(end);
+            return out;
         }
-        let bs = self.block_size;
+        let bs = self.plan.block_size;
         let first = start / bs;
         let last = (end - 1) / bs;
+        let max_blocks = (self.plan.max_request / bs).max(1);
         let content: Arc<str> = Arc::from(content);
         let mut s = self.state.lock();
         let mut index = first;
         while index <= last {
-            let key = BlockKey {
-                content: content.clone(),
-                index,
-            };
+            let key = Self::key(&content, index);
             if s.covered(&key) {
                 // A fetch for readers that read-ahead now counts on must not stop with them.
-                if let Some(d) = s.live_inflight(&key).and_then(|f| f.demand.as_ref()) {
+                if let Some(d) = s.live_inflight(&key).and_then(|r| r.demand.as_ref()) {
                     d.pin();
                 }
                 index += 1;
@@ -348,29 +361,41 @@ impl BlockCache {
             }
             let mut run_last = index;
             while run_last < last
-                && run_last + 1 - index < self.max_run_blocks
-                && !s.covered(&BlockKey {
-                    content: content.clone(),
-                    index: run_last + 1,
-                })
+                && run_last + 1 - index < max_blocks
+                && !s.covered(&Self::key(&content, run_last + 1))
             {
                 run_last += 1;
             }
             let run_len = self.run_len(file_size, index, run_last);
-            // Back-pressure: read-ahead starts only while a full run stays free for demand reads.
-            let reserve = self.max_run_blocks * bs;
-            if (self.inflight_budget.available_permits() as u64) < run_len + reserve {
-                return index * bs;
+            // Back-pressure: read-ahead starts only while the demand reserve stays free, and
+            // never evicts read-ahead that is still to be read.
+            let stop = |out: &mut Prefetched| {
+                out.until = index * bs;
+                *out
+            };
+            if (self.inflight_budget.available_permits() as u64)
+                < run_len + self.plan.demand_reserve
+            {
+                return stop(&mut out);
+            }
+            let inflight = s.inflight_bytes;
+            if !s.store.make_room_for_readahead(
+                run_len,
+                inflight,
+                self.plan.capacity,
+                Instant::now(),
+                STALE_READAHEAD,
+            ) {
+                return stop(&mut out);
             }
             let Ok(permit) = self
                 .inflight_budget
                 .clone()
                 .try_acquire_many_owned(run_len as u32)
             else {
-                return index * bs;
+                return stop(&mut out);
             };
-            // The spawned task runs on its own; readers find it through `inflight`.
-            let _run = self.start_run(
+            self.start_run(
                 &mut s,
                 &content,
                 file_size,
@@ -379,25 +404,30 @@ impl BlockCache {
                 Purpose::Prefetch,
                 fetch,
                 permit,
+                on_done.clone(),
             );
+            out.runs += 1;
             index = run_last + 1;
         }
-        end
+        out
     }
 
     fn run_len(&self, file_size: u64, run_first: u64, run_last: u64) -> u64 {
-        run_last * self.block_size + self.block_len(file_size, run_last)
-            - run_first * self.block_size
+        run_last * self.plan.block_size + self.block_len(file_size, run_last)
+            - run_first * self.plan.block_size
     }
 
     /// Under the lock: fills each empty slot from the cache or a fetch in flight, and starts
-    /// fetches for runs of missing blocks, taking their budget from `spare` or the semaphore.
-    /// `Err(n)` when a run of `n` bytes finds no budget: the caller waits for it and plans again.
-    fn plan(
+    /// fetches for runs of missing blocks (the last extended up to block `extend_last`), taking
+    /// their budget from `spare` or the semaphore. `Err(n)` when a run of `n` bytes finds no
+    /// budget: the caller waits for it and plans again.
+    #[allow(clippy::too_many_arguments)]
+    fn plan_read(
         self: &Arc<Self>,
         content: &Arc<str>,
         file_size: u64,
         first: u64,
+        extend_last: u64,
         slots: &mut [Option<Slot>],
         fetch: &FetchFn,
         spare: &mut Option<OwnedSemaphorePermit>,
@@ -408,20 +438,16 @@ impl BlockCache {
             if slot.is_some() {
                 continue;
             }
-            let key = BlockKey {
-                content: content.clone(),
-                index: first + i as u64,
-            };
-            if let Some(b) = s.lru.get(&key) {
+            let key = Self::key(content, first + i as u64);
+            if let Some(b) = s.store.get(&key) {
                 hits += 1;
-                *slot = Some(Slot::Ready(b.clone()));
-            } else if let Some(f) = s.live_inflight(&key) {
+                *slot = Some(Slot::Ready(b));
+            } else if let Some(run) = s.live_inflight(&key) {
                 // (A run being stopped is not joined: a new fetch starts below instead.)
-                let waiter = f.demand.as_ref().map(|d| Waiter::join(self, d));
+                let waiter = run.demand.as_ref().map(|d| Waiter::join(self, d));
                 misses += 1;
                 *slot = Some(Slot::Wait {
-                    run: f.run.clone(),
-                    run_first: f.run_first,
+                    run: run.clone(),
                     _waiter: waiter,
                 });
             }
@@ -430,6 +456,7 @@ impl BlockCache {
         Stats::add(&self.stats.cache_misses, misses);
 
         // Start one fetch per run of missing blocks.
+        let max_blocks = (self.plan.max_request / self.plan.block_size).max(1) as usize;
         let mut i = 0;
         while i < slots.len() {
             if slots[i].is_some() {
@@ -437,11 +464,20 @@ impl BlockCache {
                 continue;
             }
             let mut j = i;
-            while j < slots.len() && slots[j].is_none() && ((j - i) as u64) < self.max_run_blocks {
+            while j < slots.len() && slots[j].is_none() && j - i < max_blocks {
                 j += 1;
             }
             let run_first = first + i as u64;
-            let run_last = first + j as u64 - 1;
+            let mut run_last = first + j as u64 - 1;
+            if j == slots.len() {
+                // The tail of the read: extend it with what the reader will want next.
+                while run_last < extend_last
+                    && ((run_last + 1 - run_first) as usize) < max_blocks
+                    && !s.covered(&Self::key(content, run_last + 1))
+                {
+                    run_last += 1;
+                }
+            }
             let run_len = self.run_len(file_size, run_first, run_last);
             let spare_permits = spare.as_ref().map_or(0, |p| p.num_permits() as u64);
             let from_spare = if spare_permits == run_len {
@@ -463,7 +499,7 @@ impl BlockCache {
                 },
             };
             Stats::add(&self.stats.cache_misses, (j - i) as u64);
-            let (run, demand) = self.start_run(
+            let run = self.start_run(
                 &mut s,
                 content,
                 file_size,
@@ -472,12 +508,12 @@ impl BlockCache {
                 Purpose::Demand,
                 fetch,
                 permit,
+                None,
             );
             for slot in &mut slots[i..j] {
                 *slot = Some(Slot::Wait {
                     run: run.clone(),
-                    run_first,
-                    _waiter: demand.as_ref().map(|d| Waiter::join(self, d)),
+                    _waiter: run.demand.as_ref().map(|d| Waiter::join(self, d)),
                 });
             }
             i = j;
@@ -486,8 +522,8 @@ impl BlockCache {
     }
 
     /// Under the lock: reserves room for blocks `run_first..=run_last`, registers them as in
-    /// flight and spawns their fetch, which files them in the cache when done. A demand run comes
-    /// with its [`Demand`], which the caller joins for each slot that waits for it.
+    /// flight and spawns their fetch, which files them in the cache when it ends. A demand run
+    /// comes with its [`Demand`], which the caller joins for each slot that waits for it.
     #[allow(clippy::too_many_arguments)]
     fn start_run(
         self: &Arc<Self>,
@@ -499,112 +535,85 @@ impl BlockCache {
         purpose: Purpose,
         fetch: &FetchFn,
         permit: OwnedSemaphorePermit,
-    ) -> (RunFuture, Option<Arc<Demand>>) {
-        let run_offset = run_first * self.block_size;
+        on_done: Option<OnDone>,
+    ) -> Arc<Run> {
+        let bs = self.plan.block_size;
         let run_len = self.run_len(file_size, run_first, run_last);
-        self.make_room(s, run_len);
+        let inflight = s.inflight_bytes;
+        s.store.make_room(run_len, inflight, self.plan.capacity);
         s.inflight_bytes += run_len;
         debug_assert!(
-            s.cached_bytes + s.inflight_bytes <= self.capacity,
+            s.store.bytes() + s.inflight_bytes <= self.plan.capacity,
             "cache over capacity"
         );
-        let cache = self.clone();
-        let fut = fetch(run_offset, run_len, self.block_size);
-        let content2 = content.clone();
-        let block_size = self.block_size;
         let id = s.next_run_id;
         s.next_run_id += 1;
-        let demand = (purpose == Purpose::Demand).then(|| {
-            Arc::new(Demand {
-                waiters: AtomicU64::new(0),
-                pinned: Default::default(),
-                cancel: CancellationToken::new(),
-            })
-        });
-        let cancel = demand.as_ref().map(|d| d.cancel.clone());
-        let run = spawn_shared(async move {
-            Stats::add(&cache.stats.range_requests, 1);
-            if purpose == Purpose::Prefetch {
-                Stats::add(&cache.stats.prefetch_requests, 1);
-            }
-            let blocks = (run_last - run_first + 1) as usize;
-            let fetched = match cancel {
-                Some(cancel) => tokio::select! {
-                    r = fut => r,
-                    () = cancel.cancelled() => {
-                        // Dropping `fut` drops its connection.
-                        Stats::add(&cache.stats.fetches_cancelled, 1);
-                        tracing::debug!(offset = run_offset, len = run_len, "fetch cancelled: no reader waits for it");
-                        Err(HubError::Cancelled)
-                    }
-                },
-                None => fut.await,
-            };
-            let result = fetched.and_then(|pieces| {
-                let ok = pieces.len() == blocks
-                    && pieces.iter().enumerate().all(|(i, p)| {
-                        p.len() as u64 == cache.block_len(file_size, run_first + i as u64)
-                    });
-                if ok {
-                    Ok(Arc::new(pieces))
-                } else {
-                    Err(HubError::Protocol {
-                        url: String::new(),
-                        message: format!(
-                            "fetch returned {} pieces for {blocks} blocks of {block_size} bytes",
-                            pieces.len()
-                        ),
-                    })
-                }
-            });
-            let mut s = cache.state.lock();
-            s.inflight_bytes -= run_len;
-            for index in run_first..=run_last {
-                let key = BlockKey {
-                    content: content2.clone(),
-                    index,
-                };
-                if s.inflight.get(&key).is_some_and(|f| f.id == id) {
-                    s.inflight.remove(&key);
-                }
-                if let Ok(pieces) = &result {
-                    let block = pieces[(index - run_first) as usize].clone();
-                    let blen = block.len() as u64;
-                    cache.make_room(&mut s, blen);
-                    if s.cached_bytes + s.inflight_bytes + blen <= cache.capacity {
-                        s.cached_bytes += blen;
-                        if let Some(old) = s.lru.put(key, block) {
-                            s.cached_bytes -= old.len() as u64;
-                        }
-                    }
-                }
-            }
-            debug_assert!(
-                s.cached_bytes + s.inflight_bytes <= cache.capacity,
-                "cache over capacity"
-            );
-            drop(s);
-            drop(permit);
-            if result.is_ok() {
-                Stats::add(&cache.stats.bytes_fetched, run_len);
-            }
-            result
-        });
+        let demand = (purpose == Purpose::Demand).then(Demand::new);
+        let run = Run::new(id, run_first * bs, run_len, bs, demand);
         for index in run_first..=run_last {
-            s.inflight.insert(
-                BlockKey {
-                    content: content.clone(),
-                    index,
-                },
-                Inflight {
-                    run: run.clone(),
-                    run_first,
-                    id,
-                    demand: demand.clone(),
-                },
-            );
+            s.inflight
+                .insert(Self::key(content, index), Inflight { run: run.clone() });
         }
-        (run, demand)
+        Stats::add(&self.stats.range_requests, 1);
+        if purpose == Purpose::Prefetch {
+            Stats::add(&self.stats.prefetch_requests, 1);
+        }
+        let cache = self.clone();
+        let content = content.clone();
+        let fetch = fetch.clone();
+        let task_run = run.clone();
+        // The request starts now (under the lock, so the run is found in flight from the start).
+        let driven = drive(
+            run.clone(),
+            fetch,
+            self.clock.clone(),
+            self.stats.clone(),
+            run.demand.as_ref().map(|d| d.cancel.clone()),
+        );
+        tokio::spawn(async move {
+            let run = task_run;
+            let result = driven.await;
+            if let Err(e) = &result {
+                if !matches!(e, HubError::Cancelled) {
+                    tracing::debug!(offset = run.offset, len = run.len, error = %e, "fetch failed");
+                }
+            }
+            let mut fetched = 0;
+            {
+                let mut s = cache.state.lock();
+                s.inflight_bytes -= run.len;
+                let now = Instant::now();
+                for (index, block, read, consumed) in run.file() {
+                    let key = Self::key(&content, index);
+                    fetched += block.len() as u64;
+                    if s.inflight.get(&key).is_some_and(|f| f.run.id == run.id) {
+                        s.inflight.remove(&key);
+                    }
+                    if read {
+                        s.store.insert_read(key, block, consumed);
+                    } else {
+                        s.store.insert_unread(key, block, now);
+                    }
+                }
+                for index in run_first..=run_last {
+                    let key = Self::key(&content, index);
+                    if s.inflight.get(&key).is_some_and(|f| f.run.id == run.id) {
+                        s.inflight.remove(&key);
+                    }
+                }
+                debug_assert!(
+                    s.store.bytes() + s.inflight_bytes <= cache.plan.capacity,
+                    "cache over capacity"
+                );
+            }
+            drop(permit);
+            Stats::add(&cache.stats.bytes_fetched, fetched);
+            run.finish(result);
+            if let Some(f) = on_done {
+                f();
+            }
+        });
+        run
     }
 }
 
@@ -623,458 +632,28 @@ pub fn join(mut parts: Vec<Bytes>) -> Bytes {
     }
 }
 
-/// A [`FetchFn`] over a closure returning one buffer, split into pieces (for tests and simple
+/// A [`FetchFn`] over a closure returning one buffer, handed on in pieces (for tests and simple
 /// sources).
 pub fn fetch_from<F>(f: F) -> FetchFn
 where
     F: Fn(u64, u64) -> BoxFuture<'static, Result<Bytes, HubError>> + Send + Sync + 'static,
 {
     let f = Arc::new(f);
-    Arc::new(move |off, len, piece| {
+    Arc::new(move |off, len, piece, sink| {
         let fut = f(off, len);
-        async move { Ok(crate::hub::split_pieces(fut.await?, piece)) }.boxed()
+        async move {
+            for (i, p) in crate::hub::split_pieces(fut.await?, piece)
+                .into_iter()
+                .enumerate()
+            {
+                sink(i, p);
+            }
+            Ok(())
+        }
+        .boxed()
     })
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use std::sync::atomic::{AtomicU64, Ordering};
-    use std::time::Duration;
-
-    fn content(n: usize) -> Bytes {
-        Bytes::from((0..n).map(|i| (i * 7 % 251) as u8).collect::<Vec<u8>>())
-    }
-
-    fn fetcher(data: Bytes, calls: Arc<AtomicU64>, delay_ms: u64) -> FetchFn {
-        fetch_from(move |off, len| {
-            let data = data.clone();
-            calls.fetch_add(1, Ordering::SeqCst);
-            async move {
-                tokio::time::sleep(Duration::from_millis(delay_ms)).await;
-                Ok(data.slice(off as usize..(off + len) as usize))
-            }
-            .boxed()
-        })
-    }
-
-    /// `size` bytes of content, a fetch counter, a cache with `(block, capacity, max run)` and a
-    /// [`fetcher`] of that content with `delay_ms`.
-    fn counted(
-        size: usize,
-        (block, capacity, run): (u64, u64, u64),
-        delay_ms: u64,
-    ) -> (Bytes, Arc<AtomicU64>, Arc<BlockCache>, FetchFn) {
-        let data = content(size);
-        let calls = Arc::new(AtomicU64::new(0));
-        let cache = BlockCache::new(block, capacity, run, Arc::new(Stats::default()));
-        let f = fetcher(data.clone(), calls.clone(), delay_ms);
-        (data, calls, cache, f)
-    }
-
-    /// Fetches that wait for `gate` (one permit per fetch) and count themselves in `live` until
-    /// they complete or are dropped.
-    fn gated_fetcher(data: Bytes, gate: Arc<Semaphore>, live: Arc<AtomicU64>) -> FetchFn {
-        struct Live(Arc<AtomicU64>);
-        impl Drop for Live {
-            fn drop(&mut self) {
-                self.0.fetch_sub(1, Ordering::SeqCst);
-            }
-        }
-        fetch_from(move |off, len| {
-            let data = data.clone();
-            let gate = gate.clone();
-            live.fetch_add(1, Ordering::SeqCst);
-            let live = Live(live.clone());
-            async move {
-                let _live = live;
-                gate.acquire().await.unwrap().forget();
-                Ok(data.slice(off as usize..(off + len) as usize))
-            }
-            .boxed()
-        })
-    }
-
-    async fn eventually(what: &str, mut cond: impl FnMut() -> bool) {
-        for _ in 0..500 {
-            if cond() {
-                return;
-            }
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
-        panic!("timed out waiting for: {what}");
-    }
-
-    /// A cache over `size` bytes in blocks of `block`, fetched by a [`gated_fetcher`].
-    struct Gated {
-        data: Bytes,
-        size: u64,
-        stats: Arc<Stats>,
-        cache: Arc<BlockCache>,
-        gate: Arc<Semaphore>,
-        live: Arc<AtomicU64>,
-        f: FetchFn,
-    }
-
-    type ReadTask = tokio::task::JoinHandle<Result<Bytes, HubError>>;
-
-    impl Gated {
-        fn new(size: usize, block: u64) -> Gated {
-            let data = content(size);
-            let stats = Arc::new(Stats::default());
-            let cache = BlockCache::new(block, 1 << 20, size as u64, stats.clone());
-            let (gate, live) = (Arc::new(Semaphore::new(0)), Arc::new(AtomicU64::new(0)));
-            let f = gated_fetcher(data.clone(), gate.clone(), live.clone());
-            Gated {
-                data,
-                size: size as u64,
-                stats,
-                cache,
-                gate,
-                live,
-                f,
-            }
-        }
-
-        fn spawn_read(&self, off: u64, len: u64) -> ReadTask {
-            let (cache, f, size) = (self.cache.clone(), self.f.clone(), self.size);
-            tokio::spawn(async move { cache.read("c", size, off, len, &f, false).await })
-        }
-
-        /// Fetches started and neither completed nor dropped.
-        fn live(&self) -> u64 {
-            self.live.load(Ordering::SeqCst)
-        }
-
-        async fn wait_live(&self, what: &str, n: u64) {
-            eventually(what, || self.live() == n).await
-        }
-
-        fn cancelled(&self) -> u64 {
-            Stats::get(&self.stats.fetches_cancelled)
-        }
-
-        /// Aborts `reader`; the one fetch in flight must go on, and cache `cached` bytes once
-        /// let through.
-        async fn abort_and_expect_fetch_completes(&self, reader: ReadTask, cached: u64) {
-            reader.abort();
-            tokio::time::sleep(Duration::from_millis(50)).await;
-            assert_eq!(self.live(), 1, "the fetch still runs");
-            self.gate.add_permits(1);
-            eventually("blocks cached", || self.cache.cached_bytes() == cached).await;
-            assert_eq!(self.cancelled(), 0);
-        }
-    }
-
-    #[tokio::test]
-    async fn a_fetch_whose_only_reader_goes_away_is_stopped() {
-        let g = Gated::new(8192, 4096);
-        let reader = g.spawn_read(0, 8192);
-        g.wait_live("fetch started", 1).await;
-        assert_eq!(g.cache.inflight_bytes(), 8192);
-        reader.abort();
-        g.wait_live("fetch dropped", 0).await;
-        eventually("reservation released", || g.cache.inflight_bytes() == 0).await;
-        assert_eq!(g.cancelled(), 1);
-        assert_eq!(
-            g.cache.cached_bytes(),
-            0,
-            "nothing cached from a stopped fetch"
-        );
-        // The next reader starts afresh and gets right bytes.
-        g.gate.add_permits(1);
-        let got = g.spawn_read(100, 5000).await.unwrap().unwrap();
-        assert_eq!(&got[..], &g.data[100..5100]);
-    }
-
-    #[tokio::test]
-    async fn a_fetch_shared_by_two_readers_outlives_one_of_them() {
-        let g = Gated::new(4096, 4096);
-        let first = g.spawn_read(0, 100);
-        g.wait_live("fetch started", 1).await;
-        let second = g.spawn_read(1000, 100);
-        eventually("second reader waits", || {
-            Stats::get(&g.stats.cache_misses) >= 2
-        })
-        .await;
-        g.abort_and_expect_fetch_completes(first, 4096).await;
-        let got = second.await.unwrap().unwrap();
-        assert_eq!(&got[..], &g.data[1000..1100]);
-        assert_eq!(Stats::get(&g.stats.range_requests), 1);
-    }
-
-    #[tokio::test]
-    async fn a_fetch_that_read_ahead_counts_on_outlives_its_reader() {
-        let g = Gated::new(8192, 4096);
-        let reader = g.spawn_read(0, 8192);
-        g.wait_live("fetch started", 1).await;
-        // Read-ahead over the same blocks relies on that fetch rather than starting its own.
-        assert_eq!(g.cache.prefetch("c", 8192, 0, 8192, &g.f), 8192);
-        assert_eq!(g.live(), 1);
-        g.abort_and_expect_fetch_completes(reader, 8192).await;
-    }
-
-    #[tokio::test]
-    async fn read_ahead_runs_on_when_a_reader_that_joined_it_goes_away() {
-        let g = Gated::new(4096, 4096);
-        g.cache.prefetch("c", 4096, 0, 4096, &g.f);
-        g.wait_live("read-ahead started", 1).await;
-        let reader = g.spawn_read(0, 10);
-        eventually("reader waits", || Stats::get(&g.stats.cache_misses) >= 1).await;
-        g.abort_and_expect_fetch_completes(reader, 4096).await;
-    }
-
-    #[tokio::test]
-    async fn reads_match_source_at_every_alignment() {
-        let (data, _, cache, f) = counted(10_000, (1024, 1 << 20, 4096), 0);
-        for (off, len) in [
-            (0, 1),
-            (1023, 2),
-            (1000, 5000),
-            (9999, 10),
-            (0, 10_000),
-            (5000, 0),
-            (20_000, 5),
-        ] {
-            let got = cache.read("c", 10_000, off, len, &f, false).await.unwrap();
-            let end = (off + len).min(10_000);
-            let want = if off >= 10_000 {
-                &[][..]
-            } else {
-                &data[off as usize..end as usize]
-            };
-            assert_eq!(&got[..], want, "off {off} len {len}");
-        }
-    }
-
-    #[tokio::test]
-    async fn read_parts_are_slices_of_the_cached_blocks() {
-        let (data, _, cache, f) = counted(4096, (1024, 1 << 20, 4096), 0);
-        let parts = cache
-            .read_parts("c", 4096, 1000, 3000, &f, false)
-            .await
-            .unwrap();
-        let lens: Vec<usize> = parts.iter().map(Bytes::len).collect();
-        assert_eq!(lens, [24, 1024, 1024, 928]);
-        assert_eq!(&join(parts.clone())[..], &data[1000..4000]);
-        // No copy: the middle parts are the cached blocks themselves.
-        for (i, index) in [(1, 1u64), (2, 2)] {
-            let key = BlockKey {
-                content: Arc::from("c"),
-                index,
-            };
-            let block = cache.state.lock().lru.peek(&key).unwrap().clone();
-            assert_eq!(parts[i].as_ptr(), block.as_ptr());
-        }
-        assert!(cache
-            .read_parts("c", 4096, 4096, 10, &f, false)
-            .await
-            .unwrap()
-            .is_empty());
-    }
-
-    #[tokio::test]
-    async fn second_read_is_a_hit_and_fetches_nothing() {
-        let (_, calls, cache, f) = counted(4096, (1024, 1 << 20, 1 << 20), 0);
-        cache.read("c", 4096, 0, 4096, &f, false).await.unwrap();
-        assert_eq!(
-            calls.load(Ordering::SeqCst),
-            1,
-            "one run for four missing blocks"
-        );
-        cache.read("c", 4096, 100, 3000, &f, false).await.unwrap();
-        assert_eq!(calls.load(Ordering::SeqCst), 1);
-    }
-
-    #[tokio::test]
-    async fn capacity_is_never_exceeded_and_lru_evicts() {
-        let (data, calls, cache, f) = counted(64 * 1024, (1024, 8 * 1024, 2048), 0);
-        for i in 0..64u64 {
-            let got = cache
-                .read("c", 64 * 1024, i * 1024, 1024, &f, false)
-                .await
-                .unwrap();
-            assert_eq!(
-                &got[..],
-                &data[(i * 1024) as usize..((i + 1) * 1024) as usize]
-            );
-            assert!(
-                cache.used_bytes() <= cache.capacity(),
-                "used {}",
-                cache.used_bytes()
-            );
-        }
-        assert_eq!(cache.cached_bytes(), 8 * 1024);
-        let before = calls.load(Ordering::SeqCst);
-        cache
-            .read("c", 64 * 1024, 63 * 1024, 10, &f, false)
-            .await
-            .unwrap();
-        assert_eq!(
-            calls.load(Ordering::SeqCst),
-            before,
-            "recent block still cached"
-        );
-        cache.read("c", 64 * 1024, 0, 10, &f, false).await.unwrap();
-        assert_eq!(
-            calls.load(Ordering::SeqCst),
-            before + 1,
-            "oldest block was evicted"
-        );
-    }
-
-    #[tokio::test]
-    async fn concurrent_readers_of_one_block_share_one_fetch() {
-        let (data, calls, cache, f) = counted(4096, (4096, 1 << 20, 4096), 50);
-        let mut tasks = Vec::new();
-        for i in 0..32u64 {
-            let cache = cache.clone();
-            let f = f.clone();
-            tasks.push(tokio::spawn(async move {
-                cache.read("c", 4096, i * 100, 100, &f, false).await
-            }));
-        }
-        for (i, t) in tasks.into_iter().enumerate() {
-            let got = t.await.unwrap().unwrap();
-            assert_eq!(&got[..], &data[i * 100..i * 100 + 100]);
-        }
-        assert_eq!(calls.load(Ordering::SeqCst), 1);
-    }
-
-    #[tokio::test]
-    async fn fetch_error_reaches_every_waiter_and_is_not_cached() {
-        let cache = BlockCache::new(1024, 1 << 20, 4096, Arc::new(Stats::default()));
-        let calls = Arc::new(AtomicU64::new(0));
-        let c2 = calls.clone();
-        let failing = fetch_from(move |_, _| {
-            c2.fetch_add(1, Ordering::SeqCst);
-            async {
-                Err(HubError::Network {
-                    url: "u".into(),
-                    message: "reset".into(),
-                })
-            }
-            .boxed()
-        });
-        assert!(cache.read("c", 100, 0, 10, &failing, false).await.is_err());
-        assert!(cache.read("c", 100, 0, 10, &failing, false).await.is_err());
-        assert_eq!(calls.load(Ordering::SeqCst), 2, "errors are not cached");
-        assert_eq!(cache.used_bytes(), 0);
-    }
-
-    #[tokio::test]
-    async fn short_fetch_is_an_error_not_short_data() {
-        let cache = BlockCache::new(1024, 1 << 20, 4096, Arc::new(Stats::default()));
-        let short = fetch_from(|_, len| {
-            async move { Ok(Bytes::from(vec![0u8; (len - 1) as usize])) }.boxed()
-        });
-        assert!(cache.read("c", 1000, 0, 1000, &short, false).await.is_err());
-    }
-
-    #[tokio::test]
-    async fn prefetch_fills_ahead_within_the_inflight_budget() {
-        let (data, calls, cache, f) = counted(64 * 1024, (1024, 16 * 1024, 4096), 30);
-        let until = cache.prefetch("c", 64 * 1024, 0, 32 * 1024, &f);
-        // The in-flight budget is half the capacity (8 blocks), and read-ahead leaves a run's
-        // worth (4 blocks) of it for demand reads: one run of four blocks starts.
-        assert_eq!(until, 4 * 1024, "read-ahead stops where the budget ends");
-        assert_eq!(calls.load(Ordering::SeqCst), 1);
-        assert!(cache.used_bytes() <= cache.capacity());
-        // A reader of prefetched blocks waits for them rather than fetching again; the rest is
-        // one demand run.
-        let got = cache
-            .read("c", 64 * 1024, 0, 8 * 1024, &f, true)
-            .await
-            .unwrap();
-        assert_eq!(&got[..], &data[..8 * 1024]);
-        assert_eq!(calls.load(Ordering::SeqCst), 2);
-        // Prefetching what is cached does nothing.
-        assert_eq!(cache.prefetch("c", 64 * 1024, 0, 8 * 1024, &f), 8 * 1024);
-        assert_eq!(calls.load(Ordering::SeqCst), 2);
-    }
-
-    #[tokio::test]
-    async fn sequentially_consumed_blocks_are_evicted_first() {
-        let (_, calls, cache, f) = counted(16 * 1024, (1024, 4 * 1024, 1024), 0);
-        // Blocks 0 and 1 read sequentially (consumed), block 2 and 3 read-ahead (unread).
-        cache.read("c", 16 * 1024, 0, 2048, &f, true).await.unwrap();
-        cache
-            .read("c", 16 * 1024, 2048, 2048, &f, false)
-            .await
-            .unwrap();
-        let before = calls.load(Ordering::SeqCst);
-        // Two more blocks need room: the consumed ones go, the unread ones stay.
-        cache
-            .read("c", 16 * 1024, 8 * 1024, 2048, &f, false)
-            .await
-            .unwrap();
-        cache
-            .read("c", 16 * 1024, 2048, 2048, &f, false)
-            .await
-            .unwrap();
-        assert_eq!(calls.load(Ordering::SeqCst), before + 2);
-    }
-
-    proptest::proptest! {
-        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(24))]
-        /// Under any mix of concurrent reads and read-ahead over two files, cached plus in-flight
-        /// bytes never exceed the capacity, and every read returns the source bytes.
-        #[test]
-        fn budget_is_never_exceeded_under_random_concurrent_load(
-            ops in proptest::collection::vec((0u8..3, 0u64..200_000, 1u64..60_000), 1..48),
-            cap_blocks in 4u64..24,
-        ) {
-            let rt = tokio::runtime::Builder::new_multi_thread()
-                .worker_threads(2)
-                .enable_all()
-                .build()
-                .unwrap();
-            rt.block_on(async move {
-                let bs = 4096;
-                let cap = cap_blocks * bs;
-                let cache = BlockCache::new(bs, cap, 4 * bs, Arc::new(Stats::default()));
-                let data = content(200_000);
-                let calls = Arc::new(AtomicU64::new(0));
-                let f = fetcher(data.clone(), calls, 1);
-                let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
-                let sampler = {
-                    let cache = cache.clone();
-                    let done = done.clone();
-                    tokio::spawn(async move {
-                        let mut max = 0;
-                        while !done.load(Ordering::SeqCst) {
-                            max = max.max(cache.used_bytes());
-                            tokio::task::yield_now().await;
-                        }
-                        max
-                    })
-                };
-                let mut tasks = Vec::new();
-                for (kind, off, len) in ops {
-                    let cache = cache.clone();
-                    let f = f.clone();
-                    let data = data.clone();
-                    tasks.push(tokio::spawn(async move {
-                        let key = if kind == 1 { "b" } else { "a" };
-                        if kind == 2 {
-                            cache.prefetch(key, 200_000, off, off + len * 4, &f);
-                            return;
-                        }
-                        let got = cache.read(key, 200_000, off, len, &f, kind == 0).await.unwrap();
-                        let end = (off + len).min(200_000) as usize;
-                        assert_eq!(&got[..], &data[off as usize..end]);
-                    }));
-                }
-                for t in tasks {
-                    t.await.unwrap();
-                }
-                done.store(true, Ordering::SeqCst);
-                let max = sampler.await.unwrap();
-                assert!(max <= cap, "used {max} > capacity {cap}");
-                // Read-ahead still in flight completes within the budget too.
-                tokio::time::sleep(Duration::from_millis(50)).await;
-                assert!(cache.used_bytes() <= cap);
-            });
-        }
-    }
-}
+#[path = "blocks_tests.rs"]
+pub(crate) mod tests;

@@ -1,7 +1,18 @@
 //! The memory-only block cache. It knows bytes and memory, not HTTP or FUSE.
+//!
+//! - [`budget`]: the memory plan, how `--cache-size` is divided (the one place for its fractions);
+//! - [`lru`]: the blocks held, read and unread, and their eviction order;
+//! - [`runs`]: fetches in flight, streamed block by block, with hedging of stragglers;
+//! - [`blocks`]: the cache itself: reads, read-ahead runs, the budget they take;
+//! - [`prefetch`]: sequential streams and the read-ahead scheduler.
 
 pub mod blocks;
+pub mod budget;
+pub(crate) mod lru;
 pub mod prefetch;
+pub mod runs;
 
-pub use blocks::{fetch_from, BlockCache, FetchFn};
-pub use prefetch::{Advice, PrefetchConfig, Prefetcher};
+pub use blocks::{fetch_from, BlockCache, OnDone, Prefetched, ReadMode};
+pub use budget::MemoryPlan;
+pub use prefetch::{Advice, PrefetchConfig, Prefetcher, ReadTarget};
+pub use runs::FetchFn;

@@ -1,93 +1,207 @@
-//! Sequential-read detection and read-ahead windows, per file content (not per handle): several
-//! handles or processes reading one file in order share a stream, and readers of different regions
-//! of one file each get their own.
+//! Read-ahead: which reads are sequential, and keeping the pipe full for those that are.
 //!
-//! In the spirit of mountpoint-s3's prefetcher: a stream starts with no read-ahead; each read that
-//! continues it (allowing a small backward seek and a forward skip, since the kernel's own
-//! read-ahead issues reads out of order) doubles its window up to a maximum, and the range from the
-//! reader's position to position + window is kept cached or in flight. A read that continues no
-//! stream starts a new one (replacing the least recently used when a file has too many).
+//! **Streams.** Reads are grouped into streams per file content (not per handle: several handles
+//! or processes reading one file in order share a stream; readers of different regions of one
+//! file each get their own). A stream has a *frontier*, the end of what was read contiguously. A
+//! read continues a stream when it starts at the frontier, a little behind it, or after a skip
+//! that is small next to the read itself. The kernel sends a reader's read-ahead as several
+//! requests at once, which hubfs may see out of order, so a read landing a little past the
+//! frontier is remembered as *pending* and joins the frontier once the gap fills. A strided reader
+//! (a parquet column projection: a chunk, a long skip, a chunk) never fills its gaps: its pending
+//! reads pile up, the stream is dropped, and it only ever gets what it asks for.
+//!
+//! **Proof.** A stream is *proven* sequential once it has read [`PrefetchConfig::proven_bytes`]
+//! contiguously in at least two reads. A stream that started at offset 0 (the file is read from
+//! its start: `cp`, `load_file`, a tokenizer) goes to its full window at once; one that started
+//! mid-file (an mmap fault, a seek) gets a window as large as what it has read so far, so a random
+//! reader that happens to read two neighbours does not pull a whole window.
+//!
+//! **Depth.** A proven stream keeps its window (bytes ahead of its frontier, in flight or cached
+//! and unread) scheduled in parts of the plan's part size, with at most the plan's parts in flight
+//! (one per connection). Parts are refilled whenever the reader advances *and* whenever a part
+//! completes, so one slow part does not stop the others. Streams read at the same time share the
+//! window and the connections evenly. A stream's read-ahead stops where another stream of the same
+//! file began (that region was read already).
+//!
+//! **Across files.** When a proven stream has scheduled its file to the end, the caller's `next`
+//! (the next shard of a sharded checkpoint) gets a first window of read-ahead, so the loader finds
+//! it in flight when it opens it.
+//!
+//! **Readers' own fetches.** A read that starts a stream at offset 0 with a large request fetches
+//! the kernel's next read-ahead with it, in one request; an unproven stream that keeps going gets
+//! its fetches extended by as much as it has read (up to a part); anything else gets what it asked
+//! for, in whole blocks.
 
+use std::collections::{HashMap, VecDeque};
 use std::num::NonZeroUsize;
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
+use std::time::{Duration, Instant};
 
 use lru::LruCache;
 use parking_lot::Mutex;
 
-/// Read-ahead settings.
+use super::blocks::{BlockCache, ReadMode};
+use super::runs::FetchFn;
+
+/// Read-ahead settings (the sizes come from the cache's [`super::budget::MemoryPlan`]).
 #[derive(Clone, Debug)]
 pub struct PrefetchConfig {
-    /// The window after the second sequential read.
-    pub initial_window: u64,
-    /// The largest window.
-    pub max_window: u64,
-    /// A read this far before a stream's position still continues it.
+    /// A read this far before a stream's frontier still continues it.
     pub max_backward: u64,
-    /// A read this far after a stream's position still continues it.
-    pub max_forward: u64,
+    /// Bytes a stream reads contiguously before it is proven sequential.
+    pub proven_bytes: u64,
+    /// How far past the frontier a read may land and still be taken as out of order (pending).
+    pub reorder_window: u64,
+    /// Out-of-order reads remembered per stream; one more and the stream is not sequential.
+    pub pending_limit: usize,
     /// Streams tracked per file.
     pub streams_per_file: usize,
     /// Files tracked.
     pub files: usize,
-    /// Read-ahead is scheduled in steps of at least this much (the size of one range request),
-    /// so that a steady reader keeps whole requests in flight, not a trickle of small ones.
-    pub min_step: u64,
+    /// A stream counts as reading (for fair shares) this long after its last read.
+    pub active_for: Duration,
+    /// A first read at offset 0 at least this large fetches the kernel's next read-ahead with it.
+    pub first_read_hint: u64,
 }
 
 impl Default for PrefetchConfig {
     fn default() -> Self {
         PrefetchConfig {
-            initial_window: 4 << 20,
-            max_window: 128 << 20,
             max_backward: 2 << 20,
-            max_forward: 8 << 20,
+            proven_bytes: 2 << 20,
+            reorder_window: 8 << 20,
+            pending_limit: 8,
             streams_per_file: 8,
             files: 1024,
-            min_step: 8 << 20,
+            active_for: Duration::from_secs(2),
+            first_read_hint: 128 << 10,
         }
     }
 }
 
+/// A file as read-ahead sees it: its content key, size, and how to fetch it.
+#[derive(Clone)]
+pub struct ReadTarget {
+    /// The cache key of the content.
+    pub content: Arc<str>,
+    /// Its size.
+    pub size: u64,
+    /// How to fetch its bytes.
+    pub fetch: FetchFn,
+}
+
 #[derive(Clone, Debug)]
 struct Stream {
-    /// Reads that continued this stream; read-ahead starts at the second, so that a random
-    /// reader that lands near a stream by chance does not trigger it.
+    id: u64,
+    /// Where the stream began.
+    origin: u64,
+    /// The end of what was read contiguously.
+    frontier: u64,
+    /// Reads past the frontier, waiting for the gap before them to fill.
+    pending: Vec<(u64, u64)>,
+    /// Bytes read contiguously.
+    contiguous: u64,
+    /// Reads that continued the stream.
     hits: u32,
-    /// Where the next sequential read is expected.
-    next: u64,
-    /// The current window; 0 until the stream has proven sequential.
-    window: u64,
+    /// Began at offset 0 (or was predicted as the next shard): full window once proven.
+    from_zero: bool,
+    proven: bool,
+    /// Predicted (next shard) and not read yet.
+    predicted: bool,
     /// Read-ahead is scheduled up to here.
-    ahead_until: u64,
-    /// For least-recently-used replacement.
-    last_used: u64,
+    scheduled: u64,
+    /// Read-ahead runs in flight.
+    inflight: u32,
+    /// The next file was given its first window.
+    next_done: bool,
+    last_used: Instant,
 }
 
-/// What one read should trigger.
-#[derive(Clone, Debug, PartialEq, Eq)]
+impl Stream {
+    fn new(id: u64, offset: u64, end: u64, now: Instant) -> Self {
+        Stream {
+            id,
+            origin: offset,
+            frontier: end,
+            pending: Vec::new(),
+            contiguous: end.saturating_sub(offset),
+            hits: 0,
+            from_zero: offset == 0,
+            proven: false,
+            predicted: false,
+            scheduled: end,
+            inflight: 0,
+            next_done: false,
+            last_used: now,
+        }
+    }
+
+    /// Moves the frontier to `end` and takes in the pending reads the gap no longer separates.
+    fn advance(&mut self, start: u64, end: u64, skip: impl Fn(u64) -> u64) {
+        if end > self.frontier {
+            self.contiguous += end - start.max(self.frontier);
+            self.frontier = end;
+        }
+        loop {
+            let f = self.frontier;
+            let Some(i) = self.pending.iter().position(|&(a, b)| a <= f + skip(b - a)) else {
+                break;
+            };
+            let (a, b) = self.pending.swap_remove(i);
+            if b > self.frontier {
+                self.contiguous += b - a.max(self.frontier);
+                self.frontier = b;
+            }
+        }
+    }
+}
+
+struct FileStreams {
+    target: ReadTarget,
+    streams: Vec<Stream>,
+}
+
+struct Inner {
+    files: LruCache<Arc<str>, FileStreams>,
+    /// Proven streams by id, with their last read: the streams sharing the window.
+    active: HashMap<u64, Instant>,
+    /// Streams that found no budget and wait for some to free up.
+    starved: VecDeque<(Arc<str>, u64)>,
+    next_id: u64,
+}
+
+/// What a read should do.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Advice {
-    /// True when the read continued a stream.
-    pub sequential: bool,
-    /// Read-ahead to schedule: `[start, end)`, if any.
-    pub prefetch: Option<(u64, u64)>,
+    /// How the block cache should treat the read.
+    pub mode: ReadMode,
+    /// The read continued a proven stream.
+    pub proven: bool,
 }
 
-/// The prefetch state of all files.
+/// The read-ahead state of all files, scheduling into one block cache.
 pub struct Prefetcher {
     cfg: PrefetchConfig,
-    files: Mutex<LruCache<Arc<str>, Vec<Stream>>>,
-    clock: std::sync::atomic::AtomicU64,
+    cache: Arc<BlockCache>,
+    inner: Mutex<Inner>,
+    me: Weak<Prefetcher>,
 }
 
 impl Prefetcher {
-    /// A prefetcher with these settings.
-    pub fn new(cfg: PrefetchConfig) -> Self {
+    /// A prefetcher scheduling read-ahead into `cache` by its plan.
+    pub fn new(cfg: PrefetchConfig, cache: Arc<BlockCache>) -> Arc<Self> {
         let n = NonZeroUsize::new(cfg.files.max(1)).expect("non-zero");
-        Prefetcher {
+        Arc::new_cyclic(|me| Prefetcher {
             cfg,
-            files: Mutex::new(LruCache::new(n)),
-            clock: Default::default(),
-        }
+            cache,
+            inner: Mutex::new(Inner {
+                files: LruCache::new(n),
+                active: HashMap::new(),
+                starved: VecDeque::new(),
+                next_id: 0,
+            }),
+            me: me.clone(),
+        })
     }
 
     /// The settings.
@@ -95,203 +209,316 @@ impl Prefetcher {
         &self.cfg
     }
 
-    /// Records a read of `[offset, offset + len)` of `content` (of `size` bytes), says whether it
-    /// was sequential and what read-ahead it advised, and hands that range to `schedule`, which
-    /// returns how far read-ahead is now actually cached or in flight (less under back-pressure).
+    /// A skip this small next to a read of `len` bytes still counts as contiguous.
+    fn skip(len: u64) -> u64 {
+        len / 4 + 4096
+    }
+
+    /// Records a read of `[offset, offset + len)` of `target`, schedules the read-ahead it calls
+    /// for, and says how the read itself should be done. `next` names the file a loader reads
+    /// after this one (the next shard), asked only once a stream reaches the end of this file.
     pub fn on_read(
         &self,
-        content: &str,
-        size: u64,
+        target: &ReadTarget,
         offset: u64,
         len: u64,
-        schedule: impl FnOnce(u64, u64) -> u64,
+        next: impl FnOnce() -> Option<ReadTarget>,
     ) -> Advice {
-        let now = self
-            .clock
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let now = Instant::now();
+        let size = target.size;
         let end = offset.saturating_add(len).min(size);
-        let mut files = self.files.lock();
-        let key: Arc<str> = Arc::from(content);
-        if !files.contains(&key) {
-            files.put(key.clone(), Vec::new());
+        let mut advice = Advice {
+            mode: ReadMode::default(),
+            proven: false,
+        };
+        if offset >= end {
+            return advice;
         }
-        let streams = files.get_mut(&key).expect("just inserted");
-        let found = streams.iter_mut().find(|s| {
-            offset.saturating_add(self.cfg.max_backward) >= s.next
-                && offset <= s.next.saturating_add(self.cfg.max_forward)
-        });
-        match found {
-            Some(s) if s.hits == 0 => {
-                // First continuation: a candidate stream, no read-ahead yet.
-                s.hits = 1;
-                s.last_used = now;
-                s.next = s.next.max(end);
-                s.ahead_until = s.ahead_until.max(s.next);
-                Advice {
-                    sequential: true,
-                    prefetch: None,
-                }
-            }
-            Some(s) => {
-                s.hits = s.hits.saturating_add(1);
-                s.last_used = now;
-                s.next = s.next.max(end);
-                s.window = if s.window == 0 {
-                    self.cfg.initial_window
-                } else {
-                    (s.window * 2).min(self.cfg.max_window)
-                };
-                let target = s.next.saturating_add(s.window).min(size);
-                let start = s.ahead_until.max(s.next);
-                let step = self.cfg.min_step.min(s.window);
-                let prefetch = (target > start && (target - start >= step || target == size))
-                    .then_some((start, target));
-                if let Some((a, b)) = prefetch {
-                    s.ahead_until = schedule(a, b).max(s.ahead_until);
-                }
-                Advice {
-                    sequential: true,
-                    prefetch,
-                }
+        let mut inner = self.inner.lock();
+        let inner = &mut *inner;
+        let key = target.content.clone();
+        let file = match inner.files.get_mut(&key) {
+            Some(f) => {
+                f.target = target.clone();
+                f
             }
             None => {
-                let stream = Stream {
-                    hits: 0,
-                    next: end,
-                    window: 0,
-                    ahead_until: end,
-                    last_used: now,
-                };
-                if streams.len() < self.cfg.streams_per_file {
-                    streams.push(stream);
-                } else if let Some(old) = streams.iter_mut().min_by_key(|s| s.last_used) {
-                    *old = stream;
+                inner.files.put(
+                    key.clone(),
+                    FileStreams {
+                        target: target.clone(),
+                        streams: Vec::new(),
+                    },
+                );
+                inner.files.get_mut(&key).expect("just inserted")
+            }
+        };
+        let cfg = &self.cfg;
+        let contiguous = file.streams.iter().position(|s| {
+            offset.saturating_add(cfg.max_backward) >= s.frontier
+                && offset <= s.frontier + Self::skip(len)
+        });
+        let idx = match contiguous {
+            Some(i) => {
+                let s = &mut file.streams[i];
+                s.hits += 1;
+                s.last_used = now;
+                s.predicted = false;
+                s.advance(offset, end, Self::skip);
+                if !s.proven && s.contiguous >= cfg.proven_bytes {
+                    s.proven = true;
+                    advice.mode.sequential = true;
                 }
-                Advice {
-                    sequential: false,
-                    prefetch: None,
+                if !s.proven && s.hits >= 2 {
+                    // Still unproven, but it keeps going: fetch as much again as it has read.
+                    let more = s.contiguous.min(self.cache.plan().part_size);
+                    advice.mode.extend_to = end.saturating_add(more).min(size);
+                }
+                advice.mode.sequential = true;
+                Some(i)
+            }
+            None => {
+                // A read continuing a pending read: that range grows; once it is long enough,
+                // the gap before it was a seek and the stream goes on from there.
+                let growing = file.streams.iter().enumerate().find_map(|(i, s)| {
+                    s.pending
+                        .iter()
+                        .position(|&(a, b)| offset >= a && offset <= b + Self::skip(len))
+                        .map(|j| (i, j))
+                });
+                let reordered = file
+                    .streams
+                    .iter()
+                    .position(|s| offset > s.frontier && offset <= s.frontier + cfg.reorder_window);
+                match (growing, reordered) {
+                    (Some((i, j)), _) => {
+                        let s = &mut file.streams[i];
+                        s.pending[j].1 = s.pending[j].1.max(end);
+                        let (a, b) = s.pending[j];
+                        if b - a >= cfg.proven_bytes {
+                            s.pending.swap_remove(j);
+                            s.frontier = b;
+                            s.contiguous += b - a;
+                            let f = s.frontier;
+                            s.pending.retain(|&(_, e)| e > f);
+                            s.advance(f, f, Self::skip);
+                            s.proven |= s.contiguous >= cfg.proven_bytes;
+                        }
+                        s.hits += 1;
+                        s.last_used = now;
+                        advice.mode.sequential = s.proven;
+                        Some(i)
+                    }
+                    (None, Some(i)) if file.streams[i].pending.len() < cfg.pending_limit => {
+                        let s = &mut file.streams[i];
+                        s.pending.push((offset, end));
+                        s.last_used = now;
+                        advice.mode.sequential = s.proven;
+                        Some(i)
+                    }
+                    (None, other) => {
+                        // A new stream; a stream whose gaps never fill (strided) is replaced.
+                        let id = inner.next_id;
+                        inner.next_id += 1;
+                        let stream = Stream::new(id, offset, end, now);
+                        if offset == 0 && end >= cfg.first_read_hint {
+                            // A file read from its start: cover the kernel's next read-ahead
+                            // in the same request.
+                            advice.mode.extend_to = end
+                                .saturating_add(end)
+                                .min(size)
+                                .min(self.cache.plan().part_size.max(end));
+                        }
+                        if let Some(i) = other {
+                            inner.active.remove(&file.streams[i].id);
+                            file.streams[i] = stream;
+                        } else if file.streams.len() < cfg.streams_per_file {
+                            file.streams.push(stream);
+                        } else if let Some(old) =
+                            file.streams.iter_mut().min_by_key(|s| s.last_used)
+                        {
+                            inner.active.remove(&old.id);
+                            *old = stream;
+                        }
+                        None
+                    }
                 }
             }
+        };
+        let Some(i) = idx else {
+            return advice;
+        };
+        if !file.streams[i].proven {
+            return advice;
         }
+        advice.proven = true;
+        let id = file.streams[i].id;
+        inner.active.insert(id, now);
+        self.pump(inner, &key, id, now);
+        // The next shard, once this file is scheduled to its end.
+        let s = match inner
+            .files
+            .peek_mut(&key)
+            .and_then(|f| f.streams.iter_mut().find(|s| s.id == id))
+        {
+            Some(s) => s,
+            None => return advice,
+        };
+        if s.scheduled >= size && !s.next_done {
+            s.next_done = true;
+            if let Some(t) = next() {
+                self.predict(inner, t, now);
+            }
+        }
+        advice
+    }
+
+    /// Gives `target` a predicted stream from offset 0 with a first window.
+    fn predict(&self, inner: &mut Inner, target: ReadTarget, now: Instant) {
+        let key = target.content.clone();
+        if inner
+            .files
+            .peek(&key)
+            .is_some_and(|f| !f.streams.is_empty())
+        {
+            return;
+        }
+        let id = inner.next_id;
+        inner.next_id += 1;
+        let mut s = Stream::new(id, 0, 0, now);
+        s.proven = true;
+        s.predicted = true;
+        inner.files.put(
+            key.clone(),
+            FileStreams {
+                target,
+                streams: vec![s],
+            },
+        );
+        inner.active.insert(id, now);
+        self.pump(inner, &key, id, now);
+    }
+
+    /// Streams reading now (at least 1).
+    fn active_streams(&self, inner: &mut Inner, now: Instant) -> u64 {
+        let live = self.cfg.active_for;
+        inner
+            .active
+            .retain(|_, t| now.saturating_duration_since(*t) < live);
+        inner.active.len().max(1) as u64
+    }
+
+    /// Schedules read-ahead for stream `id` of `key` up to its window.
+    fn pump(&self, inner: &mut Inner, key: &Arc<str>, id: u64, now: Instant) {
+        let n = self.active_streams(inner, now);
+        let plan = self.cache.plan();
+        let share = (plan.window / n).max(plan.block_size);
+        let parts_cap = plan.parts_in_flight().div_ceil(n).max(1) as u32;
+        let Some(file) = inner.files.peek_mut(key) else {
+            return;
+        };
+        let size = file.target.size;
+        // Read-ahead stops where another stream of this file began.
+        let Some(s) = file.streams.iter().find(|s| s.id == id) else {
+            return;
+        };
+        let frontier = s.frontier;
+        let limit = file
+            .streams
+            .iter()
+            .filter(|t| t.id != id && t.origin > frontier)
+            .map(|t| t.origin)
+            .min()
+            .unwrap_or(size);
+        let Some(s) = file.streams.iter_mut().find(|s| s.id == id) else {
+            return;
+        };
+        let window = if s.predicted {
+            share.min(plan.parts_in_flight() * plan.part_size / 2)
+        } else if s.from_zero {
+            share
+        } else {
+            share.min(s.contiguous.max(plan.part_size))
+        };
+        let want = s.frontier.saturating_add(window).min(limit).min(size);
+        let part = plan.part_size.min(window).max(plan.block_size);
+        let mut start = s.scheduled.max(s.frontier);
+        let mut starved = false;
+        while start < want && s.inflight < parts_cap {
+            let end = start.saturating_add(part).min(size);
+            if end > want && end < size {
+                break;
+            }
+            let on_done = {
+                let me = self.me.clone();
+                let key = key.clone();
+                Arc::new(move || {
+                    if let Some(p) = me.upgrade() {
+                        p.on_part_done(&key, id);
+                    }
+                }) as super::blocks::OnDone
+            };
+            let r = self.cache.prefetch(
+                &file.target.content,
+                size,
+                start,
+                end,
+                &file.target.fetch,
+                Some(on_done),
+            );
+            s.inflight += r.runs;
+            s.scheduled = s.scheduled.max(r.until);
+            if r.until < end {
+                starved = true;
+                break;
+            }
+            start = end;
+        }
+        if starved && !inner.starved.iter().any(|(k, i)| *i == id && k == key) {
+            inner.starved.push_back((key.clone(), id));
+        }
+    }
+
+    /// A read-ahead run of stream `id` of `key` ended: refill it, then streams waiting for budget.
+    fn on_part_done(&self, key: &Arc<str>, id: u64) {
+        let now = Instant::now();
+        let mut inner = self.inner.lock();
+        let inner = &mut *inner;
+        if let Some(s) = inner
+            .files
+            .peek_mut(key)
+            .and_then(|f| f.streams.iter_mut().find(|s| s.id == id))
+        {
+            s.inflight = s.inflight.saturating_sub(1);
+        }
+        self.pump(inner, key, id, now);
+        for _ in 0..inner.starved.len() {
+            let Some((k, i)) = inner.starved.pop_front() else {
+                break;
+            };
+            if inner.active.contains_key(&i) {
+                self.pump(inner, &k, i, now);
+            }
+        }
+    }
+
+    /// The streams of `content` as `(origin, frontier, scheduled, in flight, proven)` (tests).
+    #[cfg(test)]
+    fn streams(&self, content: &str) -> Vec<(u64, u64, u64, u32, bool)> {
+        self.inner
+            .lock()
+            .files
+            .peek(&Arc::<str>::from(content))
+            .map(|f| {
+                f.streams
+                    .iter()
+                    .map(|s| (s.origin, s.frontier, s.scheduled, s.inflight, s.proven))
+                    .collect()
+            })
+            .unwrap_or_default()
     }
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    const MB: u64 = 1 << 20;
-
-    fn pf() -> Prefetcher {
-        Prefetcher::new(PrefetchConfig {
-            initial_window: 4 * MB,
-            max_window: 32 * MB,
-            max_backward: MB,
-            max_forward: 8 * MB,
-            streams_per_file: 2,
-            files: 4,
-            min_step: MB,
-        })
-    }
-
-    /// Feeds a read and marks its advised read-ahead as scheduled.
-    fn read(p: &Prefetcher, off: u64, len: u64) -> Advice {
-        p.on_read("f", 1 << 40, off, len, |_, e| e)
-    }
-
-    #[test]
-    fn sequential_reads_double_the_window_up_to_the_max() {
-        let p = pf();
-        assert_eq!(
-            read(&p, 0, MB),
-            Advice {
-                sequential: false,
-                prefetch: None
-            }
-        );
-        let a = read(&p, MB, MB);
-        assert!(a.sequential && a.prefetch.is_none(), "a candidate stream");
-        let a = read(&p, 2 * MB, MB);
-        assert!(a.sequential);
-        assert_eq!(a.prefetch, Some((3 * MB, 7 * MB)), "first window");
-        let a = read(&p, 3 * MB, MB);
-        assert_eq!(
-            a.prefetch,
-            Some((7 * MB, 12 * MB)),
-            "window 8 MiB from 4 MiB"
-        );
-        let mut last = None;
-        for i in 4..40 {
-            last = read(&p, i * MB, MB).prefetch.or(last);
-        }
-        let (_, end) = last.unwrap();
-        assert_eq!(
-            end,
-            40 * MB + 32 * MB,
-            "capped at the max window ahead of the reader"
-        );
-    }
-
-    #[test]
-    fn small_skips_and_short_backward_seeks_keep_the_stream() {
-        let p = pf();
-        read(&p, 0, MB);
-        assert!(read(&p, MB, MB).sequential);
-        assert!(read(&p, 5 * MB, MB).sequential, "forward skip within 8 MiB");
-        assert!(
-            read(&p, 5 * MB + 512 * 1024, 4096).sequential,
-            "backward within 1 MiB"
-        );
-    }
-
-    #[test]
-    fn random_reads_prefetch_nothing() {
-        let p = pf();
-        for off in [900 * MB, 10 * MB, 500 * MB, 70 * MB, 300 * MB] {
-            let a = read(&p, off, 4096);
-            assert_eq!(
-                a,
-                Advice {
-                    sequential: false,
-                    prefetch: None
-                },
-                "at {off}"
-            );
-        }
-    }
-
-    #[test]
-    fn two_readers_of_one_file_get_two_streams() {
-        let p = pf();
-        read(&p, 0, MB);
-        read(&p, 500 * MB, MB);
-        for i in 1..5 {
-            assert!(read(&p, i * MB, MB).sequential);
-            assert!(read(&p, 500 * MB + i * MB, MB).sequential);
-        }
-    }
-
-    #[test]
-    fn readahead_never_passes_the_end_of_the_file() {
-        let p = pf();
-        p.on_read("g", 4 * MB, 0, MB, |_, e| e);
-        p.on_read("g", 4 * MB, MB, MB, |_, e| e);
-        let a = p.on_read("g", 4 * MB, 2 * MB, MB, |_, e| e);
-        assert_eq!(a.prefetch, Some((3 * MB, 4 * MB)));
-        let a = p.on_read("g", 4 * MB, 3 * MB, MB, |_, e| e);
-        assert_eq!(a.prefetch, None);
-    }
-
-    #[test]
-    fn back_pressure_keeps_the_unscheduled_rest_for_later() {
-        let p = pf();
-        p.on_read("h", 1 << 40, 0, MB, |_, e| e);
-        p.on_read("h", 1 << 40, MB, MB, |_, e| e);
-        // Only 1 MiB of the advised window could be scheduled...
-        let a = p.on_read("h", 1 << 40, 2 * MB, MB, |s, _| s + MB);
-        assert_eq!(a.prefetch, Some((3 * MB, 7 * MB)));
-        // ...so the next read asks again from where scheduling stopped.
-        let a = p.on_read("h", 1 << 40, 3 * MB, MB, |_, e| e);
-        assert_eq!(a.prefetch, Some((4 * MB, 12 * MB)));
-    }
-}
+#[path = "prefetch_tests.rs"]
+mod tests;

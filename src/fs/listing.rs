@@ -90,6 +90,12 @@ impl ListingCache {
         }
     }
 
+    /// The listing of `path` in `repo` at `commit` if it is cached (no fetch, no reordering).
+    pub fn cached(&self, repo: &RepoId, commit: &str, path: &str) -> Option<Arc<Listing>> {
+        let key = (repo.clone(), commit.to_owned(), path.to_owned());
+        self.inner.lock().0.peek(&key).cloned()
+    }
+
     /// The listing of `path` in `repo` at `commit`, from cache or through `fetch`.
     pub async fn get<F, Fut>(
         &self,

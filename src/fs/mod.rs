@@ -6,6 +6,7 @@ pub mod error;
 pub mod inode;
 pub mod listing;
 pub mod namespace;
+pub mod shards;
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -20,7 +21,7 @@ use inode::{Inode, InodeTable, Node, NodeKey, RefName, Snapshot, ROOT_INO};
 use listing::{Listing, ListingCache};
 use namespace::{parse_repo_dir, parse_root_name, RootName};
 
-use crate::cache::{BlockCache, FetchFn, PrefetchConfig, Prefetcher};
+use crate::cache::{BlockCache, FetchFn, MemoryPlan, PrefetchConfig, Prefetcher, ReadTarget};
 use crate::hub::{CommitInfo, EntryKind, FileRef, HubClient, HubError, RepoId, RepoType};
 use crate::singleflight::SingleFlight;
 use crate::stats::Stats;
@@ -47,9 +48,12 @@ pub struct FsConfig {
     pub cache_bytes: u64,
     /// Most bytes one range request fetches.
     pub max_request_bytes: u64,
+    /// Range requests the client runs at once (`--max-connections`): read-ahead keeps this many
+    /// parts in flight when the cache allows.
+    pub connections: usize,
     /// Most folder entries kept in the listing cache.
     pub listing_entries: usize,
-    /// Read-ahead of sequential readers (its window is capped at a quarter of the cache).
+    /// Read-ahead of sequential readers (its sizes come from the memory plan).
     pub prefetch: PrefetchConfig,
     /// How long a repo or revision the Hub said does not exist is answered ENOENT without asking
     /// again (loaders probe many names).
@@ -62,13 +66,24 @@ impl Default for FsConfig {
             uid: nix::unistd::getuid().as_raw(),
             gid: nix::unistd::getgid().as_raw(),
             revision_ttl: Duration::from_secs(60),
-            block_size: 256 << 10,
+            block_size: 32 << 10,
             cache_bytes: 512 << 20,
             max_request_bytes: 8 << 20,
+            connections: 16,
             listing_entries: 1_000_000,
             prefetch: PrefetchConfig::default(),
             negative_ttl: Duration::from_secs(30),
         }
+    }
+}
+
+/// The block cache's key for `file`'s content: its etag and size (shared by every path and commit
+/// with that content), or its path at the commit when it has no etag.
+fn content_key(file: &FileRef) -> String {
+    if file.etag.is_empty() {
+        format!("{}@{}/{}", file.repo, file.commit, file.path)
+    } else {
+        format!("{}:{}", file.etag, file.size)
     }
 }
 
@@ -130,7 +145,7 @@ pub struct HubFs<C: HubClient> {
     cfg: FsConfig,
     inodes: InodeTable,
     blocks: Arc<BlockCache>,
-    prefetcher: Prefetcher,
+    prefetcher: Arc<Prefetcher>,
     listings: ListingCache,
     refs: Mutex<std::collections::HashMap<(RepoType, String, String), Arc<RefName>>>,
     resolving: SingleFlight<(RepoId, String), CommitInfo>,
@@ -144,19 +159,16 @@ pub struct HubFs<C: HubClient> {
 impl<C: HubClient> HubFs<C> {
     /// A filesystem over `hub`.
     pub fn new(hub: Arc<C>, cfg: FsConfig, stats: Arc<Stats>) -> Self {
-        let blocks = BlockCache::new(
-            cfg.block_size,
+        let plan = MemoryPlan::for_capacity(
             cfg.cache_bytes,
+            cfg.block_size,
+            cfg.connections,
             cfg.max_request_bytes,
-            stats.clone(),
         );
-        let mut pcfg = cfg.prefetch.clone();
-        pcfg.max_window = pcfg.max_window.min(cfg.cache_bytes / 4).max(cfg.block_size);
-        pcfg.initial_window = pcfg.initial_window.min(pcfg.max_window);
-        pcfg.min_step = pcfg.min_step.min(cfg.max_request_bytes);
+        let blocks = BlockCache::new(plan, stats.clone());
         HubFs {
             hub,
-            prefetcher: Prefetcher::new(pcfg),
+            prefetcher: Prefetcher::new(cfg.prefetch.clone(), blocks.clone()),
             listings: ListingCache::new(cfg.listing_entries),
             cfg,
             inodes: InodeTable::new(),
@@ -441,11 +453,7 @@ impl<C: HubClient> HubFs<C> {
                     size: e.size,
                     etag: e.etag.clone(),
                 };
-                let content = Arc::from(if file.etag.is_empty() {
-                    format!("{}@{}/{}", file.repo, file.commit, file.path)
-                } else {
-                    format!("{}:{}", file.etag, file.size)
-                });
+                let content = Arc::from(content_key(&file));
                 Node::File {
                     snap: snap.clone(),
                     file: Arc::new(file),
@@ -589,7 +597,7 @@ impl<C: HubClient> HubFs<C> {
     pub async fn read_parts(&self, ino: u64, offset: u64, size: u32) -> FsResult<Vec<Bytes>> {
         let inode = self.node(ino)?;
         let (file, content_key) = match &inode.node {
-            Node::File { file, content, .. } => (file, &**content),
+            Node::File { file, content, .. } => (file, content),
             Node::StatsFile => {
                 let doc = Bytes::from(self.stats_json());
                 let start = (offset as usize).min(doc.len());
@@ -598,18 +606,10 @@ impl<C: HubClient> HubFs<C> {
             }
             _ => return Err(FsError::IsDir),
         };
-        let hub = self.hub.clone();
-        let f = file.clone();
-        let fetch: FetchFn = Arc::new(move |off, len, piece| {
-            let hub = hub.clone();
-            let f = f.clone();
-            async move { hub.read_range(&f, off, len, piece).await }.boxed()
-        });
-        let advice =
-            self.prefetcher
-                .on_read(content_key, file.size, offset, size as u64, |a, b| {
-                    self.blocks.prefetch(content_key, file.size, a, b, &fetch)
-                });
+        let target = self.read_target(file, content_key);
+        let advice = self
+            .prefetcher
+            .on_read(&target, offset, size as u64, || self.next_shard(file));
         let parts = self
             .blocks
             .read_parts(
@@ -617,13 +617,57 @@ impl<C: HubClient> HubFs<C> {
                 file.size,
                 offset,
                 size as u64,
-                &fetch,
-                advice.sequential,
+                &target.fetch,
+                advice.mode,
             )
             .await?;
         let served: usize = parts.iter().map(Bytes::len).sum();
         Stats::add(&self.stats.bytes_served, served as u64);
         Ok(parts)
+    }
+
+    /// `file` as read-ahead and the block cache fetch it.
+    fn read_target(&self, file: &Arc<FileRef>, content: &Arc<str>) -> ReadTarget {
+        let hub = self.hub.clone();
+        let f = file.clone();
+        let fetch: FetchFn = Arc::new(move |off, len, piece, sink| {
+            let hub = hub.clone();
+            let f = f.clone();
+            async move { hub.stream_range(&f, off, len, piece, &*sink).await }.boxed()
+        });
+        ReadTarget {
+            content: content.clone(),
+            size: file.size,
+            fetch,
+        }
+    }
+
+    /// The shard a loader reads after `file` (`model-00002-of-00004.safetensors` after
+    /// `model-00001-of-00004.safetensors`), when its folder's listing is at hand.
+    fn next_shard(&self, file: &FileRef) -> Option<ReadTarget> {
+        let (dir, name) = match file.path.rsplit_once('/') {
+            Some((d, n)) => (d, n),
+            None => ("", file.path.as_str()),
+        };
+        let next_name = shards::next_shard_name(name)?;
+        let listing = self.listings.cached(&file.repo, &file.commit, dir)?;
+        let e = listing.get(&next_name)?;
+        if e.kind != EntryKind::File {
+            return None;
+        }
+        let next = Arc::new(FileRef {
+            repo: file.repo.clone(),
+            commit: file.commit.clone(),
+            path: if dir.is_empty() {
+                next_name
+            } else {
+                format!("{dir}/{next_name}")
+            },
+            size: e.size,
+            etag: e.etag.clone(),
+        });
+        let key: Arc<str> = Arc::from(content_key(&next));
+        Some(self.read_target(&next, &key))
     }
 
     /// The value of extended attribute `name` of `ino`.

@@ -19,8 +19,8 @@ use super::error::redact_url;
 use super::retry::RetryPolicy;
 use super::urls::Urls;
 use super::{
-    CommitInfo, EntryKind, FileRef, HttpContext, HubClient, HubError, NotFoundKind, RepoId,
-    TreeEntry,
+    CommitInfo, EntryKind, FileRef, HttpContext, HubClient, HubError, NotFoundKind, PieceSink,
+    RepoId, TreeEntry,
 };
 use crate::stats::Stats;
 use std::sync::Arc;
@@ -329,7 +329,7 @@ impl HttpHub {
         start_url: &str,
         file: &FileRef,
         base: u64,
-        acc: &mut Pieces,
+        acc: &mut Pieces<'_>,
     ) -> Result<String, HubError> {
         // One permit per range request in flight: bounds connections and buffered bodies.
         let _permit = self
@@ -389,26 +389,40 @@ impl HttpHub {
     }
 }
 
-/// Pieces of a range being assembled across retries: complete pieces plus the one being filled.
-pub struct Pieces {
+/// Pieces of a range being assembled across retries: complete pieces (kept, or handed to a sink
+/// as each completes) plus the one being filled.
+pub struct Pieces<'a> {
     len: u64,
     piece: u64,
     done: Vec<Bytes>,
+    /// Pieces completed so far (kept or handed on).
+    completed: usize,
+    sink: Option<&'a PieceSink<'a>>,
     cur: BytesMut,
     got: u64,
 }
 
-impl Pieces {
-    /// An empty range of `len` bytes in pieces of `piece`.
+impl<'a> Pieces<'a> {
+    /// An empty range of `len` bytes in pieces of `piece`, kept until [`Pieces::finish`].
     pub fn new(len: u64, piece: u64) -> Self {
         let piece = piece.clamp(1, len.max(1));
         Pieces {
             len,
             piece,
             done: Vec::with_capacity(len.div_ceil(piece) as usize),
+            completed: 0,
+            sink: None,
             cur: BytesMut::with_capacity(piece.min(len) as usize),
             got: 0,
         }
+    }
+
+    /// An empty range whose pieces go to `sink` as each completes, numbered from 0.
+    pub fn streaming(len: u64, piece: u64, sink: &'a PieceSink<'a>) -> Self {
+        let mut p = Pieces::new(len, piece);
+        p.done = Vec::new();
+        p.sink = Some(sink);
+        p
     }
 
     /// Bytes received so far.
@@ -419,6 +433,14 @@ impl Pieces {
     /// Bytes still missing.
     pub fn missing(&self) -> u64 {
         self.len - self.got
+    }
+
+    fn complete(&mut self, piece: Bytes) {
+        match self.sink {
+            Some(sink) => sink(self.completed, piece),
+            None => self.done.push(piece),
+        }
+        self.completed += 1;
     }
 
     /// Appends received bytes; fails if they run past the range.
@@ -435,22 +457,23 @@ impl Pieces {
             if self.cur.len() == self.cur.capacity() {
                 let left = self
                     .len
-                    .saturating_sub((self.done.len() as u64 + 1) * self.piece);
+                    .saturating_sub((self.completed as u64 + 1) * self.piece);
                 let next = BytesMut::with_capacity(self.piece.min(left) as usize);
-                self.done
-                    .push(std::mem::replace(&mut self.cur, next).freeze());
+                let full = std::mem::replace(&mut self.cur, next).freeze();
+                self.complete(full);
             }
         }
         Ok(())
     }
 
-    /// The pieces, once every byte arrived.
+    /// The kept pieces (none when streaming), once every byte arrived.
     pub fn finish(mut self) -> Option<Vec<Bytes>> {
         if self.got != self.len {
             return None;
         }
         if !self.cur.is_empty() {
-            self.done.push(self.cur.freeze());
+            let last = std::mem::take(&mut self.cur).freeze();
+            self.complete(last);
         }
         Some(self.done)
     }
@@ -520,15 +543,16 @@ impl HubClient for HttpHub {
         })
     }
 
-    async fn read_range(
+    async fn stream_range(
         &self,
         file: &FileRef,
         offset: u64,
         len: u64,
         piece: u64,
-    ) -> Result<Vec<Bytes>, HubError> {
+        sink: &PieceSink<'_>,
+    ) -> Result<(), HubError> {
         if len == 0 {
-            return Ok(Vec::new());
+            return Ok(());
         }
         if offset.checked_add(len).is_none_or(|e| e > file.size) {
             return Err(HubError::Protocol {
@@ -539,7 +563,7 @@ impl HubClient for HttpHub {
         let resolve = self.urls.resolve(&file.repo, &file.commit, &file.path)?;
         let policy = &self.cfg.retry;
         let deadline = self.cfg.read_timeout;
-        let mut acc = Pieces::new(len, piece);
+        let mut acc = Pieces::streaming(len, piece, sink);
         let mut failures = 0;
         let mut last_progress = Instant::now();
         let mut reresolved = false;
@@ -559,8 +583,16 @@ impl HubClient for HttpHub {
                     if final_url != resolve && cached.as_deref() != Some(&final_url) {
                         self.remember_redirect(&resolve, &final_url);
                     }
-                    return acc.finish().ok_or_else(|| HubError::Protocol {
+                    return acc.finish().map(drop).ok_or_else(|| HubError::Protocol {
                         url: redact_url(&final_url),
+                        message: "range incomplete".into(),
+                    });
+                }
+                Err(_) if acc.missing() == 0 => {
+                    // Every byte arrived (the error came after the body, e.g. at its end): the
+                    // range is complete, and a retry would ask for nothing.
+                    return acc.finish().map(drop).ok_or_else(|| HubError::Protocol {
+                        url: redact_url(start),
                         message: "range incomplete".into(),
                     });
                 }
@@ -602,7 +634,7 @@ async fn read_pieces(
     mut resp: Response,
     url: &str,
     read_timeout: Duration,
-    acc: &mut Pieces,
+    acc: &mut Pieces<'_>,
 ) -> Result<(), HubError> {
     let start = acc.got();
     while let Some(chunk) = next_chunk(&mut resp, url, read_timeout, acc.got() - start).await? {

@@ -11,8 +11,8 @@ use bytes::Bytes;
 use parking_lot::Mutex;
 
 use super::{
-    CommitInfo, EntryKind, FileRef, HttpContext, HubClient, HubError, NotFoundKind, RepoId,
-    TreeEntry,
+    CommitInfo, EntryKind, FileRef, HttpContext, HubClient, HubError, NotFoundKind, PieceSink,
+    RepoId, TreeEntry,
 };
 
 #[derive(Default)]
@@ -189,13 +189,14 @@ impl HubClient for MemoryHub {
         })
     }
 
-    async fn read_range(
+    async fn stream_range(
         &self,
         file: &FileRef,
         offset: u64,
         len: u64,
         piece: u64,
-    ) -> Result<Vec<Bytes>, HubError> {
+        sink: &PieceSink<'_>,
+    ) -> Result<(), HubError> {
         self.calls.range.fetch_add(1, Ordering::Relaxed);
         let delay = *self.range_delay.lock();
         if let Some(d) = delay {
@@ -217,7 +218,10 @@ impl HubClient for MemoryHub {
             }
         })?;
         self.calls.bytes.fetch_add(len, Ordering::Relaxed);
-        Ok(super::split_pieces(bytes, piece))
+        for (i, p) in super::split_pieces(bytes, piece).into_iter().enumerate() {
+            sink(i, p);
+        }
+        Ok(())
     }
 }
 

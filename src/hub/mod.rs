@@ -141,6 +141,10 @@ pub fn split_pieces(bytes: Bytes, piece: u64) -> Vec<Bytes> {
         .collect()
 }
 
+/// Where [`HubClient::stream_range`] delivers pieces: `(index, bytes)`, index counted from the
+/// start of the request.
+pub type PieceSink<'a> = dyn Fn(usize, Bytes) + Send + Sync + 'a;
+
 /// What the filesystem needs from the Hub. Implemented over HTTP by [`http::HttpHub`] and in memory
 /// by [`memory::MemoryHub`]. Every method is bounded in time by the implementation.
 pub trait HubClient: Send + Sync + 'static {
@@ -159,15 +163,43 @@ pub trait HubClient: Send + Sync + 'static {
         path: &str,
     ) -> impl Future<Output = Result<Vec<TreeEntry>, HubError>> + Send;
 
-    /// Reads exactly `len` bytes of `file` from `offset`, returned as consecutive pieces of
-    /// `piece` bytes (the last may be shorter), so that a caller caching fixed-size blocks keeps
-    /// each piece as its own allocation. `offset + len` never exceeds the size; an implementation
-    /// returns exactly `len` bytes or an error, never fewer.
+    /// Reads exactly `len` bytes of `file` from `offset` and hands them to `sink` as they arrive:
+    /// consecutive pieces of `piece` bytes (the last may be shorter), numbered from 0, each once
+    /// and in order, so that a caller caching fixed-size blocks keeps each piece as its own
+    /// allocation and can serve the first blocks of a large request before the last arrive.
+    /// `offset + len` never exceeds the size. `Ok` means every piece was delivered; after an
+    /// error, the pieces delivered before it are still right bytes.
+    fn stream_range(
+        &self,
+        file: &FileRef,
+        offset: u64,
+        len: u64,
+        piece: u64,
+        sink: &PieceSink<'_>,
+    ) -> impl Future<Output = Result<(), HubError>> + Send;
+
+    /// [`HubClient::stream_range`], collected: exactly `len` bytes as consecutive pieces of
+    /// `piece` bytes, or an error, never fewer.
     fn read_range(
         &self,
         file: &FileRef,
         offset: u64,
         len: u64,
         piece: u64,
-    ) -> impl Future<Output = Result<Vec<Bytes>, HubError>> + Send;
+    ) -> impl Future<Output = Result<Vec<Bytes>, HubError>> + Send {
+        async move {
+            let out = parking_lot::Mutex::new(Vec::new());
+            let sink = |_: usize, b: Bytes| out.lock().push(b);
+            self.stream_range(file, offset, len, piece, &sink).await?;
+            let pieces = out.into_inner();
+            let got: u64 = pieces.iter().map(|b| b.len() as u64).sum();
+            if got != len {
+                return Err(HubError::Protocol {
+                    url: file.path.clone(),
+                    message: format!("range read returned {got} of {len} bytes"),
+                });
+            }
+            Ok(pieces)
+        }
+    }
 }

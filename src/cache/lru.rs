@@ -1,0 +1,219 @@
+//! The blocks held in memory, in two classes with their own eviction order:
+//!
+//! - **read**: blocks a reader has taken (or fetched for a reader). Least recently used first;
+//!   blocks a sequential reader consumed go straight to the eviction end, since it will not come
+//!   back for them (the kernel's page cache keeps them).
+//! - **unread**: read-ahead not yet read. Read-ahead never evicts these for more read-ahead
+//!   (which would fetch the same bytes twice when several streams share the cache), unless they
+//!   went unread for longer than a stale age (the reader left). A reader's own fetch may evict
+//!   them, oldest first, as a last resort.
+//!
+//! The store counts the bytes it holds; the cache decides how many it may hold.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use lru::LruCache;
+
+/// A block of one content.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub(crate) struct BlockKey {
+    pub(crate) content: Arc<str>,
+    pub(crate) index: u64,
+}
+
+/// The cached blocks.
+pub(crate) struct Store {
+    read: LruCache<BlockKey, Bytes>,
+    unread: LruCache<BlockKey, (Bytes, Instant)>,
+    bytes: u64,
+}
+
+impl Store {
+    /// An empty store.
+    pub(crate) fn new() -> Self {
+        Store {
+            read: LruCache::unbounded(),
+            unread: LruCache::unbounded(),
+            bytes: 0,
+        }
+    }
+
+    /// Bytes held.
+    pub(crate) fn bytes(&self) -> u64 {
+        self.bytes
+    }
+
+    /// Bytes held as read-ahead not yet read.
+    #[cfg(test)]
+    pub(crate) fn unread_bytes(&self) -> u64 {
+        self.unread.iter().map(|(_, (b, _))| b.len() as u64).sum()
+    }
+
+    /// True when `key` is held.
+    pub(crate) fn contains(&self, key: &BlockKey) -> bool {
+        self.read.contains(key) || self.unread.contains(key)
+    }
+
+    /// The block for a reader: it becomes the most recently used read block.
+    pub(crate) fn get(&mut self, key: &BlockKey) -> Option<Bytes> {
+        if let Some(b) = self.read.get(key) {
+            return Some(b.clone());
+        }
+        let (b, _) = self.unread.pop(key)?;
+        self.read.put(key.clone(), b.clone());
+        Some(b)
+    }
+
+    /// The block without changing any order (tests).
+    #[cfg(test)]
+    pub(crate) fn peek(&self, key: &BlockKey) -> Option<&Bytes> {
+        self.read
+            .peek(key)
+            .or_else(|| self.unread.peek(key).map(|(b, _)| b))
+    }
+
+    fn replace(&mut self, old: Option<Bytes>) {
+        if let Some(o) = old {
+            self.bytes -= o.len() as u64;
+        }
+    }
+
+    /// Adds a block a reader took; `consumed`: at the eviction end.
+    pub(crate) fn insert_read(&mut self, key: BlockKey, b: Bytes, consumed: bool) {
+        let old = self.unread.pop(&key).map(|(o, _)| o);
+        self.replace(old);
+        self.bytes += b.len() as u64;
+        let old = self.read.put(key.clone(), b);
+        self.replace(old);
+        if consumed {
+            self.read.demote(&key);
+        }
+    }
+
+    /// Adds read-ahead no reader has taken yet.
+    pub(crate) fn insert_unread(&mut self, key: BlockKey, b: Bytes, now: Instant) {
+        if self.read.contains(&key) {
+            return;
+        }
+        self.bytes += b.len() as u64;
+        let old = self.unread.put(key, (b, now)).map(|(o, _)| o);
+        self.replace(old);
+    }
+
+    /// A reader took `key` (from a fetch that was filed before it looked): it is read now, and
+    /// consumed when a sequential reader read it to its end.
+    pub(crate) fn touch(&mut self, key: &BlockKey, consumed: bool) {
+        if let Some((b, _)) = self.unread.pop(key) {
+            self.read.put(key.clone(), b);
+        }
+        if consumed {
+            self.read.demote(key);
+        }
+    }
+
+    /// Evicts read blocks, least recently used first, then read-ahead unread for at least
+    /// `stale`, until `need` more bytes fit under `limit` given `others` bytes held elsewhere
+    /// (in flight). Returns whether they fit.
+    pub(crate) fn make_room_for_readahead(
+        &mut self,
+        need: u64,
+        others: u64,
+        limit: u64,
+        now: Instant,
+        stale: Duration,
+    ) -> bool {
+        while self.bytes + others + need > limit {
+            if let Some((_, b)) = self.read.pop_lru() {
+                self.bytes -= b.len() as u64;
+                continue;
+            }
+            match self.unread.peek_lru() {
+                Some((_, (_, at))) if now.duration_since(*at) >= stale => {
+                    if let Some((_, (b, _))) = self.unread.pop_lru() {
+                        self.bytes -= b.len() as u64;
+                    }
+                }
+                _ => return false,
+            }
+        }
+        true
+    }
+
+    /// Evicts read blocks, then unread read-ahead, oldest first, until `need` more bytes fit
+    /// under `limit` with `others` held elsewhere, or nothing is left. Returns whether they fit.
+    pub(crate) fn make_room(&mut self, need: u64, others: u64, limit: u64) -> bool {
+        while self.bytes + others + need > limit {
+            let popped = match self.read.pop_lru() {
+                Some((_, b)) => Some(b),
+                None => self.unread.pop_lru().map(|(_, (b, _))| b),
+            };
+            match popped {
+                Some(b) => self.bytes -= b.len() as u64,
+                None => return false,
+            }
+        }
+        true
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn key(i: u64) -> BlockKey {
+        BlockKey {
+            content: Arc::from("c"),
+            index: i,
+        }
+    }
+
+    fn block() -> Bytes {
+        Bytes::from(vec![0u8; 10])
+    }
+
+    #[test]
+    fn readahead_does_not_evict_unread_readahead() {
+        let now = Instant::now();
+        let mut s = Store::new();
+        for i in 0..3 {
+            s.insert_unread(key(i), block(), now);
+        }
+        let stale = Duration::from_secs(10);
+        assert!(!s.make_room_for_readahead(10, 0, 30, now, stale));
+        assert_eq!(s.bytes(), 30, "nothing evicted");
+        // A reader's fetch may.
+        assert!(s.make_room(10, 0, 30));
+        assert!(!s.contains(&key(0)), "the oldest unread went");
+    }
+
+    #[test]
+    fn stale_readahead_gives_way() {
+        let t0 = Instant::now();
+        let mut s = Store::new();
+        s.insert_unread(key(0), block(), t0);
+        let later = t0 + Duration::from_secs(11);
+        assert!(s.make_room_for_readahead(10, 0, 10, later, Duration::from_secs(10)));
+        assert_eq!(s.bytes(), 0);
+    }
+
+    #[test]
+    fn consumed_blocks_go_first_and_reads_move_unread_to_read() {
+        let now = Instant::now();
+        let mut s = Store::new();
+        s.insert_read(key(0), block(), false);
+        s.insert_read(key(1), block(), true);
+        s.insert_unread(key(2), block(), now);
+        assert_eq!(s.unread_bytes(), 10);
+        assert!(s.get(&key(2)).is_some());
+        assert_eq!(s.unread_bytes(), 0);
+        assert!(s.make_room_for_readahead(10, 0, 30, now, Duration::from_secs(10)));
+        assert!(!s.contains(&key(1)), "the consumed block went first");
+        assert!(s.contains(&key(0)) && s.contains(&key(2)));
+        s.touch(&key(0), true);
+        assert!(s.make_room(10, 0, 20));
+        assert!(!s.contains(&key(0)));
+        assert_eq!(s.bytes(), 10);
+    }
+}

@@ -1,0 +1,600 @@
+//! Fetches in flight: a **run** is one range request for a span of consecutive blocks. Its blocks
+//! arrive one by one (the client streams pieces), and each is handed to the readers waiting for it
+//! as soon as it is complete, not when the whole request is: a reader at the head of an 8 MiB part
+//! waits for its 32 KiB, not for the 8 MiB.
+//!
+//! A run that takes far longer than runs of its size usually do (a **straggler**: a CDN node
+//! that stalls or crawls) gets a second request, the **hedge**, for the blocks it still lacks.
+//! Each block is taken from whichever request delivers it first; when every block is in, the
+//! other request is dropped (its connection closed). Hedges are capped to a fraction of the bytes
+//! fetched, so a slow network is not answered with twice the traffic.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use futures::future::BoxFuture;
+use parking_lot::Mutex;
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+
+use crate::hub::{HubError, PieceSink};
+use crate::stats::Stats;
+
+/// Fetches `len` bytes at `offset` of the file being read, handing consecutive pieces of `piece`
+/// bytes (the last may be shorter) to the sink as they arrive; `Ok` once every piece was handed.
+pub type FetchFn = Arc<
+    dyn Fn(u64, u64, u64, Arc<PieceSink<'static>>) -> BoxFuture<'static, Result<(), HubError>>
+        + Send
+        + Sync,
+>;
+
+/// The readers waiting for a run started for them, and the switch that stops it.
+pub(crate) struct Demand {
+    /// Waiting readers' slots, plus one once read-ahead counts on the run; changed only under
+    /// the cache's state lock.
+    pub(crate) waiters: AtomicU64,
+    /// Read-ahead covers these blocks: the run is never stopped.
+    pinned: std::sync::atomic::AtomicBool,
+    pub(crate) cancel: CancellationToken,
+}
+
+impl Demand {
+    pub(crate) fn new() -> Arc<Demand> {
+        Arc::new(Demand {
+            waiters: AtomicU64::new(0),
+            pinned: Default::default(),
+            cancel: CancellationToken::new(),
+        })
+    }
+
+    /// Under the cache's state lock: read-ahead relies on this run, so it must complete.
+    pub(crate) fn pin(&self) {
+        if !self.pinned.swap(true, Ordering::Relaxed) {
+            self.waiters.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+}
+
+/// One block's place in a run.
+#[derive(Default)]
+struct Slot {
+    bytes: Option<Bytes>,
+    /// A reader took it; `consumed`: a sequential reader read it to its end.
+    read: bool,
+    consumed: bool,
+}
+
+struct RunState {
+    slots: Vec<Slot>,
+    filled: usize,
+    /// Set once the run ended: `Some(Ok)` complete, `Some(Err)` failed (filled slots stay good).
+    outcome: Option<Result<(), HubError>>,
+    /// Its blocks were handed to the cache (under the cache's lock).
+    filed: bool,
+}
+
+/// What a reader learned from a slot.
+pub(crate) enum Take {
+    /// The block.
+    Ready(Bytes),
+    /// Not yet: wait for the run to change.
+    Pending,
+    /// The run ended without this block.
+    Failed(HubError),
+}
+
+/// One range request in flight for blocks `first..first + len_blocks`.
+pub(crate) struct Run {
+    pub(crate) id: u64,
+    pub(crate) first: u64,
+    pub(crate) offset: u64,
+    pub(crate) len: u64,
+    block_size: u64,
+    /// The expected length of each block (the last may be short).
+    last_len: u64,
+    pub(crate) demand: Option<Arc<Demand>>,
+    state: Mutex<RunState>,
+    changed: watch::Sender<u64>,
+}
+
+impl Run {
+    /// A run of the blocks covering `offset..offset + len` (block-aligned `offset`).
+    pub(crate) fn new(
+        id: u64,
+        offset: u64,
+        len: u64,
+        block_size: u64,
+        demand: Option<Arc<Demand>>,
+    ) -> Arc<Run> {
+        let n = len.div_ceil(block_size) as usize;
+        let last_len = len - (n as u64 - 1) * block_size;
+        Arc::new(Run {
+            id,
+            first: offset / block_size,
+            offset,
+            len,
+            block_size,
+            last_len,
+            demand,
+            state: Mutex::new(RunState {
+                slots: (0..n).map(|_| Slot::default()).collect(),
+                filled: 0,
+                outcome: None,
+                filed: false,
+            }),
+            changed: watch::channel(0).0,
+        })
+    }
+
+    fn expected_len(&self, i: usize, n: usize) -> u64 {
+        if i + 1 == n {
+            self.last_len
+        } else {
+            self.block_size
+        }
+    }
+
+    /// Delivers block `i` of the run (ignored when it is already there: the other request of a
+    /// hedged run got it first). A piece of the wrong length is a protocol error.
+    pub(crate) fn fill(&self, i: usize, bytes: Bytes) -> Result<(), String> {
+        let mut s = self.state.lock();
+        let n = s.slots.len();
+        if i >= n || bytes.len() as u64 != self.expected_len(i, n) {
+            return Err(format!(
+                "piece {i} of {} bytes does not fit a run of {n} blocks of {}",
+                bytes.len(),
+                self.block_size
+            ));
+        }
+        if s.slots[i].bytes.is_none() && s.outcome.is_none() {
+            s.slots[i].bytes = Some(bytes);
+            s.filled += 1;
+            drop(s);
+            self.changed.send_modify(|v| *v += 1);
+        }
+        Ok(())
+    }
+
+    /// The first block not yet delivered, if any.
+    pub(crate) fn first_missing(&self) -> Option<usize> {
+        self.state
+            .lock()
+            .slots
+            .iter()
+            .position(|s| s.bytes.is_none())
+    }
+
+    /// True once every block arrived.
+    pub(crate) fn complete(&self) -> bool {
+        let s = self.state.lock();
+        s.filled == s.slots.len()
+    }
+
+    /// Records how the run ended and wakes every waiter.
+    pub(crate) fn finish(&self, outcome: Result<(), HubError>) {
+        self.state.lock().outcome = Some(outcome);
+        self.changed.send_modify(|v| *v += 1);
+    }
+
+    /// Under the cache's state lock: marks the run filed and gives each delivered block with
+    /// whether a reader took it and whether a sequential reader consumed it.
+    pub(crate) fn file(&self) -> Vec<(u64, Bytes, bool, bool)> {
+        let mut s = self.state.lock();
+        s.filed = true;
+        s.slots
+            .iter()
+            .enumerate()
+            .filter_map(|(i, sl)| {
+                sl.bytes
+                    .clone()
+                    .map(|b| (self.first + i as u64, b, sl.read, sl.consumed))
+            })
+            .collect()
+    }
+
+    /// Takes block `index` for a reader (`consumed`: read to its end by a sequential reader).
+    /// Returns what the slot holds and whether the run was already filed (then the caller tells
+    /// the cache itself that the block was read).
+    pub(crate) fn take(&self, index: u64, consumed: bool) -> (Take, bool) {
+        let mut s = self.state.lock();
+        let filed = s.filed;
+        let i = (index - self.first) as usize;
+        let Some(slot) = s.slots.get_mut(i) else {
+            return (
+                Take::Failed(HubError::Protocol {
+                    url: String::new(),
+                    message: format!("block {index} is not in run {}", self.id),
+                }),
+                filed,
+            );
+        };
+        if let Some(b) = slot.bytes.clone() {
+            slot.read = true;
+            slot.consumed |= consumed;
+            return (Take::Ready(b), filed);
+        }
+        let t = match &s.outcome {
+            None => Take::Pending,
+            Some(Err(e)) => Take::Failed(e.clone()),
+            Some(Ok(())) => Take::Failed(HubError::Protocol {
+                url: String::new(),
+                message: format!("run {} completed without block {index}", self.id),
+            }),
+        };
+        (t, filed)
+    }
+
+    /// Waits for block `index` (see [`Run::take`]).
+    pub(crate) async fn wait(&self, index: u64, consumed: bool) -> (Result<Bytes, HubError>, bool) {
+        let mut rx = self.changed.subscribe();
+        loop {
+            match self.take(index, consumed) {
+                (Take::Ready(b), filed) => return (Ok(b), filed),
+                (Take::Failed(e), filed) => return (Err(e), filed),
+                (Take::Pending, _) => {
+                    if rx.changed().await.is_err() {
+                        // The sender lives in `self`: unreachable while we hold it.
+                        continue;
+                    }
+                }
+            }
+        }
+    }
+
+    /// A sink writing piece `i` of a request that starts at block `base` of this run.
+    pub(crate) fn sink(
+        self: &Arc<Self>,
+        base: usize,
+        errors: Arc<Mutex<Option<String>>>,
+    ) -> Arc<PieceSink<'static>> {
+        let run = self.clone();
+        Arc::new(move |i, b| {
+            if let Err(e) = run.fill(base + i, b) {
+                errors.lock().get_or_insert(e);
+            }
+        })
+    }
+}
+
+/// Recent run durations, to tell a straggler from a run that is merely large.
+pub(crate) struct RunClock {
+    /// Seconds per byte of recent runs (a ring).
+    samples: Mutex<(Vec<f64>, usize)>,
+    /// Bytes fetched by hedges, and bytes fetched in all.
+    hedged_bytes: AtomicU64,
+    fetched_bytes: AtomicU64,
+    /// Hedges may fetch this fraction of the bytes fetched, plus `allowance` bytes.
+    fraction: f64,
+    allowance: u64,
+    /// A run is a straggler after this many times the median time for its size...
+    factor: f64,
+    /// ...and never before this.
+    floor: Duration,
+    /// Runs smaller than this are not timed or hedged (their time is mostly latency).
+    min_len: u64,
+}
+
+const SAMPLES: usize = 64;
+/// Samples needed before hedging starts.
+const MIN_SAMPLES: usize = 8;
+
+impl RunClock {
+    /// A clock hedging runs of at least `min_len` bytes after `factor` × the median time for their
+    /// size, with hedges capped at `fraction` of the bytes fetched plus `allowance`.
+    pub(crate) fn new(min_len: u64, factor: f64, fraction: f64, allowance: u64) -> Self {
+        RunClock {
+            samples: Mutex::new((Vec::with_capacity(SAMPLES), 0)),
+            hedged_bytes: AtomicU64::new(0),
+            fetched_bytes: AtomicU64::new(0),
+            fraction,
+            allowance,
+            factor,
+            floor: Duration::from_millis(50),
+            min_len,
+        }
+    }
+
+    /// Records a run of `len` bytes that took `took` (not hedged).
+    pub(crate) fn record(&self, len: u64, took: Duration) {
+        self.fetched_bytes.fetch_add(len, Ordering::Relaxed);
+        if len < self.min_len {
+            return;
+        }
+        let per_byte = took.as_secs_f64() / len as f64;
+        let mut s = self.samples.lock();
+        let (v, next) = &mut *s;
+        if v.len() < SAMPLES {
+            v.push(per_byte);
+        } else {
+            v[*next] = per_byte;
+        }
+        *next = (*next + 1) % SAMPLES;
+    }
+
+    /// When a run of `len` bytes started now counts as a straggler, if hedging applies to it.
+    pub(crate) fn hedge_after(&self, len: u64) -> Option<Duration> {
+        if len < self.min_len {
+            return None;
+        }
+        let s = self.samples.lock();
+        if s.0.len() < MIN_SAMPLES {
+            return None;
+        }
+        let mut v = s.0.clone();
+        drop(s);
+        v.sort_by(|a, b| a.total_cmp(b));
+        let median = v[v.len() / 2];
+        let t = Duration::from_secs_f64(median * len as f64 * self.factor);
+        Some(t.max(self.floor))
+    }
+
+    /// Takes `len` bytes of the hedge allowance, if there is room.
+    pub(crate) fn try_hedge(&self, len: u64) -> bool {
+        let cap = self.allowance
+            + (self.fetched_bytes.load(Ordering::Relaxed) as f64 * self.fraction) as u64;
+        let mut cur = self.hedged_bytes.load(Ordering::Relaxed);
+        loop {
+            if cur + len > cap {
+                return false;
+            }
+            match self.hedged_bytes.compare_exchange(
+                cur,
+                cur + len,
+                Ordering::Relaxed,
+                Ordering::Relaxed,
+            ) {
+                Ok(_) => return true,
+                Err(c) => cur = c,
+            }
+        }
+    }
+}
+
+/// Starts the request of `run` (the fetch is called at once) and returns the future that drives
+/// it until every block is in, the requests fail, or `cancel` fires; it hedges a straggler once,
+/// per `clock`.
+pub(crate) fn drive(
+    run: Arc<Run>,
+    fetch: FetchFn,
+    clock: Arc<RunClock>,
+    stats: Arc<Stats>,
+    cancel: Option<CancellationToken>,
+) -> impl std::future::Future<Output = Result<(), HubError>> + Send + 'static {
+    let started = Instant::now();
+    let errors = Arc::new(Mutex::new(None));
+    let primary = fetch(
+        run.offset,
+        run.len,
+        run.block_size,
+        run.sink(0, errors.clone()),
+    );
+    drive_started(run, fetch, clock, stats, cancel, started, errors, primary)
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn drive_started(
+    run: Arc<Run>,
+    fetch: FetchFn,
+    clock: Arc<RunClock>,
+    stats: Arc<Stats>,
+    cancel: Option<CancellationToken>,
+    started: Instant,
+    errors: Arc<Mutex<Option<String>>>,
+    mut primary: BoxFuture<'static, Result<(), HubError>>,
+) -> Result<(), HubError> {
+    let hedge_at = clock
+        .hedge_after(run.len)
+        .map(|d| tokio::time::Instant::now() + d);
+    let mut hedge: Option<BoxFuture<'static, Result<(), HubError>>> = None;
+    let mut hedged = false;
+    let mut primary_failed: Option<HubError> = None;
+    let cancelled = async {
+        match &cancel {
+            Some(c) => c.cancelled().await,
+            None => std::future::pending().await,
+        }
+    };
+    tokio::pin!(cancelled);
+    let result = loop {
+        let can_hedge = !hedged && hedge_at.is_some();
+        tokio::select! {
+            r = &mut primary, if primary_failed.is_none() => match r {
+                Ok(()) => break Ok(()),
+                Err(e) if hedge.is_some() => primary_failed = Some(e),
+                Err(e) => break Err(e),
+            },
+            r = async { hedge.as_mut().expect("guarded").await }, if hedge.is_some() => match r {
+                Ok(()) => {
+                    Stats::add(&stats.hedges_won, 1);
+                    break Ok(());
+                }
+                Err(e) => {
+                    hedge = None;
+                    if let Some(p) = primary_failed.take() {
+                        break Err(p);
+                    }
+                    tracing::debug!(offset = run.offset, error = %e, "hedge failed; the first request goes on");
+                }
+            },
+            () = tokio::time::sleep_until(hedge_at.unwrap_or_else(tokio::time::Instant::now)), if can_hedge => {
+                hedged = true;
+                if let Some(k) = run.first_missing() {
+                    let from = run.offset + k as u64 * run.block_size;
+                    let len = run.offset + run.len - from;
+                    if clock.try_hedge(len) {
+                        Stats::add(&stats.hedges, 1);
+                        Stats::add(&stats.hedge_bytes, len);
+                        tracing::debug!(offset = run.offset, len = run.len, missing_from = from, after = ?started.elapsed(), "straggler: hedging its remaining bytes");
+                        hedge = Some(fetch(from, len, run.block_size, run.sink(k, errors.clone())));
+                    }
+                }
+            },
+            () = &mut cancelled => {
+                Stats::add(&stats.fetches_cancelled, 1);
+                tracing::debug!(offset = run.offset, len = run.len, "fetch cancelled: no reader waits for it");
+                break Err(HubError::Cancelled);
+            }
+        }
+    };
+    let result = result.and_then(|()| match errors.lock().take() {
+        Some(message) => Err(HubError::Protocol {
+            url: String::new(),
+            message,
+        }),
+        None if run.complete() => Ok(()),
+        None => Err(HubError::Protocol {
+            url: String::new(),
+            message: format!("run of {} bytes ended incomplete", run.len),
+        }),
+    });
+    if result.is_ok() && !hedged {
+        clock.record(run.len, started.elapsed());
+    } else if result.is_ok() {
+        clock.fetched_bytes.fetch_add(run.len, Ordering::Relaxed);
+    }
+    result
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use futures::FutureExt;
+
+    const BS: u64 = 4;
+
+    fn data(n: usize) -> Bytes {
+        Bytes::from((0..n).map(|i| i as u8).collect::<Vec<u8>>())
+    }
+
+    /// A fetch of `src` that delivers a piece every `gap`, stalling `stall` before piece
+    /// `stall_at` of the first request only.
+    fn paced(
+        src: Bytes,
+        gap: Duration,
+        stall_at: Option<(usize, Duration)>,
+    ) -> (FetchFn, Arc<AtomicU64>) {
+        let calls = Arc::new(AtomicU64::new(0));
+        let c = calls.clone();
+        let f: FetchFn = Arc::new(move |off, len, piece, sink| {
+            let n = c.fetch_add(1, Ordering::SeqCst);
+            let src = src.clone();
+            async move {
+                let pieces =
+                    crate::hub::split_pieces(src.slice(off as usize..(off + len) as usize), piece);
+                for (i, p) in pieces.into_iter().enumerate() {
+                    if let Some((at, d)) = stall_at {
+                        if n == 0 && i == at {
+                            tokio::time::sleep(d).await;
+                        }
+                    }
+                    tokio::time::sleep(gap).await;
+                    sink(i, p);
+                }
+                Ok(())
+            }
+            .boxed()
+        });
+        (f, calls)
+    }
+
+    fn warmed_clock() -> Arc<RunClock> {
+        let c = RunClock::new(1, 3.0, 0.05, 1 << 20);
+        for _ in 0..MIN_SAMPLES {
+            // 10 ms for 40 bytes.
+            c.record(40, Duration::from_millis(10));
+        }
+        Arc::new(c)
+    }
+
+    #[tokio::test]
+    async fn blocks_reach_readers_before_the_run_completes() {
+        let src = data(40);
+        let (f, _) = paced(src.clone(), Duration::from_millis(20), None);
+        let run = Run::new(0, 0, 40, BS, None);
+        let stats = Arc::new(Stats::default());
+        let task = tokio::spawn(drive(run.clone(), f, warmed_clock(), stats, None));
+        let (first, _) = run.wait(0, false).await;
+        assert_eq!(&first.unwrap()[..], &src[..4]);
+        assert!(!run.complete(), "the first block came before the last");
+        task.await.unwrap().unwrap();
+        let (last, _) = run.wait(9, false).await;
+        assert_eq!(&last.unwrap()[..], &src[36..40]);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_straggler_is_hedged_and_the_hedge_wins() {
+        let src = data(40);
+        // The first request stalls 10 s before its 4th piece.
+        let (f, calls) = paced(
+            src.clone(),
+            Duration::from_millis(1),
+            Some((3, Duration::from_secs(10))),
+        );
+        let run = Run::new(0, 0, 40, BS, None);
+        let stats = Arc::new(Stats::default());
+        let t = tokio::time::Instant::now();
+        drive(run.clone(), f, warmed_clock(), stats.clone(), None)
+            .await
+            .unwrap();
+        assert!(t.elapsed() < Duration::from_secs(1), "{:?}", t.elapsed());
+        assert_eq!(calls.load(Ordering::SeqCst), 2);
+        assert_eq!(Stats::get(&stats.hedges), 1);
+        assert_eq!(Stats::get(&stats.hedges_won), 1);
+        assert_eq!(
+            Stats::get(&stats.hedge_bytes),
+            28,
+            "only the 7 missing blocks"
+        );
+        for i in 0..10 {
+            let (b, _) = run.wait(i, false).await;
+            assert_eq!(&b.unwrap()[..], &src[i as usize * 4..i as usize * 4 + 4]);
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn hedges_stop_at_their_byte_allowance() {
+        let src = data(40);
+        let clock = RunClock::new(1, 3.0, 0.0, 0);
+        for _ in 0..MIN_SAMPLES {
+            clock.record(40, Duration::from_millis(10));
+        }
+        let (f, calls) = paced(
+            src,
+            Duration::from_millis(1),
+            Some((3, Duration::from_secs(2))),
+        );
+        let run = Run::new(0, 0, 40, BS, None);
+        let stats = Arc::new(Stats::default());
+        drive(run, f, Arc::new(clock), stats.clone(), None)
+            .await
+            .unwrap();
+        assert_eq!(calls.load(Ordering::SeqCst), 1, "no allowance: no hedge");
+        assert_eq!(Stats::get(&stats.hedges), 0);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn no_hedging_before_the_clock_has_samples() {
+        let src = data(40);
+        let (f, calls) = paced(
+            src,
+            Duration::from_millis(1),
+            Some((3, Duration::from_secs(2))),
+        );
+        let run = Run::new(0, 0, 40, BS, None);
+        let clock = Arc::new(RunClock::new(1, 3.0, 0.05, 1 << 20));
+        drive(run, f, clock, Arc::new(Stats::default()), None)
+            .await
+            .unwrap();
+        assert_eq!(calls.load(Ordering::SeqCst), 1);
+    }
+
+    #[test]
+    fn pieces_of_the_wrong_length_are_refused() {
+        let run = Run::new(0, 0, 10, BS, None);
+        assert!(run.fill(0, data(3)).is_err());
+        assert!(run.fill(2, data(2)).is_ok(), "the last block is short");
+        assert!(run.fill(3, data(4)).is_err(), "beyond the run");
+    }
+}

@@ -204,6 +204,7 @@ fn main() {
             "shaped" => Shaping {
                 bytes_per_sec: Some((args.bandwidth_mbps * 1e6) as u64),
                 latency: Duration::from_millis(args.latency_ms),
+                ..Default::default()
             },
             "unshaped" => Shaping::default(),
             other => panic!("unknown profile {other}"),

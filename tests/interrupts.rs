@@ -28,8 +28,8 @@ const SHARD: &str = "model-00002-of-00003.safetensors";
 
 fn hang(hub: &FakeHub) {
     hub.set_shaping(Shaping {
-        bytes_per_sec: None,
         latency: HUNG,
+        ..Default::default()
     });
 }
 
@@ -222,8 +222,8 @@ fn caught_signals_neither_fail_nor_restart_slow_requests() {
     let (hub, stats, m) = setup();
     // Slow, not hung: every Hub and CDN answer takes 700 ms.
     hub.set_shaping(Shaping {
-        bytes_per_sec: None,
         latency: Duration::from_millis(700),
+        ..Default::default()
     });
     let script = r#"
 import hashlib, os, signal, sys

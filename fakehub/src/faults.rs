@@ -1,23 +1,15 @@
-//! Traffic shaping (bandwidth cap, added latency) and deterministic fault injection.
+//! Deterministic fault injection (traffic shaping is in [`crate::shaping`]).
 //!
-//! Both are live-configurable on a running [`crate::FakeHub`] ([`crate::FakeHub::set_shaping`],
-//! [`crate::FakeHub::set_faults`]). Faults are drawn from a seeded xorshift generator, so a given
-//! seed and request order always inject the same faults.
+//! Faults are live-configurable on a running [`crate::FakeHub`] ([`crate::FakeHub::set_faults`]).
+//! They are drawn from a seeded xorshift generator, so a given seed and request order always
+//! inject the same faults.
 
 use std::collections::BTreeMap;
 use std::fmt;
 use std::str::FromStr;
 use std::time::Duration;
 
-/// Traffic shaping applied to every response.
-#[derive(Clone, Debug, Default)]
-pub struct Shaping {
-    /// Cap on each response body's rate, bytes per second (None = unlimited). Applies per response
-    /// (per connection), like a CDN connection limited by window/RTT.
-    pub bytes_per_sec: Option<u64>,
-    /// Added before every response's headers on both listeners (round-trip latency stand-in).
-    pub latency: Duration,
-}
+use crate::rng::Rng;
 
 /// One kind of injected fault.
 #[derive(Clone, Debug, PartialEq)]
@@ -184,42 +176,23 @@ pub(crate) enum ReqClass {
 /// Live fault configuration, the generator and the counts.
 pub(crate) struct FaultState {
     cfg: Faults,
-    rng: u64,
+    rng: Rng,
     counts: BTreeMap<String, u64>,
-}
-
-fn seed_state(seed: u64) -> u64 {
-    let s = seed ^ 0x9E37_79B9_7F4A_7C15;
-    if s == 0 {
-        0x2545_F491_4F6C_DD1D
-    } else {
-        s
-    }
 }
 
 impl FaultState {
     pub(crate) fn new() -> Self {
         FaultState {
             cfg: Faults::default(),
-            rng: seed_state(0),
+            rng: Rng::new(0),
             counts: BTreeMap::new(),
         }
     }
 
     /// Replaces the configuration and reseeds the generator (counts are kept).
     pub(crate) fn set(&mut self, f: Faults) {
-        self.rng = seed_state(f.seed);
+        self.rng = Rng::new(f.seed);
         self.cfg = f;
-    }
-
-    /// xorshift64*.
-    fn next(&mut self) -> u64 {
-        let mut x = self.rng;
-        x ^= x >> 12;
-        x ^= x << 25;
-        x ^= x >> 27;
-        self.rng = x;
-        x.wrapping_mul(0x2545_F491_4F6C_DD1D)
     }
 
     /// Draws the fault (if any) for one request of `class`. Only kinds that can apply to the class
@@ -242,11 +215,10 @@ impl FaultState {
         if applicable.is_empty() {
             return None;
         }
-        let u = (self.next() >> 11) as f64 / (1u64 << 53) as f64;
-        if u >= self.cfg.rate {
+        if self.rng.unit() >= self.cfg.rate {
             return None;
         }
-        let i = (self.next() % applicable.len() as u64) as usize;
+        let i = (self.rng.next_u64() % applicable.len() as u64) as usize;
         applicable.into_iter().nth(i)
     }
 

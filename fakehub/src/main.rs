@@ -5,7 +5,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
-use fakehub::{FakeHub, FakeHubOptions, FaultKind, Faults, Fixtures, Shaping};
+use fakehub::{FakeHub, FakeHubOptions, FaultKind, Faults, Fixtures, Shaping, SlowKind};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -19,7 +19,8 @@ struct Cli {
 
 #[derive(Subcommand, Debug)]
 enum Cmd {
-    /// Serve the standard fixtures (plus extras) until SIGINT/SIGTERM.
+    /// Serve the standard fixtures (plus extras) until SIGINT/SIGTERM. The request log is at
+    /// GET <HUB>/_fakehub/requests (JSON; POST <HUB>/_fakehub/requests/clear empties it).
     Serve {
         /// Hub port (0 = any free port).
         #[arg(long, default_value_t = 0)]
@@ -54,9 +55,30 @@ struct ShapingArgs {
     /// Cap on each response body's rate, in megabytes (1e6 bytes) per second; unlimited if unset.
     #[arg(long, value_name = "F")]
     bandwidth_mbps: Option<f64>,
-    /// Latency added before every response's headers, in milliseconds.
+    /// Latency added before every response's headers, in milliseconds (the median when
+    /// --latency-sigma is set).
     #[arg(long, value_name = "N", default_value_t = 0)]
     latency_ms: u64,
+    /// Log-normal spread of the latency (0 = constant). p90 = median × e^(1.28 σ), p99 = median ×
+    /// e^(2.33 σ): 0.7 gives 2.5x and 5.1x the median.
+    #[arg(long, value_name = "SIGMA", default_value_t = 0.0)]
+    latency_sigma: f64,
+    /// Fraction in [0,1] of byte-range responses (206/200 bodies of ranged GETs) made slow.
+    #[arg(long, value_name = "F", default_value_t = 0.0)]
+    slow_fraction: f64,
+    /// What a slow response does: stall (pause once mid-body) or crawl (the whole body at the
+    /// rate cap divided by --crawl-factor; needs --bandwidth-mbps).
+    #[arg(long, value_name = "KIND", default_value = "stall")]
+    slow_kind: SlowKind,
+    /// How long a stalled response pauses, in milliseconds.
+    #[arg(long, value_name = "N", default_value_t = 2000)]
+    stall_ms: u64,
+    /// A crawling response gets the rate cap divided by this.
+    #[arg(long, value_name = "F", default_value_t = 10.0)]
+    crawl_factor: f64,
+    /// Seed of the latency and slow-response draws.
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    shaping_seed: u64,
 }
 
 impl ShapingArgs {
@@ -66,9 +88,33 @@ impl ShapingArgs {
             Some(f) if f.is_finite() && f * 1e6 >= 1.0 => Some((f * 1e6).round() as u64),
             Some(f) => return Err(format!("--bandwidth-mbps {f}: must be a positive rate")),
         };
+        if !(self.latency_sigma.is_finite() && self.latency_sigma >= 0.0) {
+            return Err(format!(
+                "--latency-sigma {}: must be 0 or more",
+                self.latency_sigma
+            ));
+        }
+        if !(0.0..=1.0).contains(&self.slow_fraction) {
+            return Err(format!(
+                "--slow-fraction {}: must be in [0,1]",
+                self.slow_fraction
+            ));
+        }
+        if !(self.crawl_factor.is_finite() && self.crawl_factor >= 1.0) {
+            return Err(format!(
+                "--crawl-factor {}: must be 1 or more",
+                self.crawl_factor
+            ));
+        }
         Ok(Shaping {
             bytes_per_sec,
             latency: std::time::Duration::from_millis(self.latency_ms),
+            latency_sigma: self.latency_sigma,
+            slow_fraction: self.slow_fraction,
+            slow_kind: self.slow_kind,
+            stall: std::time::Duration::from_millis(self.stall_ms),
+            crawl_factor: self.crawl_factor,
+            seed: self.shaping_seed,
         })
     }
 }

@@ -7,7 +7,6 @@
 use std::collections::{BTreeMap, HashMap};
 use std::convert::Infallible;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -15,16 +14,19 @@ use axum::body::Body;
 use axum::extract::Request;
 use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, Uri};
 use axum::response::Response;
-use futures::StreamExt;
 use parking_lot::{Mutex, RwLock};
 use percent_encoding::{percent_decode_str, utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
 use serde_json::{json, Value};
 
-use crate::faults::{FaultKind, FaultState, Faults, ReqClass, Shaping};
+use crate::admin;
+use crate::body::{shaped, tracked, BodyPlan};
+use crate::faults::{FaultKind, FaultState, Faults, ReqClass};
 use crate::fixtures::{
     all_dirs, is_sha40, sha1_hex, sha256_of, Access, Commit, FileData, Fixtures, Repo, RepoType,
     TOKEN_FULL, TOKEN_UNAPPROVED,
 };
+use crate::record::{Arrival, Listener, RequestLog, RequestRecord};
+use crate::shaping::{Shaping, SlowKind, SlowPlan, TailDraws};
 
 /// Options of a [`FakeHub`].
 #[derive(Clone, Debug)]
@@ -57,48 +59,20 @@ impl Default for FakeHubOptions {
     }
 }
 
-/// Which listener saw a request.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Listener {
-    /// The Hub (API and `/resolve/`).
-    Hub,
-    /// The CDN (`/cdn/{sha256}`).
-    Cdn,
-}
-
-/// One request as received, with the status it was answered with.
-#[derive(Clone, Debug)]
-pub struct RequestRecord {
-    /// Which listener received it.
-    pub listener: Listener,
-    /// `GET`, `HEAD`, `POST`, ...
-    pub method: String,
-    /// Raw path and query as received (still percent-encoded).
-    pub path: String,
-    /// The `Range` header, if any.
-    pub range: Option<String>,
-    /// The `Authorization` header, if any.
-    pub authorization: Option<String>,
-    /// The response status code (0 when the connection was reset without a response).
-    pub status: u16,
-    /// The fault injected into this request's response, if any.
-    pub fault: Option<FaultKind>,
-}
-
 const SIGNING_SECRET: &str = "fakehub-cdn-signing-secret";
 const STREAM_CHUNK: usize = 256 * 1024;
-/// Chunk size of rate-capped bodies: each chunk waits for its share of the rate.
-const PACE_CHUNK: usize = 64 * 1024;
 
 struct Shared {
     fixtures: RwLock<Fixtures>,
     opts: FakeHubOptions,
     hub_endpoint: String,
     cdn_endpoint: String,
-    requests: Mutex<Vec<RequestRecord>>,
+    log: Arc<RequestLog>,
     cdn_objects: Mutex<HashMap<String, FileData>>,
-    counter: AtomicU64,
-    shaping: RwLock<Shaping>,
+    /// Read per chunk by shaped bodies (live rate changes).
+    shaping: Arc<RwLock<Shaping>>,
+    /// The per-request latency and slow-response draws, reseeded by `set_shaping`.
+    tail: Mutex<TailDraws>,
     faults: Mutex<FaultState>,
     /// True while paused: connections are dropped on accept and live ones are closed.
     paused: tokio::sync::watch::Sender<bool>,
@@ -137,10 +111,10 @@ impl FakeHub {
             opts,
             hub_endpoint: format!("http://{hub_addr}"),
             cdn_endpoint: format!("http://{cdn_addr}"),
-            requests: Mutex::new(Vec::new()),
+            log: Arc::new(RequestLog::new()),
             cdn_objects: Mutex::new(HashMap::new()),
-            counter: AtomicU64::new(0),
-            shaping: RwLock::new(shaping),
+            tail: Mutex::new(TailDraws::new(shaping.seed)),
+            shaping: Arc::new(RwLock::new(shaping)),
             faults: Mutex::new(FaultState::new()),
             paused: tokio::sync::watch::Sender::new(false),
         });
@@ -205,14 +179,16 @@ impl FakeHub {
         self.shared.cdn_endpoint.clone()
     }
 
-    /// Every request both listeners have received so far (since the last `clear_requests`).
+    /// Every request both listeners have received so far (since the last `clear_requests`), in
+    /// arrival order, as it stands now: a request still in flight has `end: None` and the body
+    /// bytes sent so far. The admin endpoints (`/_fakehub/...`) are never in it.
     pub fn requests(&self) -> Vec<RequestRecord> {
-        self.shared.requests.lock().clone()
+        self.shared.log.snapshot()
     }
 
-    /// Forgets the recorded requests.
+    /// Forgets the recorded requests (request numbers keep counting up).
     pub fn clear_requests(&self) {
-        self.shared.requests.lock().clear();
+        self.shared.log.clear();
     }
 
     /// Mutates the live fixtures (move a branch, add a commit) under a lock; later requests see it.
@@ -226,10 +202,12 @@ impl FakeHub {
         self.shared.shaping.read().clone()
     }
 
-    /// Changes the traffic shaping live. Latency applies to responses started afterwards; the
-    /// rate cap is re-read per chunk by bodies that started with a cap (a body that started
-    /// uncapped stays uncapped).
+    /// Changes the traffic shaping live and reseeds its draws with `shaping.seed`. Latency and
+    /// slow responses apply to requests that arrive afterwards; the rate cap is re-read per chunk
+    /// by bodies that started shaped (a body that started unshaped stays unshaped).
     pub fn set_shaping(&self, shaping: Shaping) {
+        let mut tail = self.shared.tail.lock();
+        *tail = TailDraws::new(shaping.seed);
         *self.shared.shaping.write() = shaping;
     }
 
@@ -491,6 +469,11 @@ fn other_commit(sha: &str) -> String {
 /// Returns `None` when the connection must be dropped without a response.
 async fn entry(s: Arc<Shared>, req: Request, listener: Listener) -> Option<Response> {
     let (parts, body) = req.into_parts();
+    if listener == Listener::Hub {
+        if let Some(r) = admin::route(&s.log, &parts.method, parts.uri.path()) {
+            return Some(r);
+        }
+    }
     let hdr = |n: &str| {
         parts
             .headers
@@ -498,12 +481,17 @@ async fn entry(s: Arc<Shared>, req: Request, listener: Listener) -> Option<Respo
             .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
     };
     let range = hdr("range");
-    let authorization = hdr("authorization");
-    let path = parts
-        .uri
-        .path_and_query()
-        .map(|p| p.as_str().to_string())
-        .unwrap_or_else(|| parts.uri.path().to_string());
+    let guard = s.log.begin(Arrival {
+        listener,
+        method: parts.method.to_string(),
+        path: parts
+            .uri
+            .path_and_query()
+            .map(|p| p.as_str().to_string())
+            .unwrap_or_else(|| parts.uri.path().to_string()),
+        range: range.clone(),
+        authorization: hdr("authorization"),
+    });
     let body = if parts.method == Method::POST {
         match axum::body::to_bytes(body, 16 << 20).await {
             Ok(b) => Ok(b),
@@ -512,12 +500,18 @@ async fn entry(s: Arc<Shared>, req: Request, listener: Listener) -> Option<Respo
     } else {
         Ok(bytes::Bytes::new())
     };
-    let shaping = s.shaping.read().clone();
-    if !shaping.latency.is_zero() {
-        tokio::time::sleep(shaping.latency).await;
+    let class = classify(listener, &parts.method, &parts.uri, range.is_some());
+    let byte_range = matches!(class, Some(ReqClass::HubBytes | ReqClass::CdnBytes));
+    let (shaping, draw) = {
+        let mut tail = s.tail.lock();
+        let shaping = s.shaping.read().clone();
+        let draw = tail.draw(&shaping, byte_range);
+        (shaping, draw)
+    };
+    if !draw.latency.is_zero() {
+        tokio::time::sleep(draw.latency).await;
     }
-    let fault = classify(listener, &parts.method, &parts.uri, range.is_some())
-        .and_then(|c| s.faults.lock().draw(c));
+    let fault = class.and_then(|c| s.faults.lock().draw(c));
     let mut resp = match body {
         Err(r) => r,
         Ok(body) => match listener {
@@ -571,15 +565,7 @@ async fn entry(s: Arc<Shared>, req: Request, listener: Listener) -> Option<Respo
             }
             FaultKind::Reset if !redirect => {
                 s.faults.lock().count(&k);
-                s.requests.lock().push(RequestRecord {
-                    listener,
-                    method: parts.method.to_string(),
-                    path,
-                    range,
-                    authorization,
-                    status: 0,
-                    fault: Some(k),
-                });
+                guard.set_outcome(0, Some(k));
                 return None;
             }
             FaultKind::CommitChange => {
@@ -599,85 +585,59 @@ async fn entry(s: Arc<Shared>, req: Request, listener: Listener) -> Option<Respo
     if let Some(k) = &injected {
         s.faults.lock().count(k);
     }
-    if shaping.bytes_per_sec.is_some() && parts.method != Method::HEAD {
-        resp = paced(&s, resp);
+    let plan = body_plan(&shaping, draw.slow.filter(|_| serves_range_body(&resp)));
+    if let Some(kind) = plan.slow {
+        guard.set_slow(kind);
     }
-    let n = s.counter.fetch_add(1, Ordering::Relaxed);
+    if (shaping.bytes_per_sec.is_some() || plan.slow.is_some()) && parts.method != Method::HEAD {
+        resp = shaped(&s.shaping, resp, plan.body);
+    }
     set(
         &mut resp,
         "x-request-id",
-        &format!("Root=1-fakehub-{n:08x}"),
+        &format!("Root=1-fakehub-{:08x}", guard.id()),
     );
-    s.requests.lock().push(RequestRecord {
-        listener,
-        method: parts.method.to_string(),
-        path,
-        range,
-        authorization,
-        status: resp.status().as_u16(),
-        fault: injected,
-    });
-    Some(resp)
+    guard.set_outcome(resp.status().as_u16(), injected);
+    Some(tracked(resp, guard))
 }
 
-/// Re-streams a response body in [`PACE_CHUNK`] chunks so that the bytes sent so far never exceed
-/// rate × elapsed. The rate is re-read per chunk, so [`FakeHub::set_shaping`] acts on bodies in
-/// flight too.
-fn paced(s: &Arc<Shared>, resp: Response) -> Response {
-    use axum::body::HttpBody;
-    let (mut parts, body) = resp.into_parts();
-    let hint = body.size_hint().exact();
-    if hint == Some(0) {
-        return Response::from_parts(parts, body);
-    }
-    if let Some(n) = hint {
-        // Keep a Content-Length (the stream below has no exact size of its own).
-        parts
-            .headers
-            .entry("content-length")
-            .or_insert_with(|| HeaderValue::from(n));
-    }
-    struct Pace {
-        inner: axum::body::BodyDataStream,
-        pending: bytes::Bytes,
-        s: Arc<Shared>,
-        sent: u64,
-        /// (instant, bytes sent then, rate) the current pacing is measured from.
-        anchor: Option<(tokio::time::Instant, u64, u64)>,
-    }
-    let st = Pace {
-        inner: body.into_data_stream(),
-        pending: bytes::Bytes::new(),
-        s: s.clone(),
-        sent: 0,
-        anchor: None,
+/// True for a 206 or 200 response: the byte-range responses a slow draw applies to (the caller
+/// drew only for ranged GETs on byte-serving paths).
+fn serves_range_body(resp: &Response) -> bool {
+    matches!(resp.status(), StatusCode::PARTIAL_CONTENT | StatusCode::OK)
+}
+
+/// A body plan and the slow kind it applies.
+struct SlowApplied {
+    body: BodyPlan,
+    slow: Option<SlowKind>,
+}
+
+/// What a slow draw does to the body under `shaping`: a stall always applies; a crawl needs a
+/// rate cap to divide.
+fn body_plan(shaping: &Shaping, slow: Option<SlowPlan>) -> SlowApplied {
+    let none = SlowApplied {
+        body: BodyPlan::default(),
+        slow: None,
     };
-    let stream = futures::stream::unfold(st, |mut st| async move {
-        if st.pending.is_empty() {
-            match st.inner.next().await? {
-                Ok(b) => st.pending = b,
-                Err(e) => return Some((Err(e), st)),
-            }
-        }
-        let n = st.pending.len().min(PACE_CHUNK);
-        let chunk = st.pending.split_to(n);
-        let rate = st.s.shaping.read().bytes_per_sec.filter(|r| *r > 0);
-        match rate {
-            None => st.anchor = None,
-            Some(rate) => {
-                let anchor = match st.anchor {
-                    Some(a) if a.2 == rate => a,
-                    _ => (tokio::time::Instant::now(), st.sent, rate),
-                };
-                st.anchor = Some(anchor);
-                let due = (st.sent + n as u64 - anchor.1) as f64 / rate as f64;
-                tokio::time::sleep_until(anchor.0 + Duration::from_secs_f64(due)).await;
-            }
-        }
-        st.sent += n as u64;
-        Some((Ok(chunk), st))
-    });
-    Response::from_parts(parts, Body::from_stream(stream))
+    let Some(plan) = slow else { return none };
+    match plan.kind {
+        SlowKind::Stall => SlowApplied {
+            body: BodyPlan {
+                stall: Some((plan.at, shaping.stall)),
+                ..BodyPlan::default()
+            },
+            slow: Some(SlowKind::Stall),
+        },
+        SlowKind::Crawl if shaping.bytes_per_sec.is_some() => SlowApplied {
+            body: BodyPlan {
+                crawl_factor: Some(shaping.crawl_factor),
+                ..BodyPlan::default()
+            },
+            slow: Some(SlowKind::Crawl),
+        },
+        SlowKind::Crawl => none,
+    }
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -2,38 +2,11 @@
 
 use std::time::{Duration, Instant};
 
+mod common;
+
+use common::*;
 use fakehub::*;
-use reqwest::{redirect::Policy, Client, StatusCode};
-
-const BIG_REPO: &str = "bench/big";
-const BIG_LEN: u64 = 2_000_000;
-
-fn client() -> Client {
-    Client::builder()
-        .redirect(Policy::none())
-        .build()
-        .expect("client")
-}
-
-fn fixtures() -> Fixtures {
-    Fixtures::standard().with_large_file(BIG_REPO, "big.bin", BIG_LEN)
-}
-
-fn big_data() -> FileData {
-    fixtures()
-        .repo(RepoType::Model, BIG_REPO)
-        .and_then(|r| r.file_at("main", "big.bin"))
-        .expect("big.bin")
-        .clone()
-}
-
-fn start_with(opts: FakeHubOptions) -> FakeHub {
-    FakeHub::start(fixtures(), opts).expect("start")
-}
-
-fn start() -> FakeHub {
-    start_with(FakeHubOptions::default())
-}
+use reqwest::{Client, StatusCode};
 
 fn faults(rate: f64, kinds: Vec<FaultKind>) -> Faults {
     Faults {
@@ -42,27 +15,6 @@ fn faults(rate: f64, kinds: Vec<FaultKind>) -> Faults {
         seed: 42,
         include_api: false,
     }
-}
-
-fn hdr(r: &reqwest::Response, name: &str) -> Option<String> {
-    r.headers()
-        .get(name)
-        .and_then(|v| v.to_str().ok())
-        .map(String::from)
-}
-
-/// The signed CDN URL of big.bin (the /resolve/ redirect is never faulted except CommitChange).
-async fn cdn_url(hub: &FakeHub, c: &Client) -> String {
-    let r = c
-        .get(format!(
-            "{}/{BIG_REPO}/resolve/main/big.bin",
-            hub.endpoint()
-        ))
-        .send()
-        .await
-        .expect("resolve");
-    assert_eq!(r.status(), StatusCode::FOUND);
-    hdr(&r, "location").expect("location")
 }
 
 /// The /api/resolve-cache/ URL of acme/tiny-gpt2's config.json (via its 307).
@@ -79,10 +31,6 @@ async fn cache_url(hub: &FakeHub, c: &Client) -> (String, String) {
     let commit = hdr(&r, "x-repo-commit").expect("commit");
     let loc = hdr(&r, "location").expect("location");
     (format!("{}{loc}", hub.endpoint()), commit)
-}
-
-async fn ranged(c: &Client, url: &str, range: &str) -> reqwest::Result<reqwest::Response> {
-    c.get(url).header("range", range).send().await
 }
 
 #[tokio::test]
@@ -393,7 +341,7 @@ async fn bandwidth_cap_is_per_response() {
     let hub = start_with(FakeHubOptions {
         shaping: Shaping {
             bytes_per_sec: Some(4_000_000),
-            latency: Duration::ZERO,
+            ..Default::default()
         },
         ..Default::default()
     });
@@ -420,8 +368,8 @@ async fn latency_is_added() {
     let url = format!("{}/api/models/acme/tiny-gpt2", hub.endpoint());
     let lat = Duration::from_millis(300);
     hub.set_shaping(Shaping {
-        bytes_per_sec: None,
         latency: lat,
+        ..Default::default()
     });
     for u in [url.clone(), format!("{}/cdn/nope", hub.cdn_endpoint())] {
         let t0 = Instant::now();
@@ -437,7 +385,7 @@ async fn pause_and_resume_on_same_ports() {
     let hub = start_with(FakeHubOptions {
         shaping: Shaping {
             bytes_per_sec: Some(2_000_000),
-            latency: Duration::ZERO,
+            ..Default::default()
         },
         ..Default::default()
     });
@@ -459,6 +407,20 @@ async fn pause_and_resume_on_same_ports() {
         }
     };
     assert!(cut && (got as u64) < BIG_LEN, "{got}");
+    // The pause closed the connection mid-body: its record ended with part of the body.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let rec = loop {
+        let rec = hub
+            .requests()
+            .into_iter()
+            .find(|r| r.status == 200 && r.listener == Listener::Cdn);
+        match rec {
+            Some(r) if r.end.is_some() => break r,
+            _ => assert!(Instant::now() < deadline, "the cut download never ended"),
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    assert!(rec.body_bytes < BIG_LEN, "{}", rec.body_bytes);
     for cl in [&c, &client()] {
         assert!(cl.get(&api).send().await.is_err());
         assert!(ranged(cl, &cdn, "bytes=0-9").await.is_err());

@@ -1,5 +1,8 @@
-"""Fixtures of the Python loader tests: a fake Hub (`fakehub serve`), its exported fixtures
-(`fakehub export`, the source of truth) and a real `hubfs mount` of the fake Hub.
+"""Fixtures of the Python tests: a fake Hub (`fakehub serve`), its exported fixtures
+(`fakehub export`, the source of truth) and a real `hubfs mount` of the fake Hub (`hub`, one per
+session); and factories for tests that need their own server or a fresh mount with other options
+(`serve_fakehub`, per module, whose request log is read through the admin endpoints; and
+`mount_hubfs`, per test).
 
 Binaries: env HUBFS_BIN / FAKEHUB_BIN, else <repo>/target/debug/{hubfs,fakehub}
 (`cargo build --workspace`). Needs root and /dev/fuse; without them the tests are skipped,
@@ -8,11 +11,13 @@ except under CI=true, where that is a failure.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
 import subprocess
 import time
+import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -94,6 +99,94 @@ def _kill(proc: subprocess.Popen) -> None:
             pass
 
 
+def _wait_for_hub_line(serve: subprocess.Popen, serve_out: Path, serve_err: Path) -> str:
+    """The endpoint from `fakehub serve`'s `HUB <url>` line, once it is printed."""
+    deadline = time.monotonic() + SERVE_TIMEOUT_S
+    while True:
+        for line in serve_out.read_text(errors="replace").splitlines():
+            if line.startswith("HUB "):
+                return line.split(None, 1)[1].strip()
+        if serve.poll() is not None:
+            pytest.fail(
+                f"fakehub serve exited with {serve.returncode} before printing its HUB line\n"
+                f"stdout: {_tail(serve_out)}\nstderr: {_tail(serve_err)}",
+                pytrace=False,
+            )
+        if time.monotonic() > deadline:
+            pytest.fail(
+                f"fakehub serve printed no HUB line within {SERVE_TIMEOUT_S}s\n"
+                f"stdout: {_tail(serve_out)}\nstderr: {_tail(serve_err)}",
+                pytrace=False,
+            )
+        time.sleep(0.05)
+
+
+def _serve(fakehub_bin: Path, args: list[str], base: Path, env: dict, procs: list) -> str:
+    """Starts `fakehub serve ARGS` (appended to `procs`) and returns its Hub endpoint. stdout goes
+    to a file under `base` (never a pipe that could fill up and block it)."""
+    serve_out = base / "fakehub.out"
+    serve_err = base / "fakehub.err"
+    with open(serve_out, "wb") as out, open(serve_err, "wb") as err:
+        serve = subprocess.Popen(
+            [str(fakehub_bin), "serve", *args], stdout=out, stderr=err, stdin=subprocess.DEVNULL, env=env
+        )
+    procs.append(serve)
+    return _wait_for_hub_line(serve, serve_out, serve_err)
+
+
+def _mount(hubfs_bin: Path, mnt: Path, endpoint: str, args: list[str], log_path: Path, env: dict) -> subprocess.Popen:
+    """Starts `hubfs mount MNT --endpoint ENDPOINT ARGS` and waits until the mount answers."""
+    with open(log_path, "wb") as log:
+        mount = subprocess.Popen(
+            [str(hubfs_bin), "mount", str(mnt), "--endpoint", endpoint, *args],
+            stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env,
+        )
+    deadline = time.monotonic() + MOUNT_TIMEOUT_S
+    while True:
+        if mount.poll() is not None:
+            pytest.fail(
+                f"hubfs mount exited with {mount.returncode} before the mount answered\n"
+                f"log: {_tail(log_path)}",
+                pytrace=False,
+            )
+        try:
+            if os.path.ismount(mnt) and os.path.isdir(mnt / "datasets"):
+                return mount
+        except OSError:
+            pass
+        if time.monotonic() > deadline:
+            _kill(mount)
+            pytest.fail(
+                f"the hubfs mount did not answer within {MOUNT_TIMEOUT_S}s\nlog: {_tail(log_path)}",
+                pytrace=False,
+            )
+        time.sleep(0.05)
+
+
+def _unmount_cleanly(mount: subprocess.Popen, mnt: Path, log_path: Path) -> None:
+    """SIGTERM must unmount: exit code 0 and the mountpoint is gone."""
+    rc = _stop(mount, EXIT_TIMEOUT_S)
+    assert rc is not None, f"hubfs did not exit within {EXIT_TIMEOUT_S}s of SIGTERM\nlog: {_tail(log_path)}"
+    assert rc == 0, f"hubfs exited with {rc} after SIGTERM\nlog: {_tail(log_path)}"
+    assert not os.path.ismount(mnt), f"{mnt} is still a mount after hubfs exited\nlog: {_tail(log_path)}"
+
+
+def _last_resort(procs: list, mounted_at: list) -> None:
+    """Kills every process left (newest first) and lazy-unmounts what is still mounted (also after
+    a failed assertion)."""
+    for p in reversed(procs):
+        if _stop(p, 5) is None:
+            _kill(p)
+    for mnt in mounted_at:
+        if not os.path.ismount(mnt):
+            continue
+        for cmd in (["fusermount3", "-u", "-z", str(mnt)], ["umount", "-l", str(mnt)]):
+            if shutil.which(cmd[0]):
+                subprocess.run(cmd, capture_output=True, timeout=10)
+            if not os.path.ismount(mnt):
+                break
+
+
 @dataclass(frozen=True)
 class Hub:
     """The mounted fake Hub: `mount` is the hubfs mountpoint, `export` the exported fixtures."""
@@ -129,38 +222,11 @@ def hub(tmp_path_factory) -> Hub:
     home = base / "home"
     home.mkdir()
     env = _clean_env(home)
-
-    # 1. The fake Hub. stdout goes to a file (never a pipe that could fill up and block it).
-    serve_out = base / "fakehub.out"
-    serve_err = base / "fakehub.err"
-    with open(serve_out, "wb") as out, open(serve_err, "wb") as err:
-        serve = subprocess.Popen(
-            [str(fakehub_bin), "serve"], stdout=out, stderr=err, stdin=subprocess.DEVNULL, env=env
-        )
-    procs = [serve]
-    mounted_at: Path | None = None
+    procs: list = []
+    mounted_at: list = []
     try:
-        endpoint = None
-        deadline = time.monotonic() + SERVE_TIMEOUT_S
-        while endpoint is None:
-            for line in serve_out.read_text(errors="replace").splitlines():
-                if line.startswith("HUB "):
-                    endpoint = line.split(None, 1)[1].strip()
-            if endpoint:
-                break
-            if serve.poll() is not None:
-                pytest.fail(
-                    f"fakehub serve exited with {serve.returncode} before printing its HUB line\n"
-                    f"stdout: {_tail(serve_out)}\nstderr: {_tail(serve_err)}",
-                    pytrace=False,
-                )
-            if time.monotonic() > deadline:
-                pytest.fail(
-                    f"fakehub serve printed no HUB line within {SERVE_TIMEOUT_S}s\n"
-                    f"stdout: {_tail(serve_out)}\nstderr: {_tail(serve_err)}",
-                    pytrace=False,
-                )
-            time.sleep(0.05)
+        # 1. The fake Hub.
+        endpoint = _serve(fakehub_bin, [], base, env, procs)
 
         # 2. The source of truth.
         export = base / "export"
@@ -175,51 +241,92 @@ def hub(tmp_path_factory) -> Hub:
         mnt = base / "mnt"
         mnt.mkdir()
         hubfs_log = base / "hubfs.log"
-        with open(hubfs_log, "wb") as log:
-            mount = subprocess.Popen(
-                [str(hubfs_bin), "mount", str(mnt), "--endpoint", endpoint],
-                stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env,
-            )
+        mounted_at.append(mnt)
+        mount = _mount(hubfs_bin, mnt, endpoint, [], hubfs_log, env)
         procs.append(mount)
-        mounted_at = mnt
-        deadline = time.monotonic() + MOUNT_TIMEOUT_S
-        while True:
-            if mount.poll() is not None:
-                pytest.fail(
-                    f"hubfs mount exited with {mount.returncode} before the mount answered\n"
-                    f"log: {_tail(hubfs_log)}",
-                    pytrace=False,
-                )
-            try:
-                if os.path.ismount(mnt) and os.path.isdir(mnt / "datasets"):
-                    break
-            except OSError:
-                pass
-            if time.monotonic() > deadline:
-                pytest.fail(
-                    f"the hubfs mount did not answer within {MOUNT_TIMEOUT_S}s\nlog: {_tail(hubfs_log)}",
-                    pytrace=False,
-                )
-            time.sleep(0.05)
 
         yield Hub(mount=mnt, export=export, endpoint=endpoint)
 
-        # 4. Clean unmount on SIGTERM: exit code 0 and the mountpoint is gone.
-        rc = _stop(mount, EXIT_TIMEOUT_S)
-        assert rc is not None, (
-            f"hubfs did not exit within {EXIT_TIMEOUT_S}s of SIGTERM\nlog: {_tail(hubfs_log)}"
-        )
-        assert rc == 0, f"hubfs exited with {rc} after SIGTERM\nlog: {_tail(hubfs_log)}"
-        assert not os.path.ismount(mnt), f"{mnt} is still a mount after hubfs exited\nlog: {_tail(hubfs_log)}"
-        mounted_at = None
+        # 4. Clean unmount on SIGTERM.
+        _unmount_cleanly(mount, mnt, hubfs_log)
     finally:
-        # Last resort (also after a failed assertion above): kill everything, lazy-unmount.
-        for p in reversed(procs):
-            if _stop(p, 5) is None:
-                _kill(p)
-        if mounted_at is not None and os.path.ismount(mounted_at):
-            for cmd in (["fusermount3", "-u", "-z", str(mounted_at)], ["umount", "-l", str(mounted_at)]):
-                if shutil.which(cmd[0]):
-                    subprocess.run(cmd, capture_output=True, timeout=10)
-                if not os.path.ismount(mounted_at):
-                    break
+        _last_resort(procs, mounted_at)
+
+
+class FakeHubProcess:
+    """A running `fakehub serve`: its Hub endpoint and its request log (the admin endpoints)."""
+
+    def __init__(self, endpoint: str):
+        self.endpoint = endpoint
+
+    def requests(self) -> list[dict]:
+        """The request log (`GET /_fakehub/requests`): one dict per request, in arrival order."""
+        with urllib.request.urlopen(f"{self.endpoint}/_fakehub/requests", timeout=30) as r:
+            return json.load(r)
+
+    def clear_requests(self) -> None:
+        """Empties the request log (`POST /_fakehub/requests/clear`)."""
+        req = urllib.request.Request(f"{self.endpoint}/_fakehub/requests/clear", data=b"", method="POST")
+        with urllib.request.urlopen(req, timeout=30) as r:
+            r.read()
+
+    def settled_requests(self, timeout: float = 60.0) -> list[dict]:
+        """The log once no request is in flight (read-ahead started by a read that returned keeps
+        going; its bytes count too)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            recs = self.requests()
+            if all(r["end"] is not None for r in recs):
+                return recs
+            if time.monotonic() > deadline:
+                pytest.fail(f"requests still in flight after {timeout}s", pytrace=False)
+            time.sleep(0.1)
+
+
+@pytest.fixture(scope="module")
+def serve_fakehub(tmp_path_factory):
+    """A factory: `serve_fakehub(*args)` starts `fakehub serve ARGS` (the standard fixtures plus
+    whatever ARGS add) and returns a FakeHubProcess. Every server is stopped after the module."""
+    fakehub_bin = _binary("FAKEHUB_BIN", "fakehub")
+    procs: list = []
+
+    def start(*args: str) -> FakeHubProcess:
+        base = tmp_path_factory.mktemp("fakehub")
+        home = base / "home"
+        home.mkdir()
+        return FakeHubProcess(_serve(fakehub_bin, list(args), base, _clean_env(home), procs))
+
+    try:
+        yield start
+    finally:
+        _last_resort(procs, [])
+
+
+@pytest.fixture
+def mount_hubfs(tmp_path_factory):
+    """A factory: `mount_hubfs(endpoint, *args)` mounts hubfs over `endpoint` with extra mount
+    ARGS (e.g. `--cache-size 256MiB`) and returns the mountpoint. Each mount must unmount cleanly
+    on SIGTERM at the end of the test. Needs root and /dev/fuse (skipped without them, failed
+    under CI=true)."""
+    _check_fuse()
+    hubfs_bin = _binary("HUBFS_BIN", "hubfs")
+    procs: list = []
+    mounted: list = []
+
+    def mount(endpoint: str, *args: str) -> Path:
+        base = tmp_path_factory.mktemp("hubfs")
+        home = base / "home"
+        home.mkdir()
+        mnt = base / "mnt"
+        mnt.mkdir()
+        log = base / "hubfs.log"
+        mounted.append((mnt, log))
+        procs.append(_mount(hubfs_bin, mnt, endpoint, list(args), log, _clean_env(home)))
+        return mnt
+
+    try:
+        yield mount
+        for p, (mnt, log) in zip(procs, mounted):
+            _unmount_cleanly(p, mnt, log)
+    finally:
+        _last_resort(procs, [m for m, _ in mounted])

@@ -114,6 +114,10 @@ impl Stats {
 pub struct Gauges {
     /// Bytes held by cached blocks.
     pub cache_bytes: u64,
+    /// Of those, read-ahead not yet read.
+    pub readahead_unread_bytes: u64,
+    /// Read-ahead evicted before anyone read it, in all: fetched for nothing.
+    pub readahead_wasted_bytes_total: u64,
     /// Bytes reserved by fetches in flight.
     pub inflight_bytes: u64,
     /// The cache's capacity.
@@ -155,6 +159,11 @@ pub fn to_prometheus(stats: &Stats, gauges: &Gauges) -> String {
     }
     push("cache_bytes", gauges.cache_bytes);
     push("inflight_bytes", gauges.inflight_bytes);
+    push("readahead_unread_bytes", gauges.readahead_unread_bytes);
+    push(
+        "readahead_wasted_bytes_total",
+        gauges.readahead_wasted_bytes_total,
+    );
     push("cache_capacity_bytes", gauges.cache_capacity_bytes);
     push("inodes", gauges.inodes);
     push("uptime_seconds", gauges.uptime_seconds);

@@ -179,6 +179,16 @@ impl BlockCache {
         self.state.lock().store.bytes()
     }
 
+    /// Bytes of read-ahead cached and not yet read.
+    pub fn unread_bytes(&self) -> u64 {
+        self.state.lock().store.unread_bytes()
+    }
+
+    /// Bytes of read-ahead evicted before anyone read them, in all (wasted fetches).
+    pub fn wasted_bytes(&self) -> u64 {
+        self.state.lock().store.wasted_bytes()
+    }
+
     /// Bytes reserved by fetches in flight now.
     pub fn inflight_bytes(&self) -> u64 {
         self.state.lock().inflight_bytes
@@ -382,6 +392,7 @@ impl BlockCache {
             if !s.store.make_room_for_readahead(
                 run_len,
                 inflight,
+                self.plan.demand_reserve,
                 self.plan.capacity,
                 Instant::now(),
                 STALE_READAHEAD,

@@ -28,6 +28,9 @@ pub(crate) struct Store {
     read: LruCache<BlockKey, Bytes>,
     unread: LruCache<BlockKey, (Bytes, Instant)>,
     bytes: u64,
+    unread_bytes: u64,
+    /// Read-ahead evicted before anyone read it (wasted fetches), in all.
+    wasted: u64,
 }
 
 impl Store {
@@ -37,6 +40,8 @@ impl Store {
             read: LruCache::unbounded(),
             unread: LruCache::unbounded(),
             bytes: 0,
+            unread_bytes: 0,
+            wasted: 0,
         }
     }
 
@@ -46,9 +51,28 @@ impl Store {
     }
 
     /// Bytes held as read-ahead not yet read.
-    #[cfg(test)]
     pub(crate) fn unread_bytes(&self) -> u64 {
-        self.unread.iter().map(|(_, (b, _))| b.len() as u64).sum()
+        self.unread_bytes
+    }
+
+    /// Removes `key` from the unread class.
+    fn take_unread(&mut self, key: &BlockKey) -> Option<Bytes> {
+        let (b, _) = self.unread.pop(key)?;
+        self.unread_bytes -= b.len() as u64;
+        Some(b)
+    }
+
+    /// Evicts the oldest unread block (wasted read-ahead).
+    fn pop_unread_lru(&mut self) -> Option<Bytes> {
+        let (_, (b, _)) = self.unread.pop_lru()?;
+        self.unread_bytes -= b.len() as u64;
+        self.wasted += b.len() as u64;
+        Some(b)
+    }
+
+    /// Bytes of read-ahead evicted before anyone read them, since the store was made.
+    pub(crate) fn wasted_bytes(&self) -> u64 {
+        self.wasted
     }
 
     /// True when `key` is held.
@@ -61,7 +85,7 @@ impl Store {
         if let Some(b) = self.read.get(key) {
             return Some(b.clone());
         }
-        let (b, _) = self.unread.pop(key)?;
+        let b = self.take_unread(key)?;
         self.read.put(key.clone(), b.clone());
         Some(b)
     }
@@ -82,7 +106,7 @@ impl Store {
 
     /// Adds a block a reader took; `consumed`: at the eviction end.
     pub(crate) fn insert_read(&mut self, key: BlockKey, b: Bytes, consumed: bool) {
-        let old = self.unread.pop(&key).map(|(o, _)| o);
+        let old = self.take_unread(&key);
         self.replace(old);
         self.bytes += b.len() as u64;
         let old = self.read.put(key.clone(), b);
@@ -98,14 +122,18 @@ impl Store {
             return;
         }
         self.bytes += b.len() as u64;
+        self.unread_bytes += b.len() as u64;
         let old = self.unread.put(key, (b, now)).map(|(o, _)| o);
+        if let Some(o) = &old {
+            self.unread_bytes -= o.len() as u64;
+        }
         self.replace(old);
     }
 
     /// A reader took `key` (from a fetch that was filed before it looked): it is read now, and
     /// consumed when a sequential reader read it to its end.
     pub(crate) fn touch(&mut self, key: &BlockKey, consumed: bool) {
-        if let Some((b, _)) = self.unread.pop(key) {
+        if let Some(b) = self.take_unread(key) {
             self.read.put(key.clone(), b);
         }
         if consumed {
@@ -113,29 +141,34 @@ impl Store {
         }
     }
 
-    /// Evicts read blocks, least recently used first, then read-ahead unread for at least
-    /// `stale`, until `need` more bytes fit under `limit` given `others` bytes held elsewhere
-    /// (in flight). Returns whether they fit.
+    /// Makes room for `need` bytes of read-ahead under `limit`, given `others` bytes held
+    /// elsewhere (in flight), keeping `reserve` bytes for readers' own fetches: read-ahead not
+    /// yet read (but for read-ahead unread for at least `stale`) plus `others`, `need` and
+    /// `reserve` must fit, and read blocks are evicted, least recently used first, to make it.
+    /// Returns whether it fits; nothing is evicted when it can not.
     pub(crate) fn make_room_for_readahead(
         &mut self,
         need: u64,
         others: u64,
+        reserve: u64,
         limit: u64,
         now: Instant,
         stale: Duration,
     ) -> bool {
-        while self.bytes + others + need > limit {
-            if let Some((_, b)) = self.read.pop_lru() {
-                self.bytes -= b.len() as u64;
-                continue;
-            }
+        while self.unread_bytes + others + need + reserve > limit {
             match self.unread.peek_lru() {
                 Some((_, (_, at))) if now.duration_since(*at) >= stale => {
-                    if let Some((_, (b, _))) = self.unread.pop_lru() {
+                    if let Some(b) = self.pop_unread_lru() {
                         self.bytes -= b.len() as u64;
                     }
                 }
                 _ => return false,
+            }
+        }
+        while self.bytes + others + need > limit {
+            match self.read.pop_lru() {
+                Some((_, b)) => self.bytes -= b.len() as u64,
+                None => return false,
             }
         }
         true
@@ -147,7 +180,7 @@ impl Store {
         while self.bytes + others + need > limit {
             let popped = match self.read.pop_lru() {
                 Some((_, b)) => Some(b),
-                None => self.unread.pop_lru().map(|(_, (b, _))| b),
+                None => self.pop_unread_lru(),
             };
             match popped {
                 Some(b) => self.bytes -= b.len() as u64,
@@ -181,11 +214,26 @@ mod tests {
             s.insert_unread(key(i), block(), now);
         }
         let stale = Duration::from_secs(10);
-        assert!(!s.make_room_for_readahead(10, 0, 30, now, stale));
+        assert!(!s.make_room_for_readahead(10, 0, 0, 30, now, stale));
         assert_eq!(s.bytes(), 30, "nothing evicted");
         // A reader's fetch may.
         assert!(s.make_room(10, 0, 30));
         assert!(!s.contains(&key(0)), "the oldest unread went");
+    }
+
+    #[test]
+    fn readahead_leaves_room_for_readers_fetches() {
+        let now = Instant::now();
+        let mut s = Store::new();
+        s.insert_unread(key(0), block(), now);
+        s.insert_read(key(1), block(), false);
+        let stale = Duration::from_secs(10);
+        // 10 unread + 10 needed + 5 reserved fit in 25 (the read block is evicted)...
+        assert!(s.make_room_for_readahead(10, 0, 5, 25, now, stale));
+        assert!(!s.contains(&key(1)) && s.contains(&key(0)));
+        // ...but not with 5 bytes in flight.
+        assert!(!s.make_room_for_readahead(10, 5, 5, 25, now, stale));
+        assert_eq!(s.wasted_bytes(), 0);
     }
 
     #[test]
@@ -194,7 +242,7 @@ mod tests {
         let mut s = Store::new();
         s.insert_unread(key(0), block(), t0);
         let later = t0 + Duration::from_secs(11);
-        assert!(s.make_room_for_readahead(10, 0, 10, later, Duration::from_secs(10)));
+        assert!(s.make_room_for_readahead(10, 0, 0, 10, later, Duration::from_secs(10)));
         assert_eq!(s.bytes(), 0);
     }
 
@@ -208,7 +256,7 @@ mod tests {
         assert_eq!(s.unread_bytes(), 10);
         assert!(s.get(&key(2)).is_some());
         assert_eq!(s.unread_bytes(), 0);
-        assert!(s.make_room_for_readahead(10, 0, 30, now, Duration::from_secs(10)));
+        assert!(s.make_room_for_readahead(10, 0, 0, 30, now, Duration::from_secs(10)));
         assert!(!s.contains(&key(1)), "the consumed block went first");
         assert!(s.contains(&key(0)) && s.contains(&key(2)));
         s.touch(&key(0), true);

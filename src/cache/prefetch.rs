@@ -67,9 +67,12 @@ pub struct PrefetchConfig {
 impl Default for PrefetchConfig {
     fn default() -> Self {
         PrefetchConfig {
-            max_backward: 2 << 20,
+            // The kernel keeps up to 16 reads of 1 MiB in flight for one reader (max_background),
+            // and hubfs handles them on several threads: they reach the scheduler up to that far
+            // out of order, in either direction.
+            max_backward: 16 << 20,
             proven_bytes: 2 << 20,
-            reorder_window: 8 << 20,
+            reorder_window: 16 << 20,
             pending_limit: 8,
             streams_per_file: 8,
             files: 1024,
@@ -261,20 +264,31 @@ impl Prefetcher {
         let idx = match contiguous {
             Some(i) => {
                 let s = &mut file.streams[i];
-                s.hits += 1;
                 s.last_used = now;
-                s.predicted = false;
+                // A read that moves the frontier, or ends where the stream began (reads reach
+                // hubfs out of order: it began earlier than it seemed), continues the stream; a
+                // late read inside what it covers changes nothing.
+                let extends = end > s.frontier;
+                let before = offset < s.origin && end.saturating_add(Self::skip(len)) >= s.origin;
+                if extends || before {
+                    s.hits += 1;
+                    s.predicted = false;
+                }
+                if before {
+                    s.contiguous += end.min(s.origin) - offset;
+                    s.origin = offset;
+                    s.from_zero |= offset == 0;
+                }
                 s.advance(offset, end, Self::skip);
                 if !s.proven && s.contiguous >= cfg.proven_bytes {
                     s.proven = true;
-                    advice.mode.sequential = true;
                 }
-                if !s.proven && s.hits >= 2 {
+                if !s.proven && s.hits >= 2 && extends {
                     // Still unproven, but it keeps going: fetch as much again as it has read.
                     let more = s.contiguous.min(self.cache.plan().part_size);
                     advice.mode.extend_to = end.saturating_add(more).min(size);
                 }
-                advice.mode.sequential = true;
+                advice.mode.sequential = s.proven || extends;
                 Some(i)
             }
             None => {
@@ -321,6 +335,13 @@ impl Prefetcher {
                         let id = inner.next_id;
                         inner.next_id += 1;
                         let stream = Stream::new(id, offset, end, now);
+                        tracing::debug!(
+                            content = %key,
+                            offset,
+                            len,
+                            frontiers = ?file.streams.iter().map(|s| (s.frontier, s.pending.len())).collect::<Vec<_>>(),
+                            "read starts a new stream"
+                        );
                         if offset == 0 && end >= cfg.first_read_hint {
                             // A file read from its start: cover the kernel's next read-ahead
                             // in the same request.
@@ -423,11 +444,13 @@ impl Prefetcher {
             return;
         };
         let frontier = s.frontier;
+        // (Where another stream's reads begin at or after the frontier; at the frontier itself
+        // when it is inside what another stream read.)
         let limit = file
             .streams
             .iter()
-            .filter(|t| t.id != id && t.origin > frontier)
-            .map(|t| t.origin)
+            .filter(|t| t.id != id && t.frontier > frontier)
+            .map(|t| t.origin.max(frontier))
             .min()
             .unwrap_or(size);
         let Some(s) = file.streams.iter_mut().find(|s| s.id == id) else {
@@ -444,9 +467,13 @@ impl Prefetcher {
         let part = plan.part_size.min(window).max(plan.block_size);
         let mut start = s.scheduled.max(s.frontier);
         let mut starved = false;
+        // Where another stream began, a last short part reaches it exactly.
+        let hard_stop = want == limit && limit < size;
         while start < want && s.inflight < parts_cap {
-            let end = start.saturating_add(part).min(size);
-            if end > want && end < size {
+            let mut end = start.saturating_add(part).min(size);
+            if end > want && hard_stop {
+                end = want;
+            } else if end > want && end < size {
                 break;
             }
             let on_done = {

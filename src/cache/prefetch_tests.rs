@@ -151,6 +151,22 @@ async fn a_file_read_from_its_start_fills_every_connection_at_once() {
 }
 
 #[tokio::test]
+async fn a_file_whose_first_reads_arrive_swapped_still_starts_at_full_width() {
+    let src = Source::new(512 * MIB, false);
+    let (p, cache) = setup(224 * MIB);
+    let plan = cache.plan().clone();
+    let t = src.target("f");
+    // The kernel's first read-ahead batch, the second request handled first.
+    p.on_read(&t, MIB, MIB, || None);
+    let a = p.on_read(&t, 0, MIB, || None);
+    assert!(a.proven);
+    let s = p.streams("f");
+    assert_eq!(s.len(), 1);
+    assert_eq!(s[0].0, 0, "the stream begins at 0");
+    assert_eq!(s[0].3 as u64, plan.parts_in_flight(), "full width: {s:?}");
+}
+
+#[tokio::test]
 async fn a_completed_part_is_refilled_without_waiting_for_the_reader() {
     let src = Source::new(1024 * MIB, true);
     let (p, cache) = setup(224 * MIB);
@@ -314,7 +330,7 @@ async fn readahead_stops_where_another_stream_began() {
     let (p, cache) = setup(224 * MIB);
     let t = src.target("f");
     for i in 0..3 {
-        p.on_read(&t, 32 * MIB + i * MIB, MIB, || None);
+        read(&p, &cache, &t, 32 * MIB + i * MIB, MIB).await;
     }
     for i in 0..3 {
         read(&p, &cache, &t, i * MIB, MIB).await;
@@ -322,11 +338,23 @@ async fn readahead_stops_where_another_stream_began() {
     let beyond: Vec<_> = src
         .requests()
         .into_iter()
-        .filter(|&(o, l)| o < 32 * MIB && o + l > 32 * MIB)
+        .filter(|&(o, l)| o < 32 * MIB && o + l > 32 * MIB || o >= 35 * MIB)
         .collect();
     assert!(
         beyond.is_empty(),
         "read-ahead crossed into the other stream: {beyond:?}"
+    );
+    // Once this reader reaches where the other began, it reads ahead no further: that region
+    // was read already.
+    for i in 3..32 {
+        read(&p, &cache, &t, i * MIB, MIB).await;
+    }
+    let fetched = src.fetched();
+    read(&p, &cache, &t, 32 * MIB, MIB).await;
+    assert_eq!(
+        src.fetched(),
+        fetched,
+        "nothing fetched past the other's origin"
     );
 }
 

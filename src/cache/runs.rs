@@ -157,6 +157,11 @@ impl Run {
         Ok(())
     }
 
+    /// Blocks delivered so far.
+    pub(crate) fn filled(&self) -> usize {
+        self.state.lock().filled
+    }
+
     /// The first block not yet delivered, if any.
     pub(crate) fn first_missing(&self) -> Option<usize> {
         self.state
@@ -258,6 +263,15 @@ impl Run {
     }
 }
 
+/// How long a run may take before it is hedged.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub(crate) struct Patience {
+    /// From its start to its end.
+    pub(crate) total: Duration,
+    /// Without a block arriving (from its start, or since the last block).
+    pub(crate) silence: Duration,
+}
+
 /// Recent run durations, to tell a straggler from a run that is merely large.
 pub(crate) struct RunClock {
     /// Seconds per byte of recent runs (a ring).
@@ -270,7 +284,7 @@ pub(crate) struct RunClock {
     allowance: u64,
     /// A run is a straggler after this many times the median time for its size...
     factor: f64,
-    /// ...and never before this.
+    /// ...or after half the median time without progress, and never before this.
     floor: Duration,
     /// Runs smaller than this are not timed or hedged (their time is mostly latency).
     min_len: u64,
@@ -291,9 +305,14 @@ impl RunClock {
             fraction,
             allowance,
             factor,
-            floor: Duration::from_millis(50),
+            floor: Duration::from_millis(100),
             min_len,
         }
+    }
+
+    /// True when runs of `len` bytes are timed and may be hedged.
+    pub(crate) fn applies(&self, len: u64) -> bool {
+        len >= self.min_len
     }
 
     /// Records a run of `len` bytes that took `took` (not hedged).
@@ -313,8 +332,9 @@ impl RunClock {
         *next = (*next + 1) % SAMPLES;
     }
 
-    /// When a run of `len` bytes started now counts as a straggler, if hedging applies to it.
-    pub(crate) fn hedge_after(&self, len: u64) -> Option<Duration> {
+    /// When a run of `len` bytes started now counts as a straggler, if hedging applies to it:
+    /// after `total` in all, or after `silence` without a block arriving (a stalled body).
+    pub(crate) fn patience(&self, len: u64) -> Option<Patience> {
         if len < self.min_len {
             return None;
         }
@@ -326,8 +346,11 @@ impl RunClock {
         drop(s);
         v.sort_by(|a, b| a.total_cmp(b));
         let median = v[v.len() / 2];
-        let t = Duration::from_secs_f64(median * len as f64 * self.factor);
-        Some(t.max(self.floor))
+        let expected = Duration::from_secs_f64(median * len as f64);
+        Some(Patience {
+            total: expected.mul_f64(self.factor).max(self.floor),
+            silence: (expected / 2).max(self.floor),
+        })
     }
 
     /// Takes `len` bytes of the hedge allowance, if there is room.
@@ -384,9 +407,10 @@ async fn drive_started(
     errors: Arc<Mutex<Option<String>>>,
     mut primary: BoxFuture<'static, Result<(), HubError>>,
 ) -> Result<(), HubError> {
-    let hedge_at = clock
-        .hedge_after(run.len)
-        .map(|d| tokio::time::Instant::now() + d);
+    let t0 = tokio::time::Instant::now();
+    let mut patience = clock.patience(run.len);
+    // Progress seen: blocks delivered, and when that count last grew.
+    let (mut seen, mut seen_at) = (0, t0);
     let mut hedge: Option<BoxFuture<'static, Result<(), HubError>>> = None;
     let mut hedged = false;
     let mut primary_failed: Option<HubError> = None;
@@ -398,7 +422,12 @@ async fn drive_started(
     };
     tokio::pin!(cancelled);
     let result = loop {
-        let can_hedge = !hedged && hedge_at.is_some();
+        // Until the clock has samples (the first parts of a mount), look again every 100 ms.
+        let check_at = match patience {
+            Some(p) => (t0 + p.total).min(seen_at + p.silence),
+            None => tokio::time::Instant::now() + Duration::from_millis(100),
+        };
+        let can_hedge = !hedged && clock.applies(run.len);
         tokio::select! {
             r = &mut primary, if primary_failed.is_none() => match r {
                 Ok(()) => break Ok(()),
@@ -418,7 +447,21 @@ async fn drive_started(
                     tracing::debug!(offset = run.offset, error = %e, "hedge failed; the first request goes on");
                 }
             },
-            () = tokio::time::sleep_until(hedge_at.unwrap_or_else(tokio::time::Instant::now)), if can_hedge => {
+            () = tokio::time::sleep_until(check_at), if can_hedge => {
+                let now = tokio::time::Instant::now();
+                let filled = run.filled();
+                if patience.is_none() {
+                    patience = clock.patience(run.len);
+                    if filled > seen {
+                        (seen, seen_at) = (filled, now);
+                    }
+                    continue;
+                }
+                if filled > seen && patience.is_some_and(|p| now < t0 + p.total) {
+                    // Still arriving, and not yet late in all: look again later.
+                    (seen, seen_at) = (filled, now);
+                    continue;
+                }
                 hedged = true;
                 if let Some(k) = run.first_missing() {
                     let from = run.offset + k as u64 * run.block_size;
@@ -554,6 +597,26 @@ mod tests {
     }
 
     #[tokio::test(start_paused = true)]
+    async fn a_run_that_keeps_pace_is_not_hedged_and_a_crawling_one_is() {
+        let src = data(40);
+        // Median: 10 ms for 40 bytes, so patience is 100 ms in all (the floor).
+        for (gap_ms, hedges) in [(8, 0), (40, 1)] {
+            let (f, calls) = paced(src.clone(), Duration::from_millis(gap_ms), None);
+            let run = Run::new(0, 0, 40, BS, None);
+            let stats = Arc::new(Stats::default());
+            drive(run, f, warmed_clock(), stats.clone(), None)
+                .await
+                .unwrap();
+            assert_eq!(
+                Stats::get(&stats.hedges),
+                hedges,
+                "a piece every {gap_ms} ms"
+            );
+            assert_eq!(calls.load(Ordering::SeqCst), 1 + hedges);
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
     async fn hedges_stop_at_their_byte_allowance() {
         let src = data(40);
         let clock = RunClock::new(1, 3.0, 0.0, 0);
@@ -572,6 +635,30 @@ mod tests {
             .unwrap();
         assert_eq!(calls.load(Ordering::SeqCst), 1, "no allowance: no hedge");
         assert_eq!(Stats::get(&stats.hedges), 0);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_run_started_before_the_clock_had_samples_is_hedged_once_it_has() {
+        let src = data(40);
+        let (f, calls) = paced(
+            src,
+            Duration::from_millis(1),
+            Some((3, Duration::from_secs(10))),
+        );
+        let clock = Arc::new(RunClock::new(1, 3.0, 0.05, 1 << 20));
+        let run = Run::new(0, 0, 40, BS, None);
+        let stats = Arc::new(Stats::default());
+        let task = tokio::spawn(drive(run, f, clock.clone(), stats.clone(), None));
+        // Other runs complete meanwhile and give the clock its samples.
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        for _ in 0..MIN_SAMPLES {
+            clock.record(40, Duration::from_millis(10));
+        }
+        let t = tokio::time::Instant::now();
+        task.await.unwrap().unwrap();
+        assert!(t.elapsed() < Duration::from_secs(1), "{:?}", t.elapsed());
+        assert_eq!(calls.load(Ordering::SeqCst), 2);
+        assert_eq!(Stats::get(&stats.hedges), 1);
     }
 
     #[tokio::test(start_paused = true)]

@@ -193,6 +193,8 @@ impl<C: HubClient> HubFs<C> {
     pub fn gauges(&self) -> crate::stats::Gauges {
         crate::stats::Gauges {
             cache_bytes: self.blocks.cached_bytes(),
+            readahead_unread_bytes: self.blocks.unread_bytes(),
+            readahead_wasted_bytes_total: self.blocks.wasted_bytes(),
             inflight_bytes: self.blocks.inflight_bytes(),
             cache_capacity_bytes: self.blocks.capacity(),
             inodes: self.inodes.len() as u64,

@@ -1,8 +1,10 @@
-"""Loads a sharded safetensors model three ways and prints JSON timings, for examples/bench.rs.
+"""Loads a sharded safetensors model three ways and prints JSON timings, for examples/bench.
 
-  mount:    safetensors.numpy.load_file on each shard through a hubfs mount
-  hffs:     huggingface_hub HfFileSystem reads each shard, then safetensors.numpy.load
-  download: hf_hub_download of each shard into an empty cache dir, then load_file
+  mount:    safe_open each shard through a hubfs mount, get_tensor for every key
+  hffs:     huggingface_hub HfFileSystem reads each shard, then safetensors.numpy.load (every
+            tensor; safe_open needs a path)
+  download: snapshot_download of the shards into an empty cache dir, then safe_open each and
+            get_tensor for every key
 
 HF_ENDPOINT must point at the fake Hub before huggingface_hub is imported (it reads it once).
 """
@@ -15,6 +17,19 @@ import tempfile
 import time
 
 
+def load_every_tensor(path: str) -> tuple[int, int]:
+    """(tensors, bytes) of every tensor of the shard at `path`, read with safe_open."""
+    from safetensors import safe_open
+
+    tensors = 0
+    total = 0
+    with safe_open(path, framework="np") as f:
+        for k in f.keys():
+            total += f.get_tensor(k).nbytes
+            tensors += 1
+    return tensors, total
+
+
 def main() -> None:
     p = argparse.ArgumentParser()
     p.add_argument("--mode", choices=["mount", "hffs", "download"], required=True)
@@ -23,18 +38,18 @@ def main() -> None:
     p.add_argument("--shards", type=int, required=True)
     a = p.parse_args()
     names = [f"model-{i:05d}-of-{a.shards:05d}.safetensors" for i in range(1, a.shards + 1)]
-    from safetensors.numpy import load, load_file
 
     t0 = time.perf_counter()
     total = 0
     tensors = 0
     if a.mode == "mount":
         for n in names:
-            d = load_file(os.path.join(a.mount, a.repo + "@main", n))
-            tensors += len(d)
-            total += sum(v.nbytes for v in d.values())
+            k, b = load_every_tensor(os.path.join(a.mount, a.repo + "@main", n))
+            tensors += k
+            total += b
     elif a.mode == "hffs":
         from huggingface_hub import HfFileSystem
+        from safetensors.numpy import load
 
         fs = HfFileSystem()
         for n in names:
@@ -43,14 +58,14 @@ def main() -> None:
             tensors += len(d)
             total += sum(v.nbytes for v in d.values())
     else:
-        from huggingface_hub import hf_hub_download
+        from huggingface_hub import snapshot_download
 
         with tempfile.TemporaryDirectory(prefix="hubfs-bench-dl-") as cache:
+            folder = snapshot_download(a.repo, cache_dir=cache, allow_patterns=["*.safetensors", "*.json"])
             for n in names:
-                path = hf_hub_download(a.repo, n, cache_dir=cache)
-                d = load_file(path)
-                tensors += len(d)
-                total += sum(v.nbytes for v in d.values())
+                k, b = load_every_tensor(os.path.join(folder, n))
+                tensors += k
+                total += b
     dt = time.perf_counter() - t0
     json.dump({"mode": a.mode, "seconds": dt, "tensor_bytes": total, "tensors": tensors}, sys.stdout)
 

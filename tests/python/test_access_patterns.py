@@ -13,28 +13,25 @@ from __future__ import annotations
 import hashlib
 import os
 import random
+import sys
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
-import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
 from filehash import sha256
+
+# The parquet layout is shared with the benchmark (bench/patterns.py), so both measure the same.
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "bench"))
+import patterns  # noqa: E402
 
 REPO = "acme/patterns"
 CACHE = "256MiB"
 MIB = 1 << 20
 
 PARQUET = "table.parquet"
-# 20 float64 columns of 6 row groups x 65536 rows, uncompressed and without dictionaries: each
-# column chunk is ~0.5 MB and each column ~3 MB, 63 MB in all. The two columns read are 7 chunks
-# apart, so the projection reads ~0.5 MB, skips ~3 MB, reads ~0.5 MB, skips ~6.5 MB, ...
-COLUMNS = 20
-ROW_GROUPS = 6
-ROWS_PER_GROUP = 65536
-SELECTED = ["c03", "c10"]
 PARQUET_MAX = 1.5
 
 BLOB = "blob.bin"
@@ -44,18 +41,11 @@ READERS_MAX = 1.05
 RANDOM_CASES = [(4096, 300, 16.0), (MIB, 64, 1.5)]  # (read size, reads, max fetched per read)
 
 
-def _write_parquet(path: Path) -> None:
-    rng = np.random.default_rng(20)
-    rows = ROW_GROUPS * ROWS_PER_GROUP
-    table = pa.table({f"c{i:02d}": rng.standard_normal(rows) for i in range(COLUMNS)})
-    pq.write_table(table, path, row_group_size=ROWS_PER_GROUP, compression="NONE", use_dictionary=False)
-
-
 @pytest.fixture(scope="module")
 def source(tmp_path_factory) -> Path:
     """The folder the fake Hub serves as REPO: table.parquet and blob.bin (deterministic)."""
     d = tmp_path_factory.mktemp("patterns-src")
-    _write_parquet(d / PARQUET)
+    patterns.write_parquet(d / PARQUET)
     (d / BLOB).write_bytes(np.random.default_rng(4).bytes(BLOB_BYTES))
     return d
 
@@ -85,32 +75,19 @@ def fetched_bytes(fakehub, src: Path) -> int:
     )
 
 
-def needed_bytes(path: Path, columns: list[str]) -> int:
-    """The bytes a projection of `columns` must read: their column chunks and the footer."""
-    md = pq.ParquetFile(path).metadata
-    chunks = 0
-    for g in range(md.num_row_groups):
-        rg = md.row_group(g)
-        for c in range(rg.num_columns):
-            col = rg.column(c)
-            if col.path_in_schema in columns:
-                chunks += col.total_compressed_size
-    return chunks + md.serialized_size + 8  # footer: metadata, its 4-byte length, "PAR1"
-
-
 def test_parquet_column_projection_fetches_about_the_chunks_it_needs(fakehub, mounted, source):
     src = source / PARQUET
     md = pq.ParquetFile(src).metadata
-    assert (md.num_row_groups, md.num_columns) == (ROW_GROUPS, COLUMNS)
+    assert (md.num_row_groups, md.num_columns) == (patterns.ROW_GROUPS, patterns.COLUMNS)
     chunk = md.row_group(0).column(0).total_compressed_size
     assert 0.45e6 < chunk < 0.6e6, chunk
     os.stat(mounted / PARQUET)
     fakehub.clear_requests()
-    got = pq.read_table(mounted / PARQUET, columns=SELECTED)
-    want = pq.read_table(src, columns=SELECTED)
+    got = pq.read_table(mounted / PARQUET, columns=patterns.SELECTED)
+    want = pq.read_table(src, columns=patterns.SELECTED)
     assert got.equals(want)
     fetched = fetched_bytes(fakehub, src)
-    needed = needed_bytes(src, SELECTED)
+    needed = patterns.needed_bytes(src, patterns.SELECTED)
     ratio = fetched / needed
     assert ratio <= PARQUET_MAX, (
         f"column projection fetched {fetched / 1e6:.1f} MB for {needed / 1e6:.1f} MB needed "

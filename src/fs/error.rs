@@ -48,7 +48,8 @@ impl FsError {
                 | HubError::Status { .. }
                 | HubError::Network { .. }
                 | HubError::Timeout { .. }
-                | HubError::Protocol { .. } => libc::EIO,
+                | HubError::Protocol { .. }
+                | HubError::Tls { .. } => libc::EIO,
             },
         }
     }
@@ -84,6 +85,7 @@ impl FsError {
                 kind: NotFoundKind::Repo,
                 ..
             }) => Some("no such repo, or it is private and the token cannot see it"),
+            FsError::Hub(HubError::Tls { .. }) => Some(crate::hub::tls::CA_HINT),
             _ => None,
         }
     }
@@ -121,6 +123,14 @@ mod tests {
             (HubError::Gated { context: ctx(401) }.into(), libc::EACCES),
             (HubError::Denied { context: ctx(403) }.into(), libc::EACCES),
             (HubError::Status { context: ctx(502) }.into(), libc::EIO),
+            (
+                HubError::Tls {
+                    url: "u".into(),
+                    message: "m".into(),
+                }
+                .into(),
+                libc::EIO,
+            ),
             (
                 HubError::Timeout {
                     url: "u".into(),

@@ -157,7 +157,7 @@ pub fn http_hub_counting(
     stats: Arc<Stats>,
 ) -> Arc<hubfs::hub::http::HttpHub> {
     let mut cfg = hubfs::hub::http::HttpConfig::new(&hub.endpoint());
-    cfg.token = token.and_then(hubfs::hub::auth::Token::parse);
+    cfg.credentials = token.and_then(hubfs::hub::auth::Token::parse).into();
     cfg.request_timeout = read_timeout;
     cfg.read_timeout = read_timeout;
     cfg.retry.base_delay = Duration::from_millis(10);

@@ -85,7 +85,6 @@ impl FsError {
                 kind: NotFoundKind::Repo,
                 ..
             }) => Some("no such repo, or it is private and the token cannot see it"),
-            FsError::Hub(HubError::Tls { .. }) => Some(crate::hub::tls::CA_HINT),
             _ => None,
         }
     }

@@ -38,21 +38,20 @@ pub fn tls_failure(e: &(dyn std::error::Error + 'static)) -> Option<String> {
         if let Some(t) = err.downcast_ref::<rustls::Error>() {
             return Some(describe(t));
         }
-        // io::Error hides the error it wraps from source(): look inside.
-        if let Some(inner) = err
-            .downcast_ref::<std::io::Error>()
-            .and_then(|io| io.get_ref())
-            .and_then(|i| i.downcast_ref::<rustls::Error>())
-        {
-            return Some(describe(inner));
-        }
-        cur = err.source();
+        // io::Error's source() skips the error it wraps (often another io::Error around the
+        // rustls one): go into it instead.
+        cur = match err.downcast_ref::<std::io::Error>() {
+            Some(io) => io
+                .get_ref()
+                .map(|i| i as &(dyn std::error::Error + 'static)),
+            None => err.source(),
+        };
     }
     None
 }
 
 /// The advice given with every certificate failure.
-pub const CA_HINT: &str =
+const CA_HINT: &str =
     "give the CA that signed the server's certificate with --ca-bundle FILE or SSL_CERT_FILE=FILE (PEM)";
 
 fn describe(e: &rustls::Error) -> String {

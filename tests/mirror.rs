@@ -420,6 +420,20 @@ fn sha_sizes(fx: &Fixtures) -> HashMap<String, u64> {
         .collect()
 }
 
+/// Bytes of the regular files under `dir` (an nginx cache: what it takes on disk).
+fn dir_bytes(dir: &Path) -> u64 {
+    let Ok(rd) = std::fs::read_dir(dir) else {
+        return 0;
+    };
+    rd.filter_map(Result::ok)
+        .map(|e| match e.file_type() {
+            Ok(t) if t.is_dir() => dir_bytes(&e.path()),
+            Ok(t) if t.is_file() => e.metadata().map_or(0, |m| m.len()),
+            _ => 0,
+        })
+        .sum()
+}
+
 fn hub_calls(reqs: &[RequestRecord]) -> usize {
     reqs.iter().filter(|r| r.listener == Listener::Hub).count()
 }
@@ -507,6 +521,11 @@ fn eight_mounts_behind_the_shipped_mirror_cost_the_origin_one_model_and_no_more_
     let pod = hub.requests();
     let (pod_calls, pod_cdn) = (hub_calls(&pod), cdn_bytes(&pod, &sizes));
     let served = mirror.access_log().len();
+    let cache = mirror.dir.path().join("cache");
+    let (cache_bytes, cache_meta) = (
+        dir_bytes(&cache.join("bytes")),
+        dir_bytes(&cache.join("meta")),
+    );
     hub.clear_requests();
 
     // A ninth host, later: what one more host costs the origin.
@@ -521,9 +540,11 @@ fn eight_mounts_behind_the_shipped_mirror_cost_the_origin_one_model_and_no_more_
         "pod figures: model {model_bytes} B ({shard_bytes} B in LFS shards); one mount alone: \
          {alone_calls} Hub requests, {alone_cdn} CDN bytes; 8 mounts via the mirror in \
          {pod_secs:.1} s: {pod_calls} Hub requests, {pod_cdn} CDN bytes ({:.3}x the model), \
-         {served} requests served by the mirror; a 9th mount later: {late_calls} Hub requests, \
-         {late_cdn} CDN bytes",
-        pod_cdn as f64 / model_bytes as f64
+         {served} requests served by the mirror; mirror cache on disk: {cache_bytes} B of bytes \
+         ({:.4}x the model) + {cache_meta} B of metadata; a 9th mount later: {late_calls} Hub \
+         requests, {late_cdn} CDN bytes",
+        pod_cdn as f64 / model_bytes as f64,
+        cache_bytes as f64 / model_bytes as f64
     );
     assert!(
         pod_cdn as f64 <= 1.05 * model_bytes as f64,

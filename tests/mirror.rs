@@ -204,6 +204,18 @@ fn render_mirror(vars: &[(&str, String)]) -> String {
 /// nginx with the shipped mirror config in front of `hub`, listening on loopback (`tls`: on
 /// https), with a cold cache. `ca` is any PEM file (the upstream CA setting must name one).
 fn start_mirror(nginx: &Path, hub: &FakeHub, tls: Option<&ServerCert>, ca: &Path) -> Nginx {
+    start_mirror_with(nginx, hub, tls, ca, None)
+}
+
+/// [`start_mirror`]; with `shared_token`, the two credential maps edited as docs/fleet.md says
+/// for a pod that shares one credential.
+fn start_mirror_with(
+    nginx: &Path,
+    hub: &FakeHub,
+    tls: Option<&ServerCert>,
+    ca: &Path,
+    shared_token: Option<&str>,
+) -> Nginx {
     let dir = open_tempdir("hubfs-mirror-");
     let port = free_port();
     let cache = dir.path().join("cache");
@@ -231,6 +243,26 @@ fn start_mirror(nginx: &Path, hub: &FakeHub, tls: Option<&ServerCert>, ca: &Path
         ("HUBFS_MIRROR_API_TTL", "60s".into()),
         ("HUBFS_MIRROR_UPSTREAM_CA", ca.display().to_string()),
     ]);
+    let site = match shared_token {
+        None => site,
+        Some(t) => {
+            let edit = |site: String, map: &str, value: &str| {
+                let from =
+                    format!("map $http_authorization ${map} {{\n    default $http_authorization;");
+                assert!(site.contains(&from), "the template has the {map} map");
+                site.replace(
+                    &from,
+                    &format!("map $http_authorization ${map} {{\n    default {value};"),
+                )
+            };
+            let site = edit(
+                site,
+                "hubfs_upstream_authorization",
+                &format!("\"Bearer {t}\""),
+            );
+            edit(site, "hubfs_uncached", "\"\"")
+        }
+    };
     Nginx::start(nginx, dir, port, &site, tls)
 }
 
@@ -650,6 +682,64 @@ fn folders_of_1200_entries_list_completely_through_a_reverse_proxy_and_the_token
             "{kind}: the CDN never sees the token"
         );
     }
+}
+
+#[test]
+fn a_pod_sharing_the_mirrors_credential_reads_private_repos_with_metadata_and_lfs_bytes_fetched_once(
+) {
+    let Some(nginx) = nginx_ready() else {
+        return;
+    };
+    let (hub, fx) = support::standard_hub();
+    let ca = make_ca();
+    let mirror = start_mirror_with(&nginx, &hub, None, &ca.ca, Some(TOKEN_FULL));
+    let endpoint = format!("http://127.0.0.1:{}", mirror.port);
+    let private = repo_files(&fx, RepoType::Model, "acme/private-model");
+    let mounts: Vec<_> = (0..4).map(|_| mount_at(&endpoint, None)).collect();
+    std::thread::scope(|s| {
+        for m in &mounts {
+            let private = &private;
+            s.spawn(move || load(&m.path(), "acme/private-model@main", private));
+        }
+    });
+    drop(mounts);
+    let reqs = hub.requests();
+    let bearer = format!("Bearer {TOKEN_FULL}");
+    let mut seen = BTreeSet::new();
+    for r in reqs.iter().filter(|r| r.listener == Listener::Hub) {
+        assert_eq!(
+            r.authorization.as_deref(),
+            Some(bearer.as_str()),
+            "{}",
+            r.path
+        );
+        // Metadata and the LFS redirect are cached for every host; a small file the Hub answers
+        // itself (a private config.json) is not (docs/fleet.md, "Limits").
+        if r.path.starts_with("/api/") || r.path.ends_with(".safetensors") {
+            assert!(
+                seen.insert(r.path.clone()),
+                "{} reached the Hub twice",
+                r.path
+            );
+        }
+    }
+    assert!(seen.iter().any(|p| p.ends_with("model.safetensors")));
+    assert!(seen.iter().any(|p| p.contains("/revision/main")));
+    let sizes = sha_sizes(&fx);
+    let lfs: u64 = private
+        .iter()
+        .filter(|f| f.0.ends_with(".safetensors"))
+        .map(|f| f.2)
+        .sum();
+    assert_eq!(
+        cdn_bytes(&reqs, &sizes),
+        lfs,
+        "the CDN served the LFS file once"
+    );
+    assert!(reqs
+        .iter()
+        .filter(|r| r.listener == Listener::Cdn)
+        .all(|r| r.authorization.is_none()));
 }
 
 #[test]

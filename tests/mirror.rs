@@ -658,6 +658,16 @@ fn folders_of_1200_entries_list_completely_through_a_reverse_proxy_and_the_token
                 r.listener == Listener::Hub && r.path.contains("/tree/") && r.path.contains("/many")
             })
             .count();
+        let cdn_with_token = reqs
+            .iter()
+            .filter(|r| r.listener == Listener::Cdn && r.authorization.is_some())
+            .count();
+        eprintln!(
+            "listing figures ({kind}): {} entries, {pages} tree pages at the Hub, {} Hub requests (all seen by the endpoint), {} CDN requests, {cdn_with_token} of them with a token",
+            got.len(),
+            reqs.iter().filter(|r| r.listener == Listener::Hub).count(),
+            reqs.iter().filter(|r| r.listener == Listener::Cdn).count()
+        );
         assert_eq!(pages, 12, "{kind}: 1200 entries in pages of 100");
         for r in reqs.iter().filter(|r| r.listener == Listener::Hub) {
             assert!(
@@ -1056,6 +1066,12 @@ fn a_rotated_token_file_is_used_without_a_remount_and_the_old_token_is_not_sent_
         .iter()
         .filter(|r| r.authorization.as_deref() == Some(bearer(TOKEN_FULL).as_str()))
         .collect();
+    eprintln!(
+        "rotation figures: after A -> B (A revoked): {} requests, {} with A ({} answered 401), the first with B at #{first_b}",
+        after.len(),
+        with_a.len(),
+        with_a.iter().filter(|r| r.status == 401).count()
+    );
     assert!(
         with_a.len() <= 1,
         "A was sent {} times after the change",
@@ -1084,6 +1100,15 @@ fn a_rotated_token_file_is_used_without_a_remount_and_the_old_token_is_not_sent_
         .iter()
         .filter(|r| r.listener == Listener::Hub)
         .collect();
+    eprintln!(
+        "rotation figures: after B -> C (B still valid, 6 s later): {} Hub requests, {} with C, {} answered 401",
+        hub_reqs.len(),
+        hub_reqs
+            .iter()
+            .filter(|r| r.authorization.as_deref() == Some(bearer(token_c).as_str()))
+            .count(),
+        hub_reqs.iter().filter(|r| r.status == 401).count()
+    );
     assert!(!hub_reqs.is_empty());
     for r in &hub_reqs {
         assert_eq!(

@@ -90,9 +90,16 @@ pub struct MountArgs {
 
     /// Read the token from this file instead of the usual places (env HF_TOKEN, then the file at
     /// env HF_TOKEN_PATH, then $HF_HOME/token, HF_HOME defaulting to ~/.cache/huggingface). The
-    /// token is sent only to the endpoint's host, never to the CDN, and never logged.
+    /// token is sent only to the endpoint's host, never to the CDN, and never logged. A token
+    /// file is re-read when it changes (checked every 5 s, and at once after a 401), so a rotated
+    /// token is used without a remount; HF_TOKEN stays fixed.
     #[arg(long, value_name = "PATH")]
     pub token_file: Option<PathBuf>,
+
+    /// A PEM file of CA certificates to trust besides the built-in and system roots (a mirror or
+    /// proxy with an internal CA). SSL_CERT_FILE and REQUESTS_CA_BUNDLE are added too when set.
+    #[arg(long, value_name = "PATH")]
+    pub ca_bundle: Option<PathBuf>,
 
     /// Memory for cached file blocks (a hard cap; nothing is cached on disk). Units K, M, G
     /// (powers of 1024).

@@ -1,6 +1,10 @@
 //! Settings: parsing of sizes and durations given on the command line, and the endpoint choice.
 
+use std::path::{Path, PathBuf};
 use std::time::Duration;
+
+use crate::hub::auth::Env;
+use crate::hub::proxy::ProxyConfig;
 
 /// The Hub used when neither `--endpoint` nor `HF_ENDPOINT` is given.
 pub const DEFAULT_ENDPOINT: &str = "https://huggingface.co";
@@ -57,6 +61,33 @@ pub fn choose_endpoint(flag: Option<&str>, env: Option<&str>) -> String {
         .to_owned()
 }
 
+/// The CA bundles to trust beyond the built-in and system roots, in this order: `--ca-bundle`,
+/// env `SSL_CERT_FILE`, env `REQUESTS_CA_BUNDLE` (each that is set; the same file once).
+pub fn ca_bundles(flag: Option<&Path>, env: &dyn Env) -> Vec<PathBuf> {
+    let mut out: Vec<PathBuf> = Vec::new();
+    let candidates = flag.map(Path::to_owned).into_iter().chain(
+        ["SSL_CERT_FILE", "REQUESTS_CA_BUNDLE"]
+            .iter()
+            .filter_map(|k| env.var(k).map(PathBuf::from)),
+    );
+    for p in candidates {
+        if !out.contains(&p) {
+            out.push(p);
+        }
+    }
+    out
+}
+
+/// The network settings of the Hub client from flags and the environment: the extra CA bundles
+/// ([`ca_bundles`]) and the proxies ([`ProxyConfig::from_env`]). Fails on a proxy variable that
+/// is not an http(s) URL.
+pub fn network_settings(
+    ca_flag: Option<&Path>,
+    env: &dyn Env,
+) -> Result<(Vec<PathBuf>, ProxyConfig), String> {
+    Ok((ca_bundles(ca_flag, env), ProxyConfig::from_env(env)?))
+}
+
 /// mount(8)'s generic options, which hubfs accepts and ignores in `-o`.
 const GENERIC_OPTIONS: &[&str] = &[
     "ro", "rw", "defaults", "auto", "noauto", "user", "nouser", "users", "_netdev", "nofail",
@@ -106,6 +137,7 @@ pub fn helper_args(args: &[String]) -> Result<(bool, Vec<String>), String> {
         let known_value = [
             "endpoint",
             "token_file",
+            "ca_bundle",
             "cache_size",
             "revision_ttl",
             "read_timeout",
@@ -178,6 +210,27 @@ mod tests {
         assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
         assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
         assert!(parse_duration("soon").is_err());
+    }
+
+    #[test]
+    fn ca_bundles_come_from_the_flag_then_ssl_cert_file_then_requests_ca_bundle() {
+        use crate::hub::auth::MapEnv;
+        let env = MapEnv::of(&[
+            ("SSL_CERT_FILE", "/etc/ca/corp.pem"),
+            ("REQUESTS_CA_BUNDLE", "/etc/ca/corp.pem"),
+        ]);
+        assert_eq!(
+            ca_bundles(Some(Path::new("/m/ca.pem")), &env),
+            [
+                PathBuf::from("/m/ca.pem"),
+                PathBuf::from("/etc/ca/corp.pem")
+            ]
+        );
+        assert!(ca_bundles(None, &MapEnv::of::<&str, &str>(&[])).is_empty());
+        let (_, proxy) = network_settings(None, &MapEnv::of(&[("HTTPS_PROXY", "http://p:3128")]))
+            .expect("valid proxy");
+        assert!(!proxy.is_direct());
+        assert!(network_settings(None, &MapEnv::of(&[("HTTPS_PROXY", "ftp://p")])).is_err());
     }
 
     #[test]

@@ -10,11 +10,12 @@ use fuser::{Config, MountOption, SessionACL};
 
 use crate::cache::MemoryPlan;
 use crate::cli::MountArgs;
-use crate::config::choose_endpoint;
+use crate::config::{choose_endpoint, network_settings};
 use crate::fs::{FsConfig, HubFs};
 use crate::fuse::FuseAdapter;
-use crate::hub::auth::{find_token, ProcessEnv};
+use crate::hub::auth::ProcessEnv;
 use crate::hub::http::{HttpConfig, HttpHub};
+use crate::hub::token::{find_credentials, Credentials, TOKEN_CHECK_INTERVAL};
 use crate::hub::HubClient;
 use crate::stats::Stats;
 
@@ -198,11 +199,30 @@ pub fn run(args: MountArgs, on_ready: impl FnOnce()) -> Result<(), MountError> {
         args.endpoint.as_deref(),
         std::env::var("HF_ENDPOINT").ok().as_deref(),
     );
-    let token = find_token(args.token_file.as_deref(), &ProcessEnv)
-        .map_err(|e| MountError::Setup(e.to_string()))?;
-    match &token {
-        Some((_, src)) => tracing::info!(source = %src, "using a Hub token"),
-        None => tracing::info!("no Hub token found: public repos only"),
+    let (credentials, token_source) = find_credentials(
+        args.token_file.as_deref(),
+        &ProcessEnv,
+        TOKEN_CHECK_INTERVAL,
+    )
+    .map_err(|e| MountError::Setup(e.to_string()))?;
+    match (&token_source, &credentials) {
+        (Some(src), Credentials::File(_)) => {
+            tracing::info!(source = %src, "using a Hub token (the file is re-read when it changes)")
+        }
+        (Some(src), _) => tracing::info!(source = %src, "using a Hub token"),
+        (None, Credentials::File(f)) => tracing::info!(
+            watching = %f.path().display(),
+            "no Hub token found: public repos only until that file holds one"
+        ),
+        (None, _) => tracing::info!("no Hub token found: public repos only"),
+    }
+    let (ca_bundles, proxy) =
+        network_settings(args.ca_bundle.as_deref(), &ProcessEnv).map_err(MountError::Setup)?;
+    for b in &ca_bundles {
+        tracing::info!(file = %b.display(), "trusting the CAs in this bundle too");
+    }
+    if !proxy.is_direct() {
+        tracing::info!(proxies = %proxy.describe(), "using proxies from the environment");
     }
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(std::thread::available_parallelism().map_or(4, |n| n.get().max(4)))
@@ -211,7 +231,9 @@ pub fn run(args: MountArgs, on_ready: impl FnOnce()) -> Result<(), MountError> {
         .build()
         .map_err(|e| MountError::Setup(format!("cannot start the runtime: {e}")))?;
     let mut http = HttpConfig::new(&endpoint);
-    http.token = token.map(|(t, _)| t);
+    http.credentials = credentials;
+    http.ca_bundles = ca_bundles;
+    http.proxy = proxy;
     // Attempts time out after a third of the no-progress deadline, so a hung connection is
     // retried (and a stalled body resumed) before the read as a whole gives up.
     http.request_timeout = (args.read_timeout / 3).max(Duration::from_secs(1));

@@ -69,9 +69,12 @@ fn resolve_via_hub(t: RepoType, args: &PathArgs) -> Result<String, String> {
         std::env::var("HF_ENDPOINT").ok().as_deref(),
     );
     let mut cfg = crate::hub::http::HttpConfig::new(&endpoint);
-    cfg.token = crate::hub::auth::find_token(None, &crate::hub::auth::ProcessEnv)
+    cfg.credentials = crate::hub::auth::find_token(None, &crate::hub::auth::ProcessEnv)
         .map_err(|e| e.to_string())?
-        .map(|(t, _)| t);
+        .map(|(t, _)| t)
+        .into();
+    (cfg.ca_bundles, cfg.proxy) =
+        crate::config::network_settings(None, &crate::hub::auth::ProcessEnv)?;
     let hub = crate::hub::http::HttpHub::new(cfg).map_err(|e| e.to_string())?;
     let (org, name) = args.repo_id.split_once('/').unwrap_or_default();
     let repo = RepoId::new(t, org, name);

@@ -3,98 +3,22 @@
 
 mod support;
 
-use std::io::Read;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
 use fakehub::RepoType;
+use support::daemon::Daemon;
 use support::{is_mounted, repo_dir, sha256_file};
 
 const BIN: &str = env!("CARGO_BIN_EXE_hubfs");
 
-fn wait_for(what: &str, d: &Daemon, mut f: impl FnMut() -> bool) {
-    let t = Instant::now();
-    while !f() {
-        assert!(
-            t.elapsed() < Duration::from_secs(20),
-            "timed out waiting for {what}; daemon log:\n{}",
-            d.log()
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
-struct Daemon {
-    child: Child,
-    home: tempfile::TempDir,
-    /// The daemon's stderr, collected from a pipe (a log file would count as disk writes).
-    log: Arc<Mutex<String>>,
-    mountpoint: Option<std::path::PathBuf>,
-}
-
-impl Drop for Daemon {
-    /// A failed test must not leave a daemon or a dead mount behind.
-    fn drop(&mut self) {
-        if let Ok(None) = self.child.try_wait() {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
-        if let Some(m) = &self.mountpoint {
-            if is_mounted(m) {
-                let _ = nix::mount::umount2(m, nix::mount::MntFlags::MNT_DETACH);
-            }
-        }
-    }
-}
-
-impl Daemon {
-    fn log(&self) -> String {
-        self.log.lock().unwrap().clone()
-    }
+fn wait_for(what: &str, d: &Daemon, f: impl FnMut() -> bool) {
+    d.wait_for(what, f)
 }
 
 fn start(mnt: &Path, endpoint: &str) -> Daemon {
-    let home = tempfile::tempdir().unwrap();
-    let mut child = Command::new(BIN)
-        .args([
-            "mount",
-            mnt.to_str().unwrap(),
-            "--endpoint",
-            endpoint,
-            "--cache-size",
-            "64MiB",
-        ])
-        .env_clear()
-        .env("HOME", home.path())
-        .env("PATH", std::env::var("PATH").unwrap_or_default())
-        .env("HUBFS_LOG", "info")
-        .current_dir(home.path())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("spawn hubfs");
-    let log = Arc::new(Mutex::new(String::new()));
-    let mut err = child.stderr.take().expect("stderr");
-    let sink = log.clone();
-    std::thread::spawn(move || {
-        let mut buf = [0u8; 4096];
-        while let Ok(n) = err.read(&mut buf) {
-            if n == 0 {
-                break;
-            }
-            sink.lock()
-                .unwrap()
-                .push_str(&String::from_utf8_lossy(&buf[..n]));
-        }
-    });
-    Daemon {
-        child,
-        home,
-        log,
-        mountpoint: Some(mnt.to_owned()),
-    }
+    support::daemon::spawn(mnt, &["--endpoint", endpoint, "--cache-size", "64MiB"], &[])
 }
 
 fn write_bytes(pid: u32) -> u64 {
@@ -259,38 +183,12 @@ fn the_token_never_reaches_logs_at_trace_level_nor_the_cdn() {
     }
     let (hub, fx) = support::standard_hub();
     let mnt = tempfile::tempdir().unwrap();
-    let home = tempfile::tempdir().unwrap();
-    let mut child = Command::new(BIN)
-        .args([
-            "mount",
-            mnt.path().to_str().unwrap(),
-            "--endpoint",
-            &hub.endpoint(),
-        ])
-        .env_clear()
-        .env("HOME", home.path())
-        .env("HF_TOKEN", fakehub::TOKEN_FULL)
-        .env("HUBFS_LOG", "trace")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut err = child.stderr.take().unwrap();
-    let log = Arc::new(Mutex::new(String::new()));
-    let sink = log.clone();
-    let reader = std::thread::spawn(move || {
-        let mut s = String::new();
-        let _ = err.read_to_string(&mut s);
-        sink.lock().unwrap().push_str(&s);
-    });
-    let t = Instant::now();
-    while !mnt.path().join("datasets").is_dir() {
-        assert!(
-            t.elapsed() < Duration::from_secs(20),
-            "mount did not come up"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    let d = support::daemon::spawn(
+        mnt.path(),
+        &["--endpoint", &hub.endpoint()],
+        &[("HF_TOKEN", fakehub::TOKEN_FULL), ("HUBFS_LOG", "trace")],
+    );
+    d.wait_mounted();
     for id in ["acme/private-model", "acme/gated-model"] {
         let c = fx.commit(RepoType::Model, id, "main").unwrap();
         for (path, data) in &c.files {
@@ -303,10 +201,8 @@ fn the_token_never_reaches_logs_at_trace_level_nor_the_cdn() {
             );
         }
     }
-    support::sigterm(&child);
-    assert!(child.wait().unwrap().success());
-    reader.join().unwrap();
-    let log = log.lock().unwrap().clone();
+    let (status, log) = stop(d);
+    assert!(status.success());
     assert!(
         log.len() > 1000 && log.contains("TRACE"),
         "trace logging was on"

@@ -44,6 +44,10 @@ pub struct FakeHubOptions {
     pub cdn_addr: Option<SocketAddr>,
     /// Initial traffic shaping (default none); change it live with [`FakeHub::set_shaping`].
     pub shaping: Shaping,
+    /// `/resolve/` answers LFS files itself (200/206 with the bytes), as a Hub mirror service
+    /// does, instead of redirecting to the CDN. The answer carries `X-Repo-Commit`,
+    /// `X-Linked-Etag`, `X-Linked-Size` and an `ETag` of its own. Default off.
+    pub resolve_direct: bool,
 }
 
 impl Default for FakeHubOptions {
@@ -55,6 +59,7 @@ impl Default for FakeHubOptions {
             hub_addr: None,
             cdn_addr: None,
             shaping: Shaping::default(),
+            resolve_direct: false,
         }
     }
 }
@@ -76,6 +81,8 @@ struct Shared {
     faults: Mutex<FaultState>,
     /// True while paused: connections are dropped on accept and live ones are closed.
     paused: tokio::sync::watch::Sender<bool>,
+    /// The tokens accepted and what each may read ([`TOKEN_FULL`], [`TOKEN_UNAPPROVED`] at start).
+    tokens: RwLock<HashMap<String, Auth>>,
 }
 
 /// A running fake Hub: two listeners on a background tokio runtime. Drop shuts both down.
@@ -117,6 +124,10 @@ impl FakeHub {
             shaping: Arc::new(RwLock::new(shaping)),
             faults: Mutex::new(FaultState::new()),
             paused: tokio::sync::watch::Sender::new(false),
+            tokens: RwLock::new(HashMap::from([
+                (TOKEN_FULL.to_owned(), Auth::Full),
+                (TOKEN_UNAPPROVED.to_owned(), Auth::Unapproved),
+            ])),
         });
         let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
         let (ready_tx, ready_rx) = std::sync::mpsc::channel::<std::io::Result<()>>();
@@ -226,6 +237,21 @@ impl FakeHub {
     /// [`FakeHub::resume`] restores normal service on the same ports.
     pub fn pause(&self) {
         self.shared.paused.send_replace(true);
+    }
+
+    /// Accepts `token` from now on with the access of [`TOKEN_FULL`] (every private and gated
+    /// repo), as when a user creates a new token.
+    pub fn add_token(&self, token: &str) {
+        self.shared
+            .tokens
+            .write()
+            .insert(token.to_owned(), Auth::Full);
+    }
+
+    /// Stops accepting `token` (any token, the built-in ones included): later requests carrying
+    /// it get 401 "Invalid credentials in Authorization header", as for a revoked token.
+    pub fn revoke_token(&self, token: &str) {
+        self.shared.tokens.write().remove(token);
     }
 
     /// Ends a [`FakeHub::pause`].
@@ -650,7 +676,7 @@ enum Auth {
     Unapproved,
 }
 
-fn parse_auth(headers: &HeaderMap) -> Result<Auth, Response> {
+fn parse_auth(s: &Shared, headers: &HeaderMap) -> Result<Auth, Response> {
     let Some(v) = headers.get("authorization") else {
         return Ok(Auth::Anonymous);
     };
@@ -667,12 +693,10 @@ fn parse_auth(headers: &HeaderMap) -> Result<Auth, Response> {
         _ if v.is_empty() => return Ok(Auth::Anonymous),
         _ => return Err(invalid()),
     };
-    match token {
-        "" => Ok(Auth::Anonymous),
-        TOKEN_FULL => Ok(Auth::Full),
-        TOKEN_UNAPPROVED => Ok(Auth::Unapproved),
-        _ => Err(invalid()),
+    if token.is_empty() {
+        return Ok(Auth::Anonymous);
     }
+    s.tokens.read().get(token).copied().ok_or_else(invalid)
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -979,7 +1003,7 @@ fn hub(
     body: &[u8],
     fault: Option<&FaultKind>,
 ) -> Response {
-    let auth = match parse_auth(headers) {
+    let auth = match parse_auth(s, headers) {
         Ok(a) => a,
         Err(r) => return r,
     };
@@ -1421,6 +1445,18 @@ fn resolve(
     if data.is_empty() {
         let sha1 = data.git_blob_sha1();
         return serve_bytes(method, headers, data, &sha1, extra_direct(&sha1), fault);
+    }
+    if is_lfs(s, &path, data) && s.opts.resolve_direct {
+        let sha = data.sha256_hex();
+        // The mirror's own validator, like nginx's "<mtime>-<size>", not the sha256.
+        let own = format!("{}-{:x}", &sha[..12], data.len());
+        let extra = vec![
+            ("etag", format!("\"{own}\"")),
+            ("x-repo-commit", commit.sha.clone()),
+            ("x-linked-etag", format!("\"{sha}\"")),
+            ("x-linked-size", data.len().to_string()),
+        ];
+        return serve_bytes(method, headers, data, &own, extra, fault);
     }
     if is_lfs(s, &path, data) {
         let sha = data.sha256_hex();

@@ -734,3 +734,79 @@ fn works_from_plain_test_and_stops() {
     drop(hub);
     assert!(std::net::TcpStream::connect(&addr).is_err());
 }
+
+#[tokio::test]
+async fn added_tokens_read_private_repos_and_revoked_ones_get_401() {
+    let hub = start();
+    let c = client();
+    let url = format!(
+        "{}/api/models/acme/private-model/revision/main",
+        hub.endpoint()
+    );
+    let fresh = "hf_fake_rotated_token_b";
+    assert_eq!(get_auth(&c, &url, Some(fresh)).await.status(), 401);
+    hub.add_token(fresh);
+    assert_eq!(get_auth(&c, &url, Some(fresh)).await.status(), 200);
+    hub.revoke_token(TOKEN_FULL);
+    let r = get_auth(&c, &url, Some(TOKEN_FULL)).await;
+    assert_eq!(r.status(), 401);
+    assert_eq!(
+        h(r.headers(), "x-error-message"),
+        Some("Invalid credentials in Authorization header")
+    );
+    assert_eq!(get_auth(&c, &url, Some(fresh)).await.status(), 200);
+}
+
+#[tokio::test]
+async fn resolve_direct_serves_lfs_bytes_without_a_redirect() {
+    let fx = Fixtures::standard();
+    let opts = FakeHubOptions {
+        resolve_direct: true,
+        ..FakeHubOptions::default()
+    };
+    let hub = FakeHub::start(fx.clone(), opts).expect("start");
+    let c = client();
+    let data = fx
+        .file(
+            RepoType::Model,
+            "acme/sharded",
+            "main",
+            "model-00001-of-00003.safetensors",
+        )
+        .expect("shard");
+    let commit = fx
+        .commit(RepoType::Model, "acme/sharded", "main")
+        .expect("commit");
+    let url = format!(
+        "{}/acme/sharded/resolve/{}/model-00001-of-00003.safetensors",
+        hub.endpoint(),
+        commit.sha
+    );
+    let r = c
+        .get(&url)
+        .header("range", "bytes=10-19")
+        .send()
+        .await
+        .expect("send");
+    assert_eq!(r.status(), 206);
+    let sha = data.sha256_hex();
+    assert_eq!(
+        h(r.headers(), "x-linked-etag"),
+        Some(format!("\"{sha}\"").as_str())
+    );
+    assert_eq!(
+        h(r.headers(), "x-linked-size"),
+        Some(data.len().to_string().as_str())
+    );
+    assert_eq!(h(r.headers(), "x-repo-commit"), Some(commit.sha.as_str()));
+    assert_ne!(h(r.headers(), "etag"), Some(format!("\"{sha}\"").as_str()));
+    assert_eq!(
+        h(r.headers(), "content-range"),
+        Some(format!("bytes 10-19/{}", data.len()).as_str())
+    );
+    assert_eq!(
+        r.bytes().await.expect("body").to_vec(),
+        data.read_at(10, 10)
+    );
+    assert!(hub.requests().iter().all(|q| q.listener == Listener::Hub));
+}

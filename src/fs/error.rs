@@ -48,7 +48,8 @@ impl FsError {
                 | HubError::Status { .. }
                 | HubError::Network { .. }
                 | HubError::Timeout { .. }
-                | HubError::Protocol { .. } => libc::EIO,
+                | HubError::Protocol { .. }
+                | HubError::Tls { .. } => libc::EIO,
             },
         }
     }
@@ -121,6 +122,14 @@ mod tests {
             (HubError::Gated { context: ctx(401) }.into(), libc::EACCES),
             (HubError::Denied { context: ctx(403) }.into(), libc::EACCES),
             (HubError::Status { context: ctx(502) }.into(), libc::EIO),
+            (
+                HubError::Tls {
+                    url: "u".into(),
+                    message: "m".into(),
+                }
+                .into(),
+                libc::EIO,
+            ),
             (
                 HubError::Timeout {
                     url: "u".into(),

@@ -83,7 +83,8 @@ pub enum TokenError {
     },
 }
 
-fn read_token_file(path: &Path) -> Result<Option<Token>, std::io::Error> {
+/// Reads a token file: its text, stripped; empty is no token. Warns when others may read it.
+pub(crate) fn read_token_file(path: &Path) -> Result<Option<Token>, std::io::Error> {
     let text = std::fs::read_to_string(path)?;
     warn_if_world_readable(path);
     Ok(Token::parse(&text))
@@ -145,20 +146,36 @@ pub fn find_token(
     }
 }
 
+/// An environment of given pairs, for tests of everything that reads [`Env`].
+#[cfg(test)]
+pub(crate) struct MapEnv(std::collections::HashMap<String, String>);
+
+#[cfg(test)]
+impl MapEnv {
+    /// The environment holding exactly `pairs`.
+    pub(crate) fn of<K: ToString, V: ToString>(pairs: &[(K, V)]) -> Self {
+        MapEnv(
+            pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+        )
+    }
+}
+
+#[cfg(test)]
+impl Env for MapEnv {
+    fn var(&self, key: &str) -> Option<String> {
+        self.0.get(key).cloned().filter(|v| !v.is_empty())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::collections::HashMap;
-
-    struct MapEnv(HashMap<&'static str, String>);
-    impl Env for MapEnv {
-        fn var(&self, key: &str) -> Option<String> {
-            self.0.get(key).cloned().filter(|v| !v.is_empty())
-        }
-    }
 
     fn env(pairs: &[(&'static str, String)]) -> MapEnv {
-        MapEnv(pairs.iter().cloned().collect())
+        MapEnv::of(pairs)
     }
 
     #[test]

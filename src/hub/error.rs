@@ -104,6 +104,16 @@ pub enum HubError {
         /// The deadline that passed.
         after: Duration,
     },
+    /// TLS failed: the server's certificate is not trusted or not valid for its name, the
+    /// handshake failed, or a CA bundle given to hubfs cannot be used (then `url` is its path).
+    /// The message says which and what to do. Not retried: it does not fix itself.
+    #[error("TLS error with {url}: {message}")]
+    Tls {
+        /// The URL without its query (or the CA bundle's path).
+        url: String,
+        /// What failed, and the fix.
+        message: String,
+    },
     /// The response broke the protocol: wrong `Content-Range`, short body, bad JSON, a redirect loop.
     #[error("protocol error from {url}: {message}")]
     Protocol {

@@ -16,7 +16,9 @@ use url::Url;
 
 use super::auth::Token;
 use super::error::redact_url;
+use super::proxy::ProxyConfig;
 use super::retry::RetryPolicy;
+use super::token::Credentials;
 use super::urls::Urls;
 use super::{
     CommitInfo, EntryKind, FileRef, HttpContext, HubClient, HubError, NotFoundKind, PieceSink,
@@ -39,8 +41,14 @@ const EXPIRY_MARGIN: Duration = Duration::from_secs(60);
 pub struct HttpConfig {
     /// Base URL, e.g. `https://huggingface.co`.
     pub endpoint: String,
-    /// Sent as `Authorization: Bearer` to the endpoint's origin only.
-    pub token: Option<Token>,
+    /// The token, sent as `Authorization: Bearer` to the endpoint's origin only; a token file is
+    /// followed as it changes (see [`super::token`]).
+    pub credentials: Credentials,
+    /// PEM bundles of extra CAs to trust, on top of the built-in and system roots (see
+    /// [`super::tls`]). A bundle that cannot be used makes [`HttpHub::new`] fail.
+    pub ca_bundles: Vec<std::path::PathBuf>,
+    /// Forward proxies (see [`super::proxy`]); the default goes direct.
+    pub proxy: ProxyConfig,
     /// Deadline of one attempt: for connecting and receiving response headers, and for each
     /// chunk of a body to arrive. A stalled attempt is then retried (a body resumed).
     pub request_timeout: Duration,
@@ -57,7 +65,9 @@ impl HttpConfig {
     pub fn new(endpoint: &str) -> Self {
         HttpConfig {
             endpoint: endpoint.to_owned(),
-            token: None,
+            credentials: Credentials::None,
+            ca_bundles: Vec::new(),
+            proxy: ProxyConfig::default(),
             request_timeout: Duration::from_secs(30),
             read_timeout: Duration::from_secs(30),
             retry: RetryPolicy::default(),
@@ -122,7 +132,8 @@ struct TreeJson {
 }
 
 impl HttpHub {
-    /// A client for `cfg.endpoint`. Fails on an endpoint that is not an http(s) URL.
+    /// A client for `cfg.endpoint`. Fails on an endpoint that is not an http(s) URL, or a CA
+    /// bundle that cannot be read or holds no certificate.
     pub fn new(cfg: HttpConfig) -> Result<Self, HubError> {
         let base = Url::parse(&cfg.endpoint).map_err(|e| HubError::Protocol {
             url: cfg.endpoint.clone(),
@@ -134,17 +145,27 @@ impl HttpHub {
                 message: "endpoint must be http or https".into(),
             });
         }
-        let client = reqwest::Client::builder()
+        let mut builder = reqwest::Client::builder()
             .redirect(reqwest::redirect::Policy::none())
             .connect_timeout(cfg.request_timeout)
             .pool_max_idle_per_host(64)
             .tcp_nodelay(true)
             .user_agent(concat!("hubfs/", env!("CARGO_PKG_VERSION")))
-            .build()
-            .map_err(|e| HubError::Network {
-                url: cfg.endpoint.clone(),
-                message: format!("cannot build HTTP client: {e}"),
-            })?;
+            // Proxies come from `cfg.proxy` only (reqwest's own reading of the environment
+            // knows no `host:port` in NO_PROXY).
+            .no_proxy();
+        if let Some(p) = cfg.proxy.to_reqwest() {
+            builder = builder.proxy(p);
+        }
+        for path in &cfg.ca_bundles {
+            for cert in super::tls::load_bundle(path)? {
+                builder = builder.add_root_certificate(cert);
+            }
+        }
+        let client = builder.build().map_err(|e| HubError::Network {
+            url: cfg.endpoint.clone(),
+            message: format!("cannot build HTTP client: {e}"),
+        })?;
         Ok(HttpHub {
             client,
             urls: Urls::new(&cfg.endpoint),
@@ -171,7 +192,43 @@ impl HttpHub {
         url.origin() == self.origin
     }
 
+    /// Where to fetch a tree listing's next page. A link on the endpoint's origin is used as
+    /// given. A link on another origin (a reverse proxy or mirror passes the Hub's `Link` header
+    /// through, naming the Hub itself) is followed on the endpoint: its base URL plus the link's
+    /// path and query. So the next page comes through the same mirror, and the token never goes
+    /// to the origin the link named.
+    fn next_page_url(&self, link: &str, shown: &str) -> Result<String, HubError> {
+        let parsed = Url::parse(link).map_err(|e| HubError::Protocol {
+            url: shown.to_owned(),
+            message: format!("bad next link: {e}"),
+        })?;
+        if self.same_origin(&parsed) {
+            return Ok(link.to_owned());
+        }
+        let mut on_endpoint = format!("{}{}", self.urls.endpoint(), parsed.path());
+        if let Some(q) = parsed.query() {
+            on_endpoint.push('?');
+            on_endpoint.push_str(q);
+        }
+        tracing::debug!(link = %redact_url(link), next = %redact_url(&on_endpoint), "next-page link names another origin; following it on the endpoint");
+        Ok(on_endpoint)
+    }
+
+    /// The `Authorization` header for `token`, marked sensitive so it is never printed.
+    fn bearer(token: &Token, url: &Url) -> Result<HeaderValue, HubError> {
+        let mut v = HeaderValue::from_str(&format!("Bearer {}", token.expose())).map_err(|_| {
+            HubError::Protocol {
+                url: redact_url(url.as_str()),
+                message: "the token has characters not allowed in a header".into(),
+            }
+        })?;
+        v.set_sensitive(true);
+        Ok(v)
+    }
+
     /// Sends `method url`, following redirects; the token goes only to the endpoint's origin.
+    /// A 401 from the endpoint's origin re-reads a token file at once, and the hop is sent again
+    /// (once) if the token changed.
     async fn send(
         &self,
         method: Method,
@@ -183,24 +240,21 @@ impl HttpHub {
             url: redact_url(url),
             message: format!("bad URL: {e}"),
         })?;
-        for _ in 0..=MAX_REDIRECTS {
+        let mut hops = 0;
+        let mut resent_after_401 = false;
+        loop {
             let mut req = self.client.request(method.clone(), current.clone());
             if let Some(r) = range {
                 req = req.header(RANGE, r);
             }
             let hub_origin = self.same_origin(&current);
-            if hub_origin {
-                if let Some(t) = &self.cfg.token {
-                    let mut v =
-                        HeaderValue::from_str(&format!("Bearer {}", t.expose())).map_err(|_| {
-                            HubError::Protocol {
-                                url: redact_url(current.as_str()),
-                                message: "the token has characters not allowed in a header".into(),
-                            }
-                        })?;
-                    v.set_sensitive(true);
-                    req = req.header(AUTHORIZATION, v);
-                }
+            let token = if hub_origin {
+                self.cfg.credentials.current()
+            } else {
+                None
+            };
+            if let Some(t) = &token {
+                req = req.header(AUTHORIZATION, Self::bearer(t, &current)?);
             }
             let shown = redact_url(current.as_str());
             Stats::add(&self.stats.http_requests, 1);
@@ -212,17 +266,38 @@ impl HttpHub {
                     })
                 }
                 Ok(Err(e)) => {
-                    return Err(HubError::Network {
-                        url: shown,
-                        message: error_chain(&e),
+                    return Err(match super::tls::tls_failure(&e) {
+                        Some(message) => HubError::Tls {
+                            url: shown,
+                            message,
+                        },
+                        None => HubError::Network {
+                            url: shown,
+                            message: error_chain(&e),
+                        },
                     })
                 }
                 Ok(Ok(r)) => r,
             };
+            if hub_origin && resp.status() == StatusCode::UNAUTHORIZED && !resent_after_401 {
+                let now = self.cfg.credentials.refresh();
+                if now != token {
+                    tracing::info!(url = %shown, "401 with the old token; sending again with the token file's new one");
+                    resent_after_401 = true;
+                    continue;
+                }
+            }
             if let (Some(file), true) = (expect, hub_origin) {
                 check_identity(resp.headers(), file, &shown)?;
             }
             if resp.status().is_redirection() {
+                hops += 1;
+                if hops > MAX_REDIRECTS {
+                    return Err(HubError::Protocol {
+                        url: redact_url(url),
+                        message: format!("more than {MAX_REDIRECTS} redirects"),
+                    });
+                }
                 let loc = resp
                     .headers()
                     .get(LOCATION)
@@ -243,6 +318,7 @@ impl HttpHub {
                 }
                 tracing::trace!(from = %shown, to = %redact_url(next.as_str()), "redirect");
                 current = next;
+                resent_after_401 = false;
                 continue;
             }
             return Ok(Sent {
@@ -250,10 +326,6 @@ impl HttpHub {
                 url: current.to_string(),
             });
         }
-        Err(HubError::Protocol {
-            url: redact_url(url),
-            message: format!("more than {MAX_REDIRECTS} redirects"),
-        })
     }
 
     /// GET with retries; returns the successful response or the classified error.
@@ -522,19 +594,7 @@ impl HubClient for HttpHub {
             out.extend(page);
             match next {
                 None => return Ok(out),
-                Some(n) => {
-                    let parsed = Url::parse(&n).map_err(|e| HubError::Protocol {
-                        url: shown.clone(),
-                        message: format!("bad next link: {e}"),
-                    })?;
-                    if !self.same_origin(&parsed) {
-                        return Err(HubError::Protocol {
-                            url: shown,
-                            message: "next page link points to another host".into(),
-                        });
-                    }
-                    url = n;
-                }
+                Some(n) => url = self.next_page_url(&n, &shown)?,
             }
         }
         Err(HubError::Protocol {
@@ -755,25 +815,46 @@ async fn error_from_response(resp: Response, url: &str) -> HubError {
     }
 }
 
-/// Fails with `Stale` when a Hub response names another commit (`X-Repo-Commit`) or another
-/// version of the file (`X-Linked-Etag`, else `ETag`) than the file was opened at.
+/// Fails with `Stale` when a response from the endpoint's origin says it is about another
+/// commit or another version of the file than the file was opened at:
+/// * `X-Repo-Commit`, when present, must be the file's commit;
+/// * `X-Linked-Etag` (the `/resolve` hop of an LFS file), when present, must be its etag, and
+///   `X-Linked-Size`, when present, its size;
+/// * `ETag` must be its etag only on an answer that also carries `X-Repo-Commit`: that is the
+///   Hub answering for the file itself (a direct answer, `resolve-cache`). An answer without it is
+///   a byte server on the endpoint's origin (a mirror serving CDN objects), whose `ETag` is its
+///   own; its bytes are checked by `Content-Range` and length in `range_once`.
 fn check_identity(headers: &HeaderMap, file: &FileRef, url: &str) -> Result<(), HubError> {
     let get = |n: &str| headers.get(n).and_then(|v| v.to_str().ok());
-    if let Some(c) = get("x-repo-commit") {
+    let stale = |message: String| HubError::Stale {
+        url: url.to_owned(),
+        message,
+    };
+    let commit = get("x-repo-commit");
+    if let Some(c) = commit {
         if c != file.commit {
-            return Err(HubError::Stale {
-                url: url.to_owned(),
-                message: format!("X-Repo-Commit {c} but the file is read at {}", file.commit),
-            });
+            return Err(stale(format!(
+                "X-Repo-Commit {c} but the file is read at {}",
+                file.commit
+            )));
         }
     }
-    if let Some(tag) = get("x-linked-etag").or_else(|| get("etag")) {
+    if let Some(size) = get("x-linked-size") {
+        if size.trim().parse::<u64>().ok() != Some(file.size) {
+            return Err(stale(format!(
+                "X-Linked-Size {size} but the file's listing says {} bytes",
+                file.size
+            )));
+        }
+    }
+    let tag = get("x-linked-etag").or_else(|| commit.and_then(|_| get("etag")));
+    if let Some(tag) = tag {
         let tag = tag.trim().trim_start_matches("W/").trim_matches('"');
         if !file.etag.is_empty() && !tag.is_empty() && tag != file.etag {
-            return Err(HubError::Stale {
-                url: url.to_owned(),
-                message: format!("ETag {tag} but the file's listing says {}", file.etag),
-            });
+            return Err(stale(format!(
+                "ETag {tag} but the file's listing says {}",
+                file.etag
+            )));
         }
     }
     Ok(())
@@ -1035,6 +1116,54 @@ mod tests {
             check_identity(&h2, &file, "u"),
             Err(HubError::Stale { .. })
         ));
+    }
+
+    #[test]
+    fn identity_of_mirror_served_bytes_is_their_size_not_their_etag() {
+        let file = FileRef {
+            repo: RepoId::new(crate::hub::RepoType::Model, "a", "b"),
+            commit: "c".repeat(40),
+            path: "w.safetensors".into(),
+            size: 1000,
+            etag: "sha256hex".into(),
+        };
+        // A CDN object served on the endpoint's origin: its own ETag, no X-Repo-Commit.
+        let mut cdn = HeaderMap::new();
+        cdn.insert("etag", HeaderValue::from_static("\"cdn-own-etag\""));
+        assert!(check_identity(&cdn, &file, "u").is_ok());
+        // The same ETag on an answer that names its commit is the Hub's: it must match.
+        let mut hub = cdn.clone();
+        hub.insert(
+            "x-repo-commit",
+            HeaderValue::from_str(&"c".repeat(40)).unwrap(),
+        );
+        assert!(matches!(
+            check_identity(&hub, &file, "u"),
+            Err(HubError::Stale { .. })
+        ));
+        // The /resolve hop of an LFS file: X-Linked-Etag and X-Linked-Size must match.
+        let mut resolve = hub.clone();
+        resolve.insert("x-linked-etag", HeaderValue::from_static("\"sha256hex\""));
+        resolve.insert("x-linked-size", HeaderValue::from_static("1000"));
+        assert!(check_identity(&resolve, &file, "u").is_ok());
+        resolve.insert("x-linked-size", HeaderValue::from_static("999"));
+        assert!(matches!(
+            check_identity(&resolve, &file, "u"),
+            Err(HubError::Stale { .. })
+        ));
+    }
+
+    #[test]
+    fn next_page_links_on_other_origins_are_followed_on_the_endpoint() {
+        let hub = HttpHub::new(HttpConfig::new("http://mirror:8080/hf")).unwrap();
+        let upstream = "https://huggingface.co/api/models/a/b/tree/c?recursive=false&cursor=xyz";
+        assert_eq!(
+            hub.next_page_url(upstream, "u").unwrap(),
+            "http://mirror:8080/hf/api/models/a/b/tree/c?recursive=false&cursor=xyz"
+        );
+        let same = "http://mirror:8080/hf/api/models/a/b/tree/c?cursor=2";
+        assert_eq!(hub.next_page_url(same, "u").unwrap(), same);
+        assert!(hub.next_page_url("not a url", "u").is_err());
     }
 
     #[test]

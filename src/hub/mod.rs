@@ -7,7 +7,10 @@ pub mod auth;
 pub mod error;
 pub mod http;
 pub mod memory;
+pub mod proxy;
 pub mod retry;
+pub mod tls;
+pub mod token;
 pub mod urls;
 
 use std::fmt;

@@ -30,8 +30,8 @@ impl Default for RetryPolicy {
 
 impl RetryPolicy {
     /// True for failures that may pass: network errors, timeouts, 5xx, 408, 429 and responses that
-    /// broke the protocol (a cut body, a wrong `Content-Range`). Not-found, access and stale-content
-    /// errors are final.
+    /// broke the protocol (a cut body, a wrong `Content-Range`). Not-found, access, TLS and
+    /// stale-content errors are final.
     pub fn is_retryable(err: &HubError) -> bool {
         match err {
             HubError::Network { .. }
@@ -123,6 +123,14 @@ mod tests {
             message: "m".into(),
         };
         assert!(!RetryPolicy::is_retryable(&stale));
+        let untrusted = HubError::Tls {
+            url: "u".into(),
+            message: "UnknownIssuer".into(),
+        };
+        assert!(
+            !RetryPolicy::is_retryable(&untrusted),
+            "a certificate hubfs does not trust stays untrusted"
+        );
     }
 
     #[test]

@@ -3,6 +3,8 @@
 
 #![allow(dead_code)]
 
+pub mod daemon;
+
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -156,8 +158,18 @@ pub fn http_hub_counting(
     read_timeout: Duration,
     stats: Arc<Stats>,
 ) -> Arc<hubfs::hub::http::HttpHub> {
-    let mut cfg = hubfs::hub::http::HttpConfig::new(&hub.endpoint());
-    cfg.token = token.and_then(hubfs::hub::auth::Token::parse);
+    http_hub_at(&hub.endpoint(), token, read_timeout, stats)
+}
+
+/// An HTTP Hub client for any endpoint (a mirror in front of a fake Hub), with fast retries.
+pub fn http_hub_at(
+    endpoint: &str,
+    token: Option<&str>,
+    read_timeout: Duration,
+    stats: Arc<Stats>,
+) -> Arc<hubfs::hub::http::HttpHub> {
+    let mut cfg = hubfs::hub::http::HttpConfig::new(endpoint);
+    cfg.credentials = token.and_then(hubfs::hub::auth::Token::parse).into();
     cfg.request_timeout = read_timeout;
     cfg.read_timeout = read_timeout;
     cfg.retry.base_delay = Duration::from_millis(10);

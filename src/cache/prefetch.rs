@@ -431,6 +431,29 @@ impl Prefetcher {
 
     /// Schedules read-ahead for stream `id` of `key` up to its window.
     fn pump(&self, inner: &mut Inner, key: &Arc<str>, id: u64, now: Instant) {
+        let Some(file) = inner.files.peek(key) else {
+            return;
+        };
+        let size = file.target.size;
+        let Some(s) = file.streams.iter().find(|s| s.id == id) else {
+            return;
+        };
+        let frontier = s.frontier;
+        // Read-ahead stops where another stream's reads begin at or after the frontier (at the
+        // frontier itself when it is inside what another stream read).
+        let limit = file
+            .streams
+            .iter()
+            .filter(|t| t.id != id && t.frontier > frontier)
+            .map(|t| t.origin.max(frontier))
+            .min()
+            .unwrap_or(size)
+            .min(size);
+        if s.scheduled >= limit {
+            // Nothing left for this stream to read ahead: it no longer takes a share.
+            inner.active.remove(&id);
+            return;
+        }
         let n = self.active_streams(inner, now);
         let plan = self.cache.plan();
         let share = (plan.window / n).max(plan.block_size);
@@ -438,21 +461,6 @@ impl Prefetcher {
         let Some(file) = inner.files.peek_mut(key) else {
             return;
         };
-        let size = file.target.size;
-        // Read-ahead stops where another stream of this file began.
-        let Some(s) = file.streams.iter().find(|s| s.id == id) else {
-            return;
-        };
-        let frontier = s.frontier;
-        // (Where another stream's reads begin at or after the frontier; at the frontier itself
-        // when it is inside what another stream read.)
-        let limit = file
-            .streams
-            .iter()
-            .filter(|t| t.id != id && t.frontier > frontier)
-            .map(|t| t.origin.max(frontier))
-            .min()
-            .unwrap_or(size);
         let Some(s) = file.streams.iter_mut().find(|s| s.id == id) else {
             return;
         };

@@ -69,6 +69,8 @@ struct Slot {
 struct RunState {
     slots: Vec<Slot>,
     filled: usize,
+    /// When the first block arrived.
+    first_at: Option<Instant>,
     /// Set once the run ended: `Some(Ok)` complete, `Some(Err)` failed (filled slots stay good).
     outcome: Option<Result<(), HubError>>,
     /// Its blocks were handed to the cache (under the cache's lock).
@@ -121,6 +123,7 @@ impl Run {
             state: Mutex::new(RunState {
                 slots: (0..n).map(|_| Slot::default()).collect(),
                 filled: 0,
+                first_at: None,
                 outcome: None,
                 filed: false,
             }),
@@ -151,10 +154,16 @@ impl Run {
         if s.slots[i].bytes.is_none() && s.outcome.is_none() {
             s.slots[i].bytes = Some(bytes);
             s.filled += 1;
+            s.first_at.get_or_insert_with(Instant::now);
             drop(s);
             self.changed.send_modify(|v| *v += 1);
         }
         Ok(())
+    }
+
+    /// When the first block arrived, if one did.
+    pub(crate) fn first_at(&self) -> Option<Instant> {
+        self.state.lock().first_at
     }
 
     /// Blocks delivered so far.
@@ -268,26 +277,53 @@ impl Run {
 pub(crate) struct Patience {
     /// From its start to its end.
     pub(crate) total: Duration,
-    /// Without a block arriving (from its start, or since the last block).
+    /// From its start to its first block (the latency).
+    pub(crate) first: Duration,
+    /// Between two blocks (a body that stalls).
     pub(crate) silence: Duration,
 }
 
-/// Recent run durations, to tell a straggler from a run that is merely large.
+/// A ring of recent samples and its median.
+struct Ring(Vec<f64>, usize);
+
+impl Ring {
+    fn push(&mut self, x: f64) {
+        if self.0.len() < SAMPLES {
+            self.0.push(x);
+        } else {
+            self.0[self.1] = x;
+        }
+        self.1 = (self.1 + 1) % SAMPLES;
+    }
+
+    fn median(&self) -> Option<f64> {
+        if self.0.len() < MIN_SAMPLES {
+            return None;
+        }
+        let mut v = self.0.clone();
+        v.sort_by(|a, b| a.total_cmp(b));
+        Some(v[v.len() / 2])
+    }
+}
+
+/// Recent run timings (the latency to a first block, and the rate after it), to tell a
+/// straggler from a run that is merely large.
 pub(crate) struct RunClock {
-    /// Seconds per byte of recent runs (a ring).
-    samples: Mutex<(Vec<f64>, usize)>,
+    /// Seconds to the first block, and seconds per byte after it, of recent runs.
+    samples: Mutex<(Ring, Ring)>,
     /// Bytes fetched by hedges, and bytes fetched in all.
     hedged_bytes: AtomicU64,
     fetched_bytes: AtomicU64,
     /// Hedges may fetch this fraction of the bytes fetched, plus `allowance` bytes.
     fraction: f64,
     allowance: u64,
-    /// A run is a straggler after this many times the median time for its size...
+    /// A run is a straggler after this many times the median time for its size, or its
+    /// latency...
     factor: f64,
-    /// ...or after half the median time without progress, and never before this.
+    /// ...or after half its expected transfer time without a block, and never before this.
     floor: Duration,
-    /// Runs smaller than this are not timed or hedged (their time is mostly latency).
-    min_len: u64,
+    /// Runs at least this large give rate samples (smaller ones are mostly latency).
+    rate_len: u64,
 }
 
 const SAMPLES: usize = 64;
@@ -295,61 +331,47 @@ const SAMPLES: usize = 64;
 const MIN_SAMPLES: usize = 8;
 
 impl RunClock {
-    /// A clock hedging runs of at least `min_len` bytes after `factor` × the median time for their
-    /// size, with hedges capped at `fraction` of the bytes fetched plus `allowance`.
-    pub(crate) fn new(min_len: u64, factor: f64, fraction: f64, allowance: u64) -> Self {
+    /// A clock hedging runs after `factor` × the median time for their size (latency plus bytes
+    /// at the median rate, measured from runs of at least `rate_len` bytes), with hedges capped
+    /// at `fraction` of the bytes fetched plus `allowance`.
+    pub(crate) fn new(rate_len: u64, factor: f64, fraction: f64, allowance: u64) -> Self {
         RunClock {
-            samples: Mutex::new((Vec::with_capacity(SAMPLES), 0)),
+            samples: Mutex::new((Ring(Vec::new(), 0), Ring(Vec::new(), 0))),
             hedged_bytes: AtomicU64::new(0),
             fetched_bytes: AtomicU64::new(0),
             fraction,
             allowance,
             factor,
             floor: Duration::from_millis(100),
-            min_len,
+            rate_len,
         }
     }
 
-    /// True when runs of `len` bytes are timed and may be hedged.
-    pub(crate) fn applies(&self, len: u64) -> bool {
-        len >= self.min_len
-    }
-
-    /// Records a run of `len` bytes that took `took` (not hedged).
-    pub(crate) fn record(&self, len: u64, took: Duration) {
+    /// Records a run of `len` bytes (not hedged) whose first block came after `first` and the
+    /// whole after `took`.
+    pub(crate) fn record(&self, len: u64, first: Duration, took: Duration) {
         self.fetched_bytes.fetch_add(len, Ordering::Relaxed);
-        if len < self.min_len {
-            return;
-        }
-        let per_byte = took.as_secs_f64() / len as f64;
         let mut s = self.samples.lock();
-        let (v, next) = &mut *s;
-        if v.len() < SAMPLES {
-            v.push(per_byte);
-        } else {
-            v[*next] = per_byte;
+        s.0.push(first.as_secs_f64());
+        if len >= self.rate_len {
+            s.1.push(took.saturating_sub(first).as_secs_f64() / len as f64);
         }
-        *next = (*next + 1) % SAMPLES;
     }
 
-    /// When a run of `len` bytes started now counts as a straggler, if hedging applies to it:
-    /// after `total` in all, or after `silence` without a block arriving (a stalled body).
+    /// When a run of `len` bytes started now counts as a straggler: after `total` in all, or
+    /// after `first` without a first block, or `silence` between blocks (a stalled body).
+    /// `None` until the clock has samples.
     pub(crate) fn patience(&self, len: u64) -> Option<Patience> {
-        if len < self.min_len {
-            return None;
-        }
         let s = self.samples.lock();
-        if s.0.len() < MIN_SAMPLES {
-            return None;
-        }
-        let mut v = s.0.clone();
+        let latency = s.0.median()?;
+        let per_byte = s.1.median().unwrap_or(0.0);
         drop(s);
-        v.sort_by(|a, b| a.total_cmp(b));
-        let median = v[v.len() / 2];
-        let expected = Duration::from_secs_f64(median * len as f64);
+        let transfer = Duration::from_secs_f64(per_byte * len as f64);
+        let latency = Duration::from_secs_f64(latency);
         Some(Patience {
-            total: expected.mul_f64(self.factor).max(self.floor),
-            silence: (expected / 2).max(self.floor),
+            total: (latency + transfer).mul_f64(self.factor).max(self.floor),
+            first: latency.mul_f64(self.factor).max(self.floor),
+            silence: (transfer / 2).max(self.floor),
         })
     }
 
@@ -424,10 +446,11 @@ async fn drive_started(
     let result = loop {
         // Until the clock has samples (the first parts of a mount), look again every 100 ms.
         let check_at = match patience {
+            Some(p) if seen == 0 => (t0 + p.total).min(t0 + p.first),
             Some(p) => (t0 + p.total).min(seen_at + p.silence),
             None => tokio::time::Instant::now() + Duration::from_millis(100),
         };
-        let can_hedge = !hedged && clock.applies(run.len);
+        let can_hedge = !hedged;
         tokio::select! {
             r = &mut primary, if primary_failed.is_none() => match r {
                 Ok(()) => break Ok(()),
@@ -493,7 +516,8 @@ async fn drive_started(
         }),
     });
     if result.is_ok() && !hedged {
-        clock.record(run.len, started.elapsed());
+        let first = run.first_at().map_or(Duration::ZERO, |t| t - started);
+        clock.record(run.len, first, started.elapsed());
     } else if result.is_ok() {
         clock.fetched_bytes.fetch_add(run.len, Ordering::Relaxed);
     }
@@ -546,7 +570,7 @@ mod tests {
         let c = RunClock::new(1, 3.0, 0.05, 1 << 20);
         for _ in 0..MIN_SAMPLES {
             // 10 ms for 40 bytes.
-            c.record(40, Duration::from_millis(10));
+            c.record(40, Duration::from_millis(1), Duration::from_millis(10));
         }
         Arc::new(c)
     }
@@ -621,7 +645,7 @@ mod tests {
         let src = data(40);
         let clock = RunClock::new(1, 3.0, 0.0, 0);
         for _ in 0..MIN_SAMPLES {
-            clock.record(40, Duration::from_millis(10));
+            clock.record(40, Duration::from_millis(1), Duration::from_millis(10));
         }
         let (f, calls) = paced(
             src,
@@ -652,7 +676,7 @@ mod tests {
         // Other runs complete meanwhile and give the clock its samples.
         tokio::time::sleep(Duration::from_millis(50)).await;
         for _ in 0..MIN_SAMPLES {
-            clock.record(40, Duration::from_millis(10));
+            clock.record(40, Duration::from_millis(1), Duration::from_millis(10));
         }
         let t = tokio::time::Instant::now();
         task.await.unwrap().unwrap();

@@ -156,3 +156,32 @@ fn the_next_shard_is_in_flight_when_the_loader_opens_it() {
         );
     }
 }
+
+#[test]
+fn parts_started_together_ask_the_hub_once_where_the_bytes_are() {
+    if !support::fuse_available() {
+        return;
+    }
+    let fx = Fixtures::empty().with_large_file("acme/wide", "wide.bin", 96 * MIB);
+    let hub = FakeHub::start(fx, FakeHubOptions::default()).expect("fake hub");
+    // Some latency, so that the first parts all start before any answer arrives.
+    hub.set_shaping(Shaping {
+        latency: Duration::from_millis(50),
+        ..Default::default()
+    });
+    let stats = Arc::new(Stats::default());
+    let client = http_hub_counting(&hub, None, Duration::from_secs(30), stats.clone());
+    let m = mount_with_stats(client, FsConfig::default(), stats.clone());
+    let p = m.join("acme/wide@main/wide.bin");
+    std::fs::metadata(&p).expect("stat");
+    hub.clear_requests();
+    assert_eq!(read_all(&p), 96 * MIB);
+    let reqs = hub.requests();
+    let resolves = reqs
+        .iter()
+        .filter(|r| r.listener == Listener::Hub && r.path.contains("/resolve/"))
+        .count();
+    let ranges = reqs.iter().filter(|r| r.listener == Listener::Cdn).count();
+    assert!(ranges >= 8, "read-ahead ran parts in parallel: {ranges}");
+    assert_eq!(resolves, 1, "one /resolve for {ranges} range requests");
+}

@@ -88,6 +88,9 @@ pub struct HttpHub {
     origin: url::Origin,
     cfg: HttpConfig,
     redirects: Mutex<LruCache<String, CachedRedirect>>,
+    /// Per resolve URL with no remembered redirect: held by the one request asking the Hub for
+    /// it, so that parts started together make one `/resolve` call, not one each.
+    resolving: Mutex<LruCache<String, Arc<tokio::sync::Mutex<()>>>>,
     connections: tokio::sync::Semaphore,
     stats: Arc<Stats>,
 }
@@ -171,6 +174,7 @@ impl HttpHub {
             urls: Urls::new(&cfg.endpoint),
             origin: base.origin(),
             redirects: Mutex::new(LruCache::new(NonZeroUsize::new(4096).expect("non-zero"))),
+            resolving: Mutex::new(LruCache::new(NonZeroUsize::new(1024).expect("non-zero"))),
             connections: tokio::sync::Semaphore::new(cfg.max_connections.max(1)),
             stats: Arc::new(Stats::default()),
             cfg,
@@ -399,6 +403,8 @@ impl HttpHub {
     async fn range_once(
         &self,
         start_url: &str,
+        resolve: &str,
+        leader: Option<tokio::sync::OwnedMutexGuard<()>>,
         file: &FileRef,
         base: u64,
         acc: &mut Pieces<'_>,
@@ -456,6 +462,12 @@ impl HttpHub {
             }
             _ => return Err(error_from_response(sent.resp, &sent.url).await),
         }
+        if start_url == resolve {
+            // The bytes are coming: the URL that serves them is good for the other parts now,
+            // not only once this body ends (a Hub answering bytes itself is remembered too).
+            self.remember_redirect(resolve, &sent.url);
+        }
+        drop(leader);
         read_pieces(sent.resp, &url, self.cfg.request_timeout, acc).await?;
         Ok(sent.url)
     }
@@ -628,10 +640,26 @@ impl HubClient for HttpHub {
         let mut last_progress = Instant::now();
         let mut reresolved = false;
         loop {
-            let cached = self.cached_redirect(&resolve);
+            let mut cached = self.cached_redirect(&resolve);
+            let mut leader = None;
+            if cached.is_none() {
+                // One request asks the Hub where the bytes are; the others wait for its answer.
+                let lock = self
+                    .resolving
+                    .lock()
+                    .get_or_insert(resolve.clone(), Default::default)
+                    .clone();
+                let guard = lock.lock_owned().await;
+                cached = self.cached_redirect(&resolve);
+                if cached.is_none() {
+                    leader = Some(guard);
+                }
+            }
             let start = cached.as_deref().unwrap_or(&resolve);
             let before = acc.got();
-            let result = self.range_once(start, file, offset, &mut acc).await;
+            let result = self
+                .range_once(start, &resolve, leader, file, offset, &mut acc)
+                .await;
             if acc.got() > before {
                 // Progress: the deadline and the failure count start over; a cut body resumes
                 // from the first missing byte.
@@ -640,9 +668,6 @@ impl HubClient for HttpHub {
             }
             let err = match result {
                 Ok(final_url) => {
-                    if final_url != resolve && cached.as_deref() != Some(&final_url) {
-                        self.remember_redirect(&resolve, &final_url);
-                    }
                     return acc.finish().map(drop).ok_or_else(|| HubError::Protocol {
                         url: redact_url(&final_url),
                         message: "range incomplete".into(),

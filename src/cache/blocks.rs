@@ -27,6 +27,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use super::budget::MemoryPlan;
 use super::lru::{BlockKey, Store};
+use super::pool::BufferPool;
 use super::runs::{drive, Demand, FetchFn, Run, RunClock};
 use crate::hub::HubError;
 use crate::stats::Stats;
@@ -98,6 +99,8 @@ pub struct BlockCache {
     /// Bytes that may be in flight at once, as permits.
     inflight_budget: Arc<Semaphore>,
     clock: Arc<RunClock>,
+    /// Block buffers, reused (the heap if the pool could not be mapped).
+    pool: Option<Arc<BufferPool>>,
     stats: Arc<Stats>,
 }
 
@@ -154,6 +157,12 @@ impl BlockCache {
                 next_run_id: 0,
             }),
             clock: Arc::new(clock),
+            // One buffer per block the capacity holds, plus one piece being received per
+            // connection and per hedge.
+            pool: BufferPool::new(
+                (plan.capacity / plan.block_size) as usize + 4 * plan.connections,
+                plan.block_size as usize,
+            ),
             plan,
             stats,
         })
@@ -177,6 +186,13 @@ impl BlockCache {
     /// Bytes held in cached blocks now.
     pub fn cached_bytes(&self) -> u64 {
         self.state.lock().store.bytes()
+    }
+
+    /// Block buffers in use, and pieces that found the pool empty (in all).
+    pub fn pool_usage(&self) -> (u64, u64) {
+        self.pool
+            .as_ref()
+            .map_or((0, 0), |p| (p.in_use() as u64, p.misses()))
     }
 
     /// Bytes of read-ahead cached and not yet read.
@@ -560,7 +576,7 @@ impl BlockCache {
         let id = s.next_run_id;
         s.next_run_id += 1;
         let demand = (purpose == Purpose::Demand).then(Demand::new);
-        let run = Run::new(id, run_first * bs, run_len, bs, demand);
+        let run = Run::new(id, run_first * bs, run_len, bs, demand, self.pool.clone());
         for index in run_first..=run_last {
             s.inflight
                 .insert(Self::key(content, index), Inflight { run: run.clone() });
@@ -657,7 +673,7 @@ where
                 .into_iter()
                 .enumerate()
             {
-                sink(i, p);
+                sink.deliver(i, p);
             }
             Ok(())
         }

@@ -2,6 +2,7 @@
 //!
 //! - [`budget`]: the memory plan, how `--cache-size` is divided (the one place for its fractions);
 //! - [`lru`]: the blocks held, read and unread, and their eviction order;
+//! - [`pool`]: block buffers, mapped once and reused;
 //! - [`runs`]: fetches in flight, streamed block by block, with hedging of stragglers;
 //! - [`blocks`]: the cache itself: reads, read-ahead runs, the budget they take;
 //! - [`prefetch`]: sequential streams and the read-ahead scheduler.
@@ -9,6 +10,7 @@
 pub mod blocks;
 pub mod budget;
 pub(crate) mod lru;
+pub mod pool;
 pub mod prefetch;
 pub mod runs;
 

@@ -16,16 +16,17 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use futures::future::BoxFuture;
 use parking_lot::Mutex;
-use tokio::sync::watch;
+use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
-use crate::hub::{HubError, PieceSink};
+use super::pool::BufferPool;
+use crate::hub::{HeapBuffer, HubError, PieceBuffer, PieceSink};
 use crate::stats::Stats;
 
 /// Fetches `len` bytes at `offset` of the file being read, handing consecutive pieces of `piece`
 /// bytes (the last may be shorter) to the sink as they arrive; `Ok` once every piece was handed.
 pub type FetchFn = Arc<
-    dyn Fn(u64, u64, u64, Arc<PieceSink<'static>>) -> BoxFuture<'static, Result<(), HubError>>
+    dyn Fn(u64, u64, u64, Arc<dyn PieceSink>) -> BoxFuture<'static, Result<(), HubError>>
         + Send
         + Sync,
 >;
@@ -97,8 +98,11 @@ pub(crate) struct Run {
     /// The expected length of each block (the last may be short).
     last_len: u64,
     pub(crate) demand: Option<Arc<Demand>>,
+    /// Where its blocks are received (the heap when `None`).
+    pool: Option<Arc<BufferPool>>,
     state: Mutex<RunState>,
-    changed: watch::Sender<u64>,
+    /// Per block: wakes the readers waiting for it (only them) when it arrives or the run ends.
+    arrived: Box<[Notify]>,
 }
 
 impl Run {
@@ -109,6 +113,7 @@ impl Run {
         len: u64,
         block_size: u64,
         demand: Option<Arc<Demand>>,
+        pool: Option<Arc<BufferPool>>,
     ) -> Arc<Run> {
         let n = len.div_ceil(block_size) as usize;
         let last_len = len - (n as u64 - 1) * block_size;
@@ -120,6 +125,7 @@ impl Run {
             block_size,
             last_len,
             demand,
+            pool,
             state: Mutex::new(RunState {
                 slots: (0..n).map(|_| Slot::default()).collect(),
                 filled: 0,
@@ -127,7 +133,7 @@ impl Run {
                 outcome: None,
                 filed: false,
             }),
-            changed: watch::channel(0).0,
+            arrived: (0..n).map(|_| Notify::new()).collect(),
         })
     }
 
@@ -156,7 +162,7 @@ impl Run {
             s.filled += 1;
             s.first_at.get_or_insert_with(Instant::now);
             drop(s);
-            self.changed.send_modify(|v| *v += 1);
+            self.arrived[i].notify_waiters();
         }
         Ok(())
     }
@@ -189,7 +195,9 @@ impl Run {
     /// Records how the run ended and wakes every waiter.
     pub(crate) fn finish(&self, outcome: Result<(), HubError>) {
         self.state.lock().outcome = Some(outcome);
-        self.changed.send_modify(|v| *v += 1);
+        for a in self.arrived.iter() {
+            a.notify_waiters();
+        }
     }
 
     /// Under the cache's state lock: marks the run filed and gives each delivered block with
@@ -242,17 +250,16 @@ impl Run {
 
     /// Waits for block `index` (see [`Run::take`]).
     pub(crate) async fn wait(&self, index: u64, consumed: bool) -> (Result<Bytes, HubError>, bool) {
-        let mut rx = self.changed.subscribe();
+        let slot = (index.saturating_sub(self.first) as usize).min(self.arrived.len() - 1);
         loop {
+            // Registered before looking, so an arrival in between is not missed.
+            let arrived = self.arrived[slot].notified();
+            tokio::pin!(arrived);
+            arrived.as_mut().enable();
             match self.take(index, consumed) {
                 (Take::Ready(b), filed) => return (Ok(b), filed),
                 (Take::Failed(e), filed) => return (Err(e), filed),
-                (Take::Pending, _) => {
-                    if rx.changed().await.is_err() {
-                        // The sender lives in `self`: unreachable while we hold it.
-                        continue;
-                    }
-                }
+                (Take::Pending, _) => arrived.await,
             }
         }
     }
@@ -262,13 +269,35 @@ impl Run {
         self: &Arc<Self>,
         base: usize,
         errors: Arc<Mutex<Option<String>>>,
-    ) -> Arc<PieceSink<'static>> {
-        let run = self.clone();
-        Arc::new(move |i, b| {
-            if let Err(e) = run.fill(base + i, b) {
-                errors.lock().get_or_insert(e);
-            }
+    ) -> Arc<dyn PieceSink> {
+        Arc::new(RunSink {
+            run: self.clone(),
+            base,
+            errors,
         })
+    }
+}
+
+/// Receives one request's pieces into the run's blocks (in pool buffers where there is a pool).
+struct RunSink {
+    run: Arc<Run>,
+    /// The block the request starts at.
+    base: usize,
+    errors: Arc<Mutex<Option<String>>>,
+}
+
+impl PieceSink for RunSink {
+    fn buffer(&self, len: usize) -> Box<dyn PieceBuffer> {
+        match &self.run.pool {
+            Some(p) => p.buffer(len),
+            None => Box::new(HeapBuffer::with_capacity(len)),
+        }
+    }
+
+    fn deliver(&self, i: usize, piece: Bytes) {
+        if let Err(e) = self.run.fill(self.base + i, piece) {
+            self.errors.lock().get_or_insert(e);
+        }
     }
 }
 
@@ -557,7 +586,7 @@ mod tests {
                         }
                     }
                     tokio::time::sleep(gap).await;
-                    sink(i, p);
+                    sink.deliver(i, p);
                 }
                 Ok(())
             }
@@ -579,7 +608,7 @@ mod tests {
     async fn blocks_reach_readers_before_the_run_completes() {
         let src = data(40);
         let (f, _) = paced(src.clone(), Duration::from_millis(20), None);
-        let run = Run::new(0, 0, 40, BS, None);
+        let run = Run::new(0, 0, 40, BS, None, None);
         let stats = Arc::new(Stats::default());
         let task = tokio::spawn(drive(run.clone(), f, warmed_clock(), stats, None));
         let (first, _) = run.wait(0, false).await;
@@ -599,7 +628,7 @@ mod tests {
             Duration::from_millis(1),
             Some((3, Duration::from_secs(10))),
         );
-        let run = Run::new(0, 0, 40, BS, None);
+        let run = Run::new(0, 0, 40, BS, None, None);
         let stats = Arc::new(Stats::default());
         let t = tokio::time::Instant::now();
         drive(run.clone(), f, warmed_clock(), stats.clone(), None)
@@ -626,7 +655,7 @@ mod tests {
         // Median: 10 ms for 40 bytes, so patience is 100 ms in all (the floor).
         for (gap_ms, hedges) in [(8, 0), (40, 1)] {
             let (f, calls) = paced(src.clone(), Duration::from_millis(gap_ms), None);
-            let run = Run::new(0, 0, 40, BS, None);
+            let run = Run::new(0, 0, 40, BS, None, None);
             let stats = Arc::new(Stats::default());
             drive(run, f, warmed_clock(), stats.clone(), None)
                 .await
@@ -652,7 +681,7 @@ mod tests {
             Duration::from_millis(1),
             Some((3, Duration::from_secs(2))),
         );
-        let run = Run::new(0, 0, 40, BS, None);
+        let run = Run::new(0, 0, 40, BS, None, None);
         let stats = Arc::new(Stats::default());
         drive(run, f, Arc::new(clock), stats.clone(), None)
             .await
@@ -670,7 +699,7 @@ mod tests {
             Some((3, Duration::from_secs(10))),
         );
         let clock = Arc::new(RunClock::new(1, 3.0, 0.05, 1 << 20));
-        let run = Run::new(0, 0, 40, BS, None);
+        let run = Run::new(0, 0, 40, BS, None, None);
         let stats = Arc::new(Stats::default());
         let task = tokio::spawn(drive(run, f, clock.clone(), stats.clone(), None));
         // Other runs complete meanwhile and give the clock its samples.
@@ -693,7 +722,7 @@ mod tests {
             Duration::from_millis(1),
             Some((3, Duration::from_secs(2))),
         );
-        let run = Run::new(0, 0, 40, BS, None);
+        let run = Run::new(0, 0, 40, BS, None, None);
         let clock = Arc::new(RunClock::new(1, 3.0, 0.05, 1 << 20));
         drive(run, f, clock, Arc::new(Stats::default()), None)
             .await
@@ -703,7 +732,7 @@ mod tests {
 
     #[test]
     fn pieces_of_the_wrong_length_are_refused() {
-        let run = Run::new(0, 0, 10, BS, None);
+        let run = Run::new(0, 0, 10, BS, None, None);
         assert!(run.fill(0, data(3)).is_err());
         assert!(run.fill(2, data(2)).is_ok(), "the last block is short");
         assert!(run.fill(3, data(4)).is_err(), "beyond the run");

@@ -21,8 +21,8 @@ use super::retry::RetryPolicy;
 use super::token::Credentials;
 use super::urls::Urls;
 use super::{
-    CommitInfo, EntryKind, FileRef, HttpContext, HubClient, HubError, NotFoundKind, PieceSink,
-    RepoId, TreeEntry,
+    CommitInfo, EntryKind, FileRef, HeapBuffer, HttpContext, HubClient, HubError, NotFoundKind,
+    PieceBuffer, PieceSink, RepoId, TreeEntry,
 };
 use crate::stats::Stats;
 use std::sync::Arc;
@@ -474,15 +474,18 @@ impl HttpHub {
 }
 
 /// Pieces of a range being assembled across retries: complete pieces (kept, or handed to a sink
-/// as each completes) plus the one being filled.
+/// as each completes) plus the one being filled, in memory the sink gives (so a body's bytes are
+/// copied once, from the connection's buffer into the block that keeps them).
 pub struct Pieces<'a> {
     len: u64,
     piece: u64,
     done: Vec<Bytes>,
     /// Pieces completed so far (kept or handed on).
     completed: usize,
-    sink: Option<&'a PieceSink<'a>>,
-    cur: BytesMut,
+    sink: Option<&'a dyn PieceSink>,
+    /// The piece being filled (made when its first byte arrives), and its bytes so far.
+    cur: Option<Box<dyn PieceBuffer>>,
+    cur_len: u64,
     got: u64,
 }
 
@@ -496,13 +499,15 @@ impl<'a> Pieces<'a> {
             done: Vec::with_capacity(len.div_ceil(piece) as usize),
             completed: 0,
             sink: None,
-            cur: BytesMut::with_capacity(piece.min(len) as usize),
+            cur: None,
+            cur_len: 0,
             got: 0,
         }
     }
 
-    /// An empty range whose pieces go to `sink` as each completes, numbered from 0.
-    pub fn streaming(len: u64, piece: u64, sink: &'a PieceSink<'a>) -> Self {
+    /// An empty range whose pieces go to `sink` as each completes, numbered from 0, received
+    /// into the buffers `sink` hands out.
+    pub fn streaming(len: u64, piece: u64, sink: &'a dyn PieceSink) -> Self {
         let mut p = Pieces::new(len, piece);
         p.done = Vec::new();
         p.sink = Some(sink);
@@ -519,9 +524,15 @@ impl<'a> Pieces<'a> {
         self.len - self.got
     }
 
+    /// The length of the piece being filled.
+    fn target(&self) -> u64 {
+        self.piece
+            .min(self.len - self.completed as u64 * self.piece)
+    }
+
     fn complete(&mut self, piece: Bytes) {
         match self.sink {
-            Some(sink) => sink(self.completed, piece),
+            Some(sink) => sink.deliver(self.completed, piece),
             None => self.done.push(piece),
         }
         self.completed += 1;
@@ -534,32 +545,29 @@ impl<'a> Pieces<'a> {
         }
         self.got += data.len() as u64;
         while !data.is_empty() {
-            let room = self.cur.capacity() - self.cur.len();
-            let n = room.min(data.len());
-            self.cur.extend_from_slice(&data[..n]);
+            let target = self.target();
+            let sink = self.sink;
+            let cur = self.cur.get_or_insert_with(|| match sink {
+                Some(s) => s.buffer(target as usize),
+                None => Box::new(HeapBuffer::with_capacity(target as usize)),
+            });
+            let n = ((target - self.cur_len) as usize).min(data.len());
+            cur.put(&data[..n]);
+            self.cur_len += n as u64;
             data = &data[n..];
-            if self.cur.len() == self.cur.capacity() {
-                let left = self
-                    .len
-                    .saturating_sub((self.completed as u64 + 1) * self.piece);
-                let next = BytesMut::with_capacity(self.piece.min(left) as usize);
-                let full = std::mem::replace(&mut self.cur, next).freeze();
-                self.complete(full);
+            if self.cur_len == target {
+                if let Some(full) = self.cur.take() {
+                    self.cur_len = 0;
+                    self.complete(full.freeze());
+                }
             }
         }
         Ok(())
     }
 
     /// The kept pieces (none when streaming), once every byte arrived.
-    pub fn finish(mut self) -> Option<Vec<Bytes>> {
-        if self.got != self.len {
-            return None;
-        }
-        if !self.cur.is_empty() {
-            let last = std::mem::take(&mut self.cur).freeze();
-            self.complete(last);
-        }
-        Some(self.done)
+    pub fn finish(self) -> Option<Vec<Bytes>> {
+        (self.got == self.len).then_some(self.done)
     }
 }
 
@@ -621,7 +629,7 @@ impl HubClient for HttpHub {
         offset: u64,
         len: u64,
         piece: u64,
-        sink: &PieceSink<'_>,
+        sink: &dyn PieceSink,
     ) -> Result<(), HubError> {
         if len == 0 {
             return Ok(());

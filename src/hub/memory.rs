@@ -195,7 +195,7 @@ impl HubClient for MemoryHub {
         offset: u64,
         len: u64,
         piece: u64,
-        sink: &PieceSink<'_>,
+        sink: &dyn PieceSink,
     ) -> Result<(), HubError> {
         self.calls.range.fetch_add(1, Ordering::Relaxed);
         let delay = *self.range_delay.lock();
@@ -219,7 +219,7 @@ impl HubClient for MemoryHub {
         })?;
         self.calls.bytes.fetch_add(len, Ordering::Relaxed);
         for (i, p) in super::split_pieces(bytes, piece).into_iter().enumerate() {
-            sink(i, p);
+            sink.deliver(i, p);
         }
         Ok(())
     }

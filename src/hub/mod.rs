@@ -144,9 +144,52 @@ pub fn split_pieces(bytes: Bytes, piece: u64) -> Vec<Bytes> {
         .collect()
 }
 
-/// Where [`HubClient::stream_range`] delivers pieces: `(index, bytes)`, index counted from the
-/// start of the request.
-pub type PieceSink<'a> = dyn Fn(usize, Bytes) + Send + Sync + 'a;
+/// Memory one piece is received into, handed out by a [`PieceSink`]: the client appends the
+/// piece's bytes as they come off the connection, then freezes it. No byte is zero-filled first.
+pub trait PieceBuffer: Send {
+    /// Appends `data`. The client never puts more than the piece length it asked for.
+    fn put(&mut self, data: &[u8]);
+    /// The bytes put so far, as one immutable buffer.
+    fn freeze(self: Box<Self>) -> Bytes;
+}
+
+/// A [`PieceBuffer`] on the heap.
+pub struct HeapBuffer(bytes::BytesMut);
+
+impl HeapBuffer {
+    /// A buffer with room for `len` bytes.
+    pub fn with_capacity(len: usize) -> Self {
+        HeapBuffer(bytes::BytesMut::with_capacity(len))
+    }
+}
+
+impl PieceBuffer for HeapBuffer {
+    fn put(&mut self, data: &[u8]) {
+        self.0.extend_from_slice(data);
+    }
+
+    fn freeze(self: Box<Self>) -> Bytes {
+        self.0.freeze()
+    }
+}
+
+/// Where [`HubClient::stream_range`] delivers pieces, and the memory it receives them into. Any
+/// `Fn(usize, Bytes)` is a sink receiving into heap buffers.
+pub trait PieceSink: Send + Sync {
+    /// Memory for the next piece, of `len` bytes.
+    fn buffer(&self, len: usize) -> Box<dyn PieceBuffer> {
+        Box::new(HeapBuffer::with_capacity(len))
+    }
+
+    /// Piece `index` (counted from the start of the request) arrived whole.
+    fn deliver(&self, index: usize, piece: Bytes);
+}
+
+impl<F: Fn(usize, Bytes) + Send + Sync> PieceSink for F {
+    fn deliver(&self, index: usize, piece: Bytes) {
+        self(index, piece)
+    }
+}
 
 /// What the filesystem needs from the Hub. Implemented over HTTP by [`http::HttpHub`] and in memory
 /// by [`memory::MemoryHub`]. Every method is bounded in time by the implementation.
@@ -178,7 +221,7 @@ pub trait HubClient: Send + Sync + 'static {
         offset: u64,
         len: u64,
         piece: u64,
-        sink: &PieceSink<'_>,
+        sink: &dyn PieceSink,
     ) -> impl Future<Output = Result<(), HubError>> + Send;
 
     /// [`HubClient::stream_range`], collected: exactly `len` bytes as consecutive pieces of

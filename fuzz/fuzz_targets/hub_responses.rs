@@ -1,8 +1,8 @@
 //! Whatever a Hub, CDN or man in the middle sends: the parsers of tree listings, Link headers and
-//! Content-Range never panic, and what they accept is consistent.
+//! Content-Range, and the dates of revisions, never panic, and what they accept is consistent.
 #![no_main]
 
-use hubfs::hub::http::{next_link, parse_content_range, parse_tree_page};
+use hubfs::hub::http::{next_link, parse_content_range, parse_rfc3339, parse_tree_page};
 use libfuzzer_sys::fuzz_target;
 use reqwest::header::{HeaderMap, HeaderValue};
 
@@ -11,7 +11,7 @@ fuzz_target!(|data: &[u8]| {
         Some((s, r)) => (*s, r),
         None => return,
     };
-    match selector % 3 {
+    match selector % 4 {
         0 => {
             let dir = if selector & 0x80 != 0 { "data" } else { "" };
             if let Ok(entries) = parse_tree_page(rest, dir) {
@@ -29,6 +29,11 @@ fuzz_target!(|data: &[u8]| {
                         assert!(b < t);
                     }
                 }
+            }
+        }
+        2 => {
+            if let Ok(s) = std::str::from_utf8(rest) {
+                let _ = parse_rfc3339(s);
             }
         }
         _ => {

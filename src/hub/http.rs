@@ -1064,7 +1064,7 @@ pub fn parse_rfc3339(s: &str) -> Option<SystemTime> {
     let num = |r: std::ops::Range<usize>| s.get(r)?.parse::<i64>().ok();
     let (y, mo, d) = (num(0..4)?, num(5..7)?, num(8..10)?);
     let (h, mi, se) = (num(11..13)?, num(14..16)?, num(17..19)?);
-    let mut rest = &s[19..];
+    let mut rest = s.get(19..)?;
     if let Some(r) = rest.strip_prefix('.') {
         let n = r.bytes().take_while(u8::is_ascii_digit).count();
         rest = &r[n..];
@@ -1072,8 +1072,11 @@ pub fn parse_rfc3339(s: &str) -> Option<SystemTime> {
     let offset = match rest {
         "Z" | "z" | "" => 0,
         r if r.len() == 6 && (r.starts_with('+') || r.starts_with('-')) => {
+            // (`get`, not slicing: a non-ASCII byte may sit anywhere in what the Hub sent.)
             let sign = if r.starts_with('-') { -1 } else { 1 };
-            sign * (r[1..3].parse::<i64>().ok()? * 3600 + r[4..6].parse::<i64>().ok()? * 60)
+            let hours = r.get(1..3)?.parse::<i64>().ok()?;
+            let minutes = r.get(4..6)?.parse::<i64>().ok()?;
+            sign * (hours * 3600 + minutes * 60)
         }
         _ => return None,
     };
@@ -1257,6 +1260,89 @@ mod tests {
             HeaderValue::from_static("<http://h/p>; rel=\"prev\""),
         );
         assert_eq!(next_link(&h2), None);
+    }
+
+    /// A server answering every request with a 206 whose chunked body carries every byte asked
+    /// for and then breaks off without its final chunk; counts the requests.
+    fn server_cutting_after_the_last_byte(
+        data: Vec<u8>,
+    ) -> (String, Arc<std::sync::atomic::AtomicU64>) {
+        use std::io::{BufRead, BufReader, Write};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let count = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let c = count.clone();
+        std::thread::spawn(move || {
+            for stream in listener.incoming().flatten() {
+                c.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                let mut r = BufReader::new(stream.try_clone().expect("clone"));
+                let mut range = None;
+                let mut line = String::new();
+                while r.read_line(&mut line).is_ok_and(|n| n > 2) {
+                    if let Some(v) = line.to_ascii_lowercase().strip_prefix("range: bytes=") {
+                        let (a, b) = v.trim().split_once('-').expect("range");
+                        range = Some((
+                            a.parse::<usize>().expect("a"),
+                            b.parse::<usize>().expect("b"),
+                        ));
+                    }
+                    line.clear();
+                }
+                let (a, b) = range.unwrap_or((0, data.len() - 1));
+                let body = &data[a..=b];
+                let mut s = stream;
+                let _ = write!(
+                    s,
+                    "HTTP/1.1 206 Partial Content\r\nContent-Range: bytes {a}-{b}/{}\r\nTransfer-Encoding: chunked\r\n\r\n{:x}\r\n",
+                    data.len(),
+                    body.len()
+                );
+                let _ = s.write_all(body);
+                let _ = s.write_all(b"\r\n");
+                // ...and no "0\r\n\r\n": the connection closes.
+            }
+        });
+        (format!("http://{addr}"), count)
+    }
+
+    #[tokio::test]
+    async fn a_range_whose_every_byte_arrived_is_complete_even_if_the_body_then_breaks() {
+        let data: Vec<u8> = (0..5000u32).map(|i| (i % 251) as u8).collect();
+        let (endpoint, requests) = server_cutting_after_the_last_byte(data.clone());
+        let mut cfg = HttpConfig::new(&endpoint);
+        cfg.retry.base_delay = Duration::from_millis(1);
+        let hub = HttpHub::new(cfg).expect("client");
+        let file = FileRef {
+            repo: RepoId::new(crate::hub::RepoType::Model, "a", "b"),
+            commit: "c".repeat(40),
+            path: "f.bin".into(),
+            size: data.len() as u64,
+            etag: String::new(),
+        };
+        let got = hub
+            .read_range(&file, 1000, 3000, 1024)
+            .await
+            .expect("complete");
+        assert_eq!(got.concat(), &data[1000..4000]);
+        assert_eq!(
+            requests.load(std::sync::atomic::Ordering::SeqCst),
+            1,
+            "no retry for bytes that all arrived"
+        );
+    }
+
+    #[test]
+    fn rfc3339_dates_with_non_ascii_bytes_are_refused_not_a_panic() {
+        for bad in [
+            "2024-01-02T03:04:05+0é00",
+            "2024-01-02T03:04:05é",
+            "2024-01-02T03:04:0é",
+            "2024-01-02T03:04:05.é",
+            "2024-01-02T03:04:05-é:0",
+            "é024-01-02T03:04:05Z",
+        ] {
+            assert_eq!(parse_rfc3339(bad), None, "{bad}");
+        }
     }
 
     #[test]

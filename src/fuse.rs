@@ -27,8 +27,26 @@ use crate::stats::Stats;
 pub const TTL_IMMUTABLE: Duration = Duration::from_secs(24 * 3600);
 /// How long the kernel keeps names that may change (branch directories, the root, orgs).
 pub const TTL_SHORT: Duration = Duration::from_secs(1);
-/// The kernel's read-ahead window we ask for.
+/// The kernel's read-ahead window we ask for where the kernel says nothing of a larger limit: 256
+/// pages, the largest FUSE request before Linux 6.13.
 pub const MAX_READAHEAD: u32 = 1 << 20;
+/// The largest read-ahead window (and so FUSE read) we ask for, whatever the kernel allows.
+pub const MAX_READAHEAD_CAP: u32 = 8 << 20;
+
+/// The read-ahead window to ask for: as many pages as one FUSE request may carry on this kernel
+/// (`fs.fuse.max_pages_limit`, Linux 6.13+; 256 pages before it), up to [`MAX_READAHEAD_CAP`].
+/// Larger reads mean fewer requests, replies and context switches per byte.
+pub fn readahead_to_ask() -> u32 {
+    let page = 4096u32;
+    std::fs::read_to_string("/proc/sys/fs/fuse/max_pages_limit")
+        .ok()
+        .and_then(|s| s.trim().parse::<u32>().ok())
+        .map_or(MAX_READAHEAD, |pages| {
+            pages
+                .saturating_mul(page)
+                .clamp(MAX_READAHEAD, MAX_READAHEAD_CAP)
+        })
+}
 /// Most background requests (read-ahead, async reads) the kernel keeps in flight.
 pub const MAX_BACKGROUND: u16 = 16;
 
@@ -163,7 +181,11 @@ fn fail_counted(op: &str, e: &FsError, stats: Option<&crate::stats::Stats>) -> E
 
 impl<C: HubClient> Filesystem for FuseAdapter<C> {
     fn init(&mut self, _req: &Request, config: &mut KernelConfig) -> std::io::Result<()> {
-        let _ = config.set_max_readahead(MAX_READAHEAD);
+        let want = readahead_to_ask();
+        if let Err(nearest) = config.set_max_readahead(want) {
+            // The kernel offers less: take what it offers.
+            let _ = config.set_max_readahead(nearest);
+        }
         let _ = config.set_max_background(MAX_BACKGROUND);
         let _ = config.set_congestion_threshold(MAX_BACKGROUND * 3 / 4);
         tracing::debug!("FUSE session initialised");
@@ -555,5 +577,23 @@ fn reply_xattr(reply: ReplyXattr, size: u32, value: &[u8]) {
         reply.error(Errno::from_i32(libc::ERANGE));
     } else {
         reply.data(value);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_readahead_asked_for_follows_the_kernels_request_limit() {
+        let got = readahead_to_ask();
+        assert!((MAX_READAHEAD..=MAX_READAHEAD_CAP).contains(&got));
+        if let Some(pages) = std::fs::read_to_string("/proc/sys/fs/fuse/max_pages_limit")
+            .ok()
+            .and_then(|s| s.trim().parse::<u32>().ok())
+        {
+            assert_eq!(got, (pages * 4096).clamp(MAX_READAHEAD, MAX_READAHEAD_CAP));
+        }
+        assert!(crate::mount::read_ahead_kb() >= 4 * got / 1024);
     }
 }

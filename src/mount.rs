@@ -149,10 +149,13 @@ pub fn fuse_config(allow_other: bool, threads: usize) -> Config {
     cfg
 }
 
-/// The kernel read-ahead we set for the mount, KiB. FUSE can only lower the default (128 KiB)
+/// The kernel read-ahead we set for the mount, KiB: four FUSE requests' worth (4 MiB with 1 MiB
+/// requests; more where the kernel allows larger ones). FUSE can only lower the default (128 KiB)
 /// through its init reply, so it is raised through the mount's BDI in sysfs; the kernel then sends
-/// reads of up to `max_pages` (1 MiB) and keeps several in flight.
-pub const READ_AHEAD_KB: u32 = 4096;
+/// reads of up to `max_pages` and keeps several in flight.
+pub fn read_ahead_kb() -> u32 {
+    (4 * crate::fuse::readahead_to_ask() / 1024).max(4096)
+}
 
 /// Raises the kernel's read-ahead window for the mount at `mountpoint` (root only; a failure is
 /// logged and harmless).
@@ -167,8 +170,9 @@ fn tune_readahead(mountpoint: &Path) {
         nix::sys::stat::major(dev),
         nix::sys::stat::minor(dev)
     );
-    match std::fs::write(&path, READ_AHEAD_KB.to_string()) {
-        Ok(()) => tracing::debug!(%path, kb = READ_AHEAD_KB, "kernel read-ahead raised"),
+    let kb = read_ahead_kb();
+    match std::fs::write(&path, kb.to_string()) {
+        Ok(()) => tracing::debug!(%path, kb, "kernel read-ahead raised"),
         Err(e) => tracing::debug!(%path, error = %e, "cannot raise kernel read-ahead"),
     }
 }

@@ -271,6 +271,12 @@ pub fn run(args: MountArgs, on_ready: impl FnOnce()) -> Result<(), MountError> {
         connections: plan.connections,
         ..defaults
     };
+    // The kernel keeps up to MAX_BACKGROUND reads of one request size in flight for a reader;
+    // read-ahead takes reads that far out of order as one stream.
+    let in_flight_span =
+        u64::from(crate::fuse::MAX_BACKGROUND) * u64::from(crate::fuse::readahead_to_ask());
+    cfg.prefetch.max_backward = cfg.prefetch.max_backward.max(in_flight_span);
+    cfg.prefetch.reorder_window = cfg.prefetch.reorder_window.max(in_flight_span);
     if let Some(u) = args.uid {
         cfg.uid = u;
     }

@@ -118,6 +118,10 @@ pub struct Gauges {
     pub readahead_unread_bytes: u64,
     /// Read-ahead evicted before anyone read it, in all: fetched for nothing.
     pub readahead_wasted_bytes_total: u64,
+    /// Block buffers of the pool in use now.
+    pub block_buffers_in_use: u64,
+    /// Pieces received into heap memory because the pool was empty, in all.
+    pub block_buffers_from_heap_total: u64,
     /// Bytes reserved by fetches in flight.
     pub inflight_bytes: u64,
     /// The cache's capacity.
@@ -160,6 +164,11 @@ pub fn to_prometheus(stats: &Stats, gauges: &Gauges) -> String {
     push("cache_bytes", gauges.cache_bytes);
     push("inflight_bytes", gauges.inflight_bytes);
     push("readahead_unread_bytes", gauges.readahead_unread_bytes);
+    push("block_buffers_in_use", gauges.block_buffers_in_use);
+    push(
+        "block_buffers_from_heap_total",
+        gauges.block_buffers_from_heap_total,
+    );
     push(
         "readahead_wasted_bytes_total",
         gauges.readahead_wasted_bytes_total,

@@ -667,6 +667,7 @@ where
 {
     let f = Arc::new(f);
     Arc::new(move |off, len, piece, sink| {
+        sink.started();
         let fut = f(off, len);
         async move {
             for (i, p) in crate::hub::split_pieces(fut.await?, piece)

@@ -11,7 +11,7 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use bytes::Bytes;
 use futures::future::BoxFuture;
@@ -70,8 +70,10 @@ struct Slot {
 struct RunState {
     slots: Vec<Slot>,
     filled: usize,
+    /// When its request got a connection (the time before that is queueing, not latency).
+    started_at: Option<tokio::time::Instant>,
     /// When the first block arrived.
-    first_at: Option<Instant>,
+    first_at: Option<tokio::time::Instant>,
     /// Set once the run ended: `Some(Ok)` complete, `Some(Err)` failed (filled slots stay good).
     outcome: Option<Result<(), HubError>>,
     /// Its blocks were handed to the cache (under the cache's lock).
@@ -129,6 +131,7 @@ impl Run {
             state: Mutex::new(RunState {
                 slots: (0..n).map(|_| Slot::default()).collect(),
                 filled: 0,
+                started_at: None,
                 first_at: None,
                 outcome: None,
                 filed: false,
@@ -160,7 +163,7 @@ impl Run {
         if s.slots[i].bytes.is_none() && s.outcome.is_none() {
             s.slots[i].bytes = Some(bytes);
             s.filled += 1;
-            s.first_at.get_or_insert_with(Instant::now);
+            s.first_at.get_or_insert_with(tokio::time::Instant::now);
             drop(s);
             self.arrived[i].notify_waiters();
         }
@@ -168,8 +171,20 @@ impl Run {
     }
 
     /// When the first block arrived, if one did.
-    pub(crate) fn first_at(&self) -> Option<Instant> {
+    pub(crate) fn first_at(&self) -> Option<tokio::time::Instant> {
         self.state.lock().first_at
+    }
+
+    /// When its (first) request got a connection, if it did.
+    pub(crate) fn started_at(&self) -> Option<tokio::time::Instant> {
+        self.state.lock().started_at
+    }
+
+    fn mark_started(&self) {
+        self.state
+            .lock()
+            .started_at
+            .get_or_insert_with(tokio::time::Instant::now);
     }
 
     /// Blocks delivered so far.
@@ -299,6 +314,10 @@ impl PieceSink for RunSink {
             self.errors.lock().get_or_insert(e);
         }
     }
+
+    fn started(&self) {
+        self.run.mark_started();
+    }
 }
 
 /// How long a run may take before it is hedged.
@@ -393,7 +412,13 @@ impl RunClock {
     pub(crate) fn patience(&self, len: u64) -> Option<Patience> {
         let s = self.samples.lock();
         let latency = s.0.median()?;
-        let per_byte = s.1.median().unwrap_or(0.0);
+        // A run large enough to be timed by its rate waits for rate samples: without them its
+        // transfer time is unknown, not zero.
+        let per_byte = match s.1.median() {
+            Some(r) => r,
+            None if len >= self.rate_len => return None,
+            None => 0.0,
+        };
         drop(s);
         let transfer = Duration::from_secs_f64(per_byte * len as f64);
         let latency = Duration::from_secs_f64(latency);
@@ -436,7 +461,7 @@ pub(crate) fn drive(
     stats: Arc<Stats>,
     cancel: Option<CancellationToken>,
 ) -> impl std::future::Future<Output = Result<(), HubError>> + Send + 'static {
-    let started = Instant::now();
+    let started = tokio::time::Instant::now();
     let errors = Arc::new(Mutex::new(None));
     let primary = fetch(
         run.offset,
@@ -454,14 +479,15 @@ async fn drive_started(
     clock: Arc<RunClock>,
     stats: Arc<Stats>,
     cancel: Option<CancellationToken>,
-    started: Instant,
+    started: tokio::time::Instant,
     errors: Arc<Mutex<Option<String>>>,
     mut primary: BoxFuture<'static, Result<(), HubError>>,
 ) -> Result<(), HubError> {
-    let t0 = tokio::time::Instant::now();
     let mut patience = clock.patience(run.len);
-    // Progress seen: blocks delivered, and when that count last grew.
-    let (mut seen, mut seen_at) = (0, t0);
+    // When the request got its connection (the clock starts then: time queued for a connection
+    // is not the CDN's latency), and progress seen: blocks delivered, and when that count grew.
+    let mut t0: Option<tokio::time::Instant> = None;
+    let (mut seen, mut seen_at) = (0, tokio::time::Instant::now());
     let mut hedge: Option<BoxFuture<'static, Result<(), HubError>>> = None;
     let mut hedged = false;
     let mut primary_failed: Option<HubError> = None;
@@ -473,11 +499,18 @@ async fn drive_started(
     };
     tokio::pin!(cancelled);
     let result = loop {
-        // Until the clock has samples (the first parts of a mount), look again every 100 ms.
-        let check_at = match patience {
-            Some(p) if seen == 0 => (t0 + p.total).min(t0 + p.first),
-            Some(p) => (t0 + p.total).min(seen_at + p.silence),
-            None => tokio::time::Instant::now() + Duration::from_millis(100),
+        if t0.is_none() {
+            t0 = run.started_at();
+            if let Some(t) = t0 {
+                seen_at = seen_at.max(t);
+            }
+        }
+        // Until the request has a connection and the clock has samples (the first parts of a
+        // mount), look again every 100 ms.
+        let check_at = match (patience, t0) {
+            (Some(p), Some(t0)) if seen == 0 => (t0 + p.total).min(t0 + p.first),
+            (Some(p), Some(t0)) => (t0 + p.total).min(seen_at + p.silence),
+            _ => tokio::time::Instant::now() + Duration::from_millis(100),
         };
         let can_hedge = !hedged;
         tokio::select! {
@@ -502,13 +535,13 @@ async fn drive_started(
             () = tokio::time::sleep_until(check_at), if can_hedge => {
                 let now = tokio::time::Instant::now();
                 let filled = run.filled();
-                if patience.is_none() {
+                let Some(t0) = t0.filter(|_| patience.is_some()) else {
                     patience = clock.patience(run.len);
                     if filled > seen {
                         (seen, seen_at) = (filled, now);
                     }
                     continue;
-                }
+                };
                 if filled > seen && patience.is_some_and(|p| now < t0 + p.total) {
                     // Still arriving, and not yet late in all: look again later.
                     (seen, seen_at) = (filled, now);
@@ -545,8 +578,11 @@ async fn drive_started(
         }),
     });
     if result.is_ok() && !hedged {
-        let first = run.first_at().map_or(Duration::ZERO, |t| t - started);
-        clock.record(run.len, first, started.elapsed());
+        let from = run.started_at().unwrap_or(started);
+        let first = run
+            .first_at()
+            .map_or(Duration::ZERO, |t| t.saturating_duration_since(from));
+        clock.record(run.len, first, from.elapsed());
     } else if result.is_ok() {
         clock.fetched_bytes.fetch_add(run.len, Ordering::Relaxed);
     }
@@ -576,6 +612,7 @@ mod tests {
         let f: FetchFn = Arc::new(move |off, len, piece, sink| {
             let n = c.fetch_add(1, Ordering::SeqCst);
             let src = src.clone();
+            sink.started();
             async move {
                 let pieces =
                     crate::hub::split_pieces(src.slice(off as usize..(off + len) as usize), piece);
@@ -667,6 +704,64 @@ mod tests {
             );
             assert_eq!(calls.load(Ordering::SeqCst), 1 + hedges);
         }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn time_queued_for_a_connection_is_not_taken_for_a_straggler() {
+        let src = data(40);
+        let calls = Arc::new(AtomicU64::new(0));
+        let c = calls.clone();
+        // The request waits 5 s for a connection, then comes at the usual pace.
+        let f: FetchFn = Arc::new(move |off, len, piece, sink| {
+            c.fetch_add(1, Ordering::SeqCst);
+            let src = src.clone();
+            async move {
+                tokio::time::sleep(Duration::from_secs(5)).await;
+                sink.started();
+                for (i, p) in
+                    crate::hub::split_pieces(src.slice(off as usize..(off + len) as usize), piece)
+                        .into_iter()
+                        .enumerate()
+                {
+                    tokio::time::sleep(Duration::from_millis(1)).await;
+                    sink.deliver(i, p);
+                }
+                Ok(())
+            }
+            .boxed()
+        });
+        let run = Run::new(0, 0, 40, BS, None, None);
+        let stats = Arc::new(Stats::default());
+        drive(run, f, warmed_clock(), stats.clone(), None)
+            .await
+            .unwrap();
+        assert_eq!(calls.load(Ordering::SeqCst), 1);
+        assert_eq!(Stats::get(&stats.hedges), 0);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_large_run_waits_for_rate_samples_before_it_can_be_hedged() {
+        let src = data(40);
+        // Latency samples from small runs only: the transfer time of 40 bytes is unknown.
+        let clock = RunClock::new(20, 3.0, 0.05, 1 << 20);
+        for _ in 0..MIN_SAMPLES {
+            clock.record(4, Duration::from_millis(1), Duration::from_millis(1));
+        }
+        assert!(clock.patience(40).is_none());
+        assert!(
+            clock.patience(4).is_some(),
+            "small runs are timed by their latency"
+        );
+        let (f, calls) = paced(src, Duration::from_millis(30), None);
+        let run = Run::new(0, 0, 40, BS, None, None);
+        drive(run, f, Arc::new(clock), Arc::new(Stats::default()), None)
+            .await
+            .unwrap();
+        assert_eq!(
+            calls.load(Ordering::SeqCst),
+            1,
+            "300 ms for 40 bytes, not hedged"
+        );
     }
 
     #[tokio::test(start_paused = true)]

@@ -420,6 +420,9 @@ impl HttpHub {
             })?;
         Stats::add(&self.stats.inflight_requests, 1);
         let _inflight = InflightGuard(&self.stats);
+        if let Some(sink) = acc.sink {
+            sink.started();
+        }
         let offset = base + acc.got();
         let len = acc.missing();
         let end = offset + len - 1;

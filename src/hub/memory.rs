@@ -198,6 +198,7 @@ impl HubClient for MemoryHub {
         sink: &dyn PieceSink,
     ) -> Result<(), HubError> {
         self.calls.range.fetch_add(1, Ordering::Relaxed);
+        sink.started();
         let delay = *self.range_delay.lock();
         if let Some(d) = delay {
             tokio::time::sleep(d).await;

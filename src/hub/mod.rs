@@ -183,6 +183,9 @@ pub trait PieceSink: Send + Sync {
 
     /// Piece `index` (counted from the start of the request) arrived whole.
     fn deliver(&self, index: usize, piece: Bytes);
+
+    /// The request got its connection and is being sent (it may have waited for one first).
+    fn started(&self) {}
 }
 
 impl<F: Fn(usize, Bytes) + Send + Sync> PieceSink for F {

@@ -60,16 +60,19 @@ pub fn init_tracing() {
 
 /// The filesystem type of the mount at exactly `path`, if `path` is a mount point.
 pub fn mount_type(path: &Path) -> Option<String> {
+    use std::os::unix::ffi::OsStrExt;
     let canon = std::fs::canonicalize(path).ok()?;
-    let info = std::fs::read_to_string("/proc/self/mountinfo").ok()?;
-    info.lines().rev().find_map(|l| {
-        let mut fields = l.split(' ');
+    // As bytes: a mount point's name need not be UTF-8.
+    let info = std::fs::read("/proc/self/mountinfo").ok()?;
+    info.split(|&b| b == b'\n').rev().find_map(|l| {
+        let mut fields = l.split(|&b| b == b' ');
         let point = unescape_mountinfo(fields.nth(4)?);
-        if Path::new(&point) != canon {
+        if point != canon.as_os_str().as_bytes() {
             return None;
         }
-        let mut rest = l.split(" - ").nth(1)?.split(' ');
-        rest.next().map(str::to_owned)
+        let rest = l.windows(3).position(|w| w == b" - ")?;
+        let fstype = l[rest + 3..].split(|&b| b == b' ').next()?;
+        Some(String::from_utf8_lossy(fstype).into_owned())
     })
 }
 
@@ -84,19 +87,26 @@ fn clear_stale(path: &Path) -> Result<(), MountError> {
     }
 }
 
-fn unescape_mountinfo(s: &str) -> String {
-    let mut out = String::new();
-    let b = s.as_bytes();
+/// A mountinfo field with the kernel's octal escapes (`\040` for a space, ...) undone, as the
+/// bytes of the name (which are not escaped otherwise, and need not be UTF-8).
+fn unescape_mountinfo(s: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(s.len());
     let mut i = 0;
-    while i < b.len() {
-        if b[i] == b'\\' && i + 3 < b.len() {
-            if let Ok(v) = u8::from_str_radix(&s[i + 1..i + 4], 8) {
-                out.push(v as char);
+    while i < s.len() {
+        if s[i] == b'\\'
+            && i + 3 < s.len()
+            && s[i + 1..i + 4].iter().all(|c| (b'0'..=b'7').contains(c))
+        {
+            let v = s[i + 1..i + 4]
+                .iter()
+                .fold(0u32, |acc, c| acc * 8 + u32::from(c - b'0'));
+            if let Ok(b) = u8::try_from(v) {
+                out.push(b);
                 i += 4;
                 continue;
             }
         }
-        out.push(b[i] as char);
+        out.push(s[i]);
         i += 1;
     }
     out
@@ -341,4 +351,59 @@ pub fn run(args: MountArgs, on_ready: impl FnOnce()) -> Result<(), MountError> {
     rt.shutdown_timeout(Duration::from_secs(2));
     tracing::info!("unmounted");
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mountinfo_names_unescape_to_their_bytes() {
+        for (field, want) in [
+            (&b"/mnt/hf"[..], &b"/mnt/hf"[..]),
+            (b"/tmp/a\\040b\\011c\\134d", b"/tmp/a b\tc\\d"),
+            // Non-ASCII names are not escaped by the kernel: their bytes stay as they are.
+            (
+                "/tmp/café/modèles".as_bytes(),
+                "/tmp/café/modèles".as_bytes(),
+            ),
+            (b"/tmp/\xff\xfe", b"/tmp/\xff\xfe"),
+            (b"/tmp/x\\04", b"/tmp/x\\04"),
+            (b"/tmp/x\\999", b"/tmp/x\\999"),
+            ("/tmp/\\é".as_bytes(), "/tmp/\\é".as_bytes()),
+        ] {
+            assert_eq!(
+                unescape_mountinfo(field),
+                want,
+                "{}",
+                String::from_utf8_lossy(field)
+            );
+        }
+    }
+
+    #[test]
+    fn a_mount_point_with_a_non_ascii_name_is_found() {
+        if !nix::unistd::geteuid().is_root() {
+            if std::env::var("CI").as_deref() == Ok("true") {
+                panic!("this test mounts a tmpfs: it needs root, and CI=true forbids skipping it");
+            }
+            eprintln!("SKIPPED: not root");
+            return;
+        }
+        let base = tempfile::tempdir().expect("tempdir");
+        let dir = base.path().join("modèles de l'équipe");
+        std::fs::create_dir(&dir).expect("mkdir");
+        assert_eq!(mount_type(&dir), None);
+        nix::mount::mount(
+            Some("tmpfs"),
+            &dir,
+            Some("tmpfs"),
+            nix::mount::MsFlags::empty(),
+            Some("size=1m"),
+        )
+        .expect("mount tmpfs");
+        let found = mount_type(&dir);
+        let _ = nix::mount::umount2(&dir, nix::mount::MntFlags::MNT_DETACH);
+        assert_eq!(found.as_deref(), Some("tmpfs"));
+    }
 }

@@ -195,8 +195,11 @@ impl InodeTable {
 
     /// The inode for `key`, made with `make` if it does not exist yet.
     pub fn get_or_insert(&self, key: NodeKey, make: impl FnOnce() -> Node) -> Arc<Inode> {
-        if let Some(ino) = self.inner.read().by_key.get(&key) {
-            if let Some(i) = self.inner.read().by_ino.get(ino) {
+        {
+            // One read guard: a second `read()` while holding the first deadlocks if a writer
+            // queues between them (the lock is fair).
+            let inner = self.inner.read();
+            if let Some(i) = inner.by_key.get(&key).and_then(|ino| inner.by_ino.get(ino)) {
                 return i.clone();
             }
         }
@@ -269,6 +272,46 @@ impl InodeTable {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// With a fair lock, a reader that takes the read lock a second time while holding it
+    /// deadlocks as soon as a writer queues between the two; lookups of existing inodes racing
+    /// inserts must all finish.
+    #[test]
+    fn lookups_racing_inserts_never_deadlock() {
+        let t = Arc::new(InodeTable::new());
+        let org = |i: u64| NodeKey::Org(RepoType::Model, format!("o{i}"));
+        let make = |i: u64| {
+            move || Node::Org {
+                repo_type: RepoType::Model,
+                org: format!("o{i}"),
+            }
+        };
+        t.get_or_insert(org(0), make(0));
+        let (done_tx, done_rx) = std::sync::mpsc::channel();
+        for r in 0..4u64 {
+            let (t, done) = (t.clone(), done_tx.clone());
+            std::thread::spawn(move || {
+                for _ in 0..20_000 {
+                    t.get_or_insert(org(0), make(0));
+                }
+                let _ = done.send(r);
+            });
+        }
+        {
+            let (t, done) = (t.clone(), done_tx.clone());
+            std::thread::spawn(move || {
+                for i in 1..20_000u64 {
+                    t.get_or_insert(org(i), make(i));
+                }
+                let _ = done.send(99);
+            });
+        }
+        for _ in 0..5 {
+            done_rx
+                .recv_timeout(std::time::Duration::from_secs(20))
+                .expect("a lookup deadlocked");
+        }
+    }
 
     #[test]
     fn same_key_same_inode_and_forget_drops_it() {

@@ -400,6 +400,20 @@ impl<C: HubClient> Filesystem for FuseAdapter<C> {
         reply.error(Errno::EROFS);
     }
 
+    fn release(
+        &self,
+        _req: &Request,
+        ino: INodeNo,
+        _fh: FileHandle,
+        _flags: OpenFlags,
+        _lock_owner: Option<LockOwner>,
+        _flush: bool,
+        reply: ReplyEmpty,
+    ) {
+        self.fs.release(ino.0);
+        reply.ok();
+    }
+
     fn flush(
         &self,
         _req: &Request,

@@ -185,3 +185,60 @@ fn parts_started_together_ask_the_hub_once_where_the_bytes_are() {
     assert!(ranges >= 8, "read-ahead ran parts in parallel: {ranges}");
     assert_eq!(resolves, 1, "one /resolve for {ranges} range requests");
 }
+
+#[test]
+fn read_ahead_stops_when_the_reader_closes_the_file() {
+    if !support::fuse_available() {
+        return;
+    }
+    use std::io::Read;
+    let fx = Fixtures::empty().with_large_file("acme/long", "long.bin", 512 * MIB);
+    let hub = FakeHub::start(fx, FakeHubOptions::default()).expect("fake hub");
+    hub.set_shaping(Shaping {
+        bytes_per_sec: Some(5_000_000),
+        ..Default::default()
+    });
+    let stats = Arc::new(Stats::default());
+    let client = http_hub_counting(&hub, None, Duration::from_secs(30), stats.clone());
+    let m = mount_with_stats(
+        client,
+        FsConfig {
+            cache_bytes: 224 * MIB,
+            ..FsConfig::default()
+        },
+        stats.clone(),
+    );
+    let plan = m.fs.block_cache().plan().clone();
+    let p = m.join("acme/long@main/long.bin");
+    std::fs::metadata(&p).expect("stat");
+    hub.clear_requests();
+    {
+        let mut f = std::fs::File::open(&p).expect("open");
+        let mut buf = vec![0u8; MIB as usize];
+        for _ in 0..4 {
+            f.read_exact(&mut buf).expect("read");
+        }
+    }
+    // Closed (the kernel releases the file once its own read-ahead of it is answered, well before
+    // the first 8 MiB parts at 5 MB/s complete): what was in flight completes, nothing more is
+    // asked for.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while hub.requests().iter().any(|r| r.end.is_none()) {
+        assert!(Instant::now() < deadline, "requests still running");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    std::thread::sleep(Duration::from_millis(500));
+    let asked: u64 = hub
+        .requests()
+        .iter()
+        .filter(|r| r.listener == Listener::Cdn)
+        .map(|r| r.body_bytes)
+        .sum();
+    // Without the stop, completed parts are refilled until the whole window ahead of the last
+    // read is fetched; with it, only what was in flight when the file was released.
+    let full_window = 4 * MIB + plan.window;
+    assert!(
+        asked < full_window,
+        "{asked} bytes fetched after 4 MiB read and closed: the whole window ({full_window}) was refilled"
+    );
+}

@@ -170,6 +170,8 @@ struct Inner {
     active: HashMap<u64, Instant>,
     /// Streams that found no budget and wait for some to free up.
     starved: VecDeque<(Arc<str>, u64)>,
+    /// Contents no one has open (until opened again): late reads of them get no read-ahead.
+    closed: std::collections::HashSet<Arc<str>>,
     next_id: u64,
 }
 
@@ -201,6 +203,7 @@ impl Prefetcher {
                 files: LruCache::new(n),
                 active: HashMap::new(),
                 starved: VecDeque::new(),
+                closed: Default::default(),
                 next_id: 0,
             }),
             me: me.clone(),
@@ -238,6 +241,10 @@ impl Prefetcher {
             return advice;
         }
         let mut inner = self.inner.lock();
+        if inner.closed.contains(&target.content) {
+            // The kernel's own read-ahead, sent before the file was closed.
+            return advice;
+        }
         let inner = &mut *inner;
         let key = target.content.clone();
         let file = match inner.files.get_mut(&key) {
@@ -512,6 +519,38 @@ impl Prefetcher {
         if starved && !inner.starved.iter().any(|(k, i)| *i == id && k == key) {
             inner.starved.push_back((key.clone(), id));
         }
+    }
+
+    /// No one has `content` open any more: its streams are forgotten, so no more read-ahead is
+    /// scheduled for it (runs already in flight complete and stay cached). A predicted stream
+    /// (the next shard, not opened yet) is kept.
+    pub fn closed(&self, content: &str) {
+        let mut inner = self.inner.lock();
+        let inner = &mut *inner;
+        let key: Arc<str> = Arc::from(content);
+        if inner.closed.len() >= self.cfg.files {
+            inner.closed.clear();
+        }
+        inner.closed.insert(key.clone());
+        let Some(file) = inner.files.peek_mut(&key) else {
+            return;
+        };
+        let gone: Vec<u64> = file
+            .streams
+            .iter()
+            .filter(|s| !s.predicted)
+            .map(|s| s.id)
+            .collect();
+        file.streams.retain(|s| s.predicted);
+        for id in gone {
+            inner.active.remove(&id);
+        }
+        inner.starved.retain(|(k, _)| *k != key);
+    }
+
+    /// `content` is open (again): its reads get read-ahead.
+    pub fn opened(&self, content: &str) {
+        self.inner.lock().closed.remove(content);
     }
 
     /// A read-ahead run of stream `id` of `key` ended: refill it, then streams waiting for budget.

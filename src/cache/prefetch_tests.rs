@@ -167,6 +167,40 @@ async fn a_file_whose_first_reads_arrive_swapped_still_starts_at_full_width() {
 }
 
 #[tokio::test]
+async fn read_ahead_stops_when_no_one_has_the_file_open() {
+    let src = Source::new(1024 * MIB, true);
+    let (p, cache) = setup(224 * MIB);
+    let t = src.target("f");
+    for i in 0..3 {
+        p.on_read(&t, i * MIB, MIB, || None);
+    }
+    let started = src.requests().len();
+    assert!(started > 1);
+    p.closed("f");
+    assert!(p.streams("f").is_empty());
+    // The parts in flight complete; none follows them.
+    src.release(started + 64);
+    eventually("parts done", || src.live.load(Ordering::SeqCst) == 0).await;
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert_eq!(src.requests().len(), started, "no read-ahead after close");
+    // The kernel's read-ahead sent before the close arrives late: it gets none either...
+    let a = p.on_read(&t, 3 * MIB, MIB, || None);
+    assert!(!a.proven);
+    p.on_read(&t, 4 * MIB, MIB, || None);
+    assert!(p.streams("f").is_empty());
+    // ...until the file is opened again.
+    p.opened("f");
+    for i in 600..603 {
+        p.on_read(&t, i * MIB, MIB, || None);
+    }
+    assert!(
+        src.requests().len() > started,
+        "read-ahead again after a new open"
+    );
+    assert!(cache.used_bytes() <= cache.capacity());
+}
+
+#[tokio::test]
 async fn a_completed_part_is_refilled_without_waiting_for_the_reader() {
     let src = Source::new(1024 * MIB, true);
     let (p, cache) = setup(224 * MIB);

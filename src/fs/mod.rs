@@ -146,6 +146,8 @@ pub struct HubFs<C: HubClient> {
     inodes: InodeTable,
     blocks: Arc<BlockCache>,
     prefetcher: Arc<Prefetcher>,
+    /// Opens not yet released, per content key.
+    open_files: Mutex<std::collections::HashMap<Arc<str>, u64>>,
     listings: ListingCache,
     refs: Mutex<std::collections::HashMap<(RepoType, String, String), Arc<RefName>>>,
     resolving: SingleFlight<(RepoId, String), CommitInfo>,
@@ -169,6 +171,7 @@ impl<C: HubClient> HubFs<C> {
         HubFs {
             hub,
             prefetcher: Prefetcher::new(cfg.prefetch.clone(), blocks.clone()),
+            open_files: Mutex::new(Default::default()),
             listings: ListingCache::new(cfg.listing_entries),
             cfg,
             inodes: InodeTable::new(),
@@ -577,7 +580,8 @@ impl<C: HubClient> HubFs<C> {
             .collect())
     }
 
-    /// Checks that `ino` may be opened: files only, and never for writing.
+    /// Checks that `ino` may be opened: files only, and never for writing. Each successful open
+    /// is to be matched by one [`HubFs::release`].
     pub fn open(&self, ino: u64, write: bool) -> FsResult<()> {
         let inode = self.node(ino)?;
         if write {
@@ -586,7 +590,46 @@ impl<C: HubClient> HubFs<C> {
         if inode.node.is_dir() {
             return Err(FsError::IsDir);
         }
+        if let Node::File { content, .. } = &inode.node {
+            let first = {
+                let mut open = self.open_files.lock();
+                let n = open.entry(content.clone()).or_insert(0);
+                *n += 1;
+                *n == 1
+            };
+            if first {
+                self.prefetcher.opened(content);
+            }
+        }
         Ok(())
+    }
+
+    /// The kernel released an open of `ino` (its last descriptor and mapping are gone). When no
+    /// open of its content is left, its read-ahead stops (what is in flight completes).
+    pub fn release(&self, ino: u64) {
+        let Ok(inode) = self.node(ino) else {
+            return;
+        };
+        let Node::File { content, .. } = &inode.node else {
+            return;
+        };
+        let last = {
+            let mut open = self.open_files.lock();
+            match open.get_mut(content) {
+                Some(n) if *n > 1 => {
+                    *n -= 1;
+                    false
+                }
+                Some(_) => {
+                    open.remove(content);
+                    true
+                }
+                None => false,
+            }
+        };
+        if last {
+            self.prefetcher.closed(content);
+        }
     }
 
     /// Reads up to `size` bytes at `offset` of file `ino`: exactly that many unless the file ends

@@ -26,6 +26,7 @@ use parking_lot::Mutex;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use super::budget::MemoryPlan;
+use super::error::CacheError;
 use super::lru::{BlockKey, Store};
 use super::pool::BufferPool;
 use super::runs::{drive, Demand, FetchFn, Run, RunClock};
@@ -243,7 +244,7 @@ impl BlockCache {
         len: u64,
         fetch: &FetchFn,
         mode: ReadMode,
-    ) -> Result<Bytes, HubError> {
+    ) -> Result<Bytes, CacheError> {
         let parts = self
             .read_parts(content, file_size, offset, len, fetch, mode)
             .await?;
@@ -260,7 +261,7 @@ impl BlockCache {
         len: u64,
         fetch: &FetchFn,
         mode: ReadMode,
-    ) -> Result<Vec<Bytes>, HubError> {
+    ) -> Result<Vec<Bytes>, CacheError> {
         let end = offset.saturating_add(len).min(file_size);
         if offset >= end {
             return Ok(Vec::new());
@@ -297,10 +298,7 @@ impl BlockCache {
                         .clone()
                         .acquire_many_owned(need as u32)
                         .await
-                        .map_err(|_| HubError::Protocol {
-                            url: String::new(),
-                            message: "cache shut down".into(),
-                        })?;
+                        .map_err(|_| CacheError::ShutDown)?;
                     spare = Some(p);
                 }
             }
@@ -601,7 +599,7 @@ impl BlockCache {
             let run = task_run;
             let result = driven.await;
             if let Err(e) = &result {
-                if !matches!(e, HubError::Cancelled) {
+                if !e.is_cancelled() {
                     tracing::debug!(offset = run.offset, len = run.len, error = %e, "fetch failed");
                 }
             }

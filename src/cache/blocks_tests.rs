@@ -105,7 +105,7 @@ struct Gated {
     f: FetchFn,
 }
 
-type ReadTask = tokio::task::JoinHandle<Result<Bytes, HubError>>;
+type ReadTask = tokio::task::JoinHandle<Result<Bytes, crate::cache::CacheError>>;
 
 impl Gated {
     fn new(size: usize, block: u64) -> Gated {

@@ -5,10 +5,12 @@
 //! - [`pool`]: block buffers, mapped once and reused;
 //! - [`runs`]: fetches in flight, streamed block by block, with hedging of stragglers;
 //! - [`blocks`]: the cache itself: reads, read-ahead runs, the budget they take;
-//! - [`prefetch`]: sequential streams and the read-ahead scheduler.
+//! - [`prefetch`]: sequential streams and the read-ahead scheduler;
+//! - [`error`]: why a read from the cache failed.
 
 pub mod blocks;
 pub mod budget;
+pub mod error;
 pub(crate) mod lru;
 pub mod pool;
 pub mod prefetch;
@@ -16,5 +18,6 @@ pub mod runs;
 
 pub use blocks::{fetch_from, BlockCache, OnDone, Prefetched, ReadMode};
 pub use budget::MemoryPlan;
+pub use error::CacheError;
 pub use prefetch::{Advice, PrefetchConfig, Prefetcher, ReadTarget};
 pub use runs::FetchFn;

@@ -19,6 +19,7 @@ use parking_lot::Mutex;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
+use super::error::CacheError;
 use super::pool::BufferPool;
 use crate::hub::{HeapBuffer, HubError, PieceBuffer, PieceSink};
 use crate::stats::Stats;
@@ -75,7 +76,7 @@ struct RunState {
     /// When the first block arrived.
     first_at: Option<tokio::time::Instant>,
     /// Set once the run ended: `Some(Ok)` complete, `Some(Err)` failed (filled slots stay good).
-    outcome: Option<Result<(), HubError>>,
+    outcome: Option<Result<(), CacheError>>,
     /// Its blocks were handed to the cache (under the cache's lock).
     filed: bool,
 }
@@ -87,7 +88,7 @@ pub(crate) enum Take {
     /// Not yet: wait for the run to change.
     Pending,
     /// The run ended without this block.
-    Failed(HubError),
+    Failed(CacheError),
 }
 
 /// One range request in flight for blocks `first..first + len_blocks`.
@@ -208,7 +209,7 @@ impl Run {
     }
 
     /// Records how the run ended and wakes every waiter.
-    pub(crate) fn finish(&self, outcome: Result<(), HubError>) {
+    pub(crate) fn finish(&self, outcome: Result<(), CacheError>) {
         self.state.lock().outcome = Some(outcome);
         for a in self.arrived.iter() {
             a.notify_waiters();
@@ -240,8 +241,9 @@ impl Run {
         let i = (index - self.first) as usize;
         let Some(slot) = s.slots.get_mut(i) else {
             return (
-                Take::Failed(HubError::Protocol {
-                    url: String::new(),
+                Take::Failed(CacheError::Incomplete {
+                    offset: self.offset,
+                    len: self.len,
                     message: format!("block {index} is not in run {}", self.id),
                 }),
                 filed,
@@ -255,8 +257,9 @@ impl Run {
         let t = match &s.outcome {
             None => Take::Pending,
             Some(Err(e)) => Take::Failed(e.clone()),
-            Some(Ok(())) => Take::Failed(HubError::Protocol {
-                url: String::new(),
+            Some(Ok(())) => Take::Failed(CacheError::Incomplete {
+                offset: self.offset,
+                len: self.len,
                 message: format!("run {} completed without block {index}", self.id),
             }),
         };
@@ -264,7 +267,11 @@ impl Run {
     }
 
     /// Waits for block `index` (see [`Run::take`]).
-    pub(crate) async fn wait(&self, index: u64, consumed: bool) -> (Result<Bytes, HubError>, bool) {
+    pub(crate) async fn wait(
+        &self,
+        index: u64,
+        consumed: bool,
+    ) -> (Result<Bytes, CacheError>, bool) {
         let slot = (index.saturating_sub(self.first) as usize).min(self.arrived.len() - 1);
         loop {
             // Registered before looking, so an arrival in between is not missed.
@@ -460,7 +467,7 @@ pub(crate) fn drive(
     clock: Arc<RunClock>,
     stats: Arc<Stats>,
     cancel: Option<CancellationToken>,
-) -> impl std::future::Future<Output = Result<(), HubError>> + Send + 'static {
+) -> impl std::future::Future<Output = Result<(), CacheError>> + Send + 'static {
     let started = tokio::time::Instant::now();
     let errors = Arc::new(Mutex::new(None));
     let primary = fetch(
@@ -482,7 +489,7 @@ async fn drive_started(
     started: tokio::time::Instant,
     errors: Arc<Mutex<Option<String>>>,
     mut primary: BoxFuture<'static, Result<(), HubError>>,
-) -> Result<(), HubError> {
+) -> Result<(), CacheError> {
     let mut patience = clock.patience(run.len);
     // When the request got its connection (the clock starts then: time queued for a connection
     // is not the CDN's latency), and progress seen: blocks delivered, and when that count grew.
@@ -517,7 +524,7 @@ async fn drive_started(
             r = &mut primary, if primary_failed.is_none() => match r {
                 Ok(()) => break Ok(()),
                 Err(e) if hedge.is_some() => primary_failed = Some(e),
-                Err(e) => break Err(e),
+                Err(e) => break Err(CacheError::Fetch(e)),
             },
             r = async { hedge.as_mut().expect("guarded").await }, if hedge.is_some() => match r {
                 Ok(()) => {
@@ -527,7 +534,7 @@ async fn drive_started(
                 Err(e) => {
                     hedge = None;
                     if let Some(p) = primary_failed.take() {
-                        break Err(p);
+                        break Err(CacheError::Fetch(p));
                     }
                     tracing::debug!(offset = run.offset, error = %e, "hedge failed; the first request goes on");
                 }
@@ -562,19 +569,21 @@ async fn drive_started(
             () = &mut cancelled => {
                 Stats::add(&stats.fetches_cancelled, 1);
                 tracing::debug!(offset = run.offset, len = run.len, "fetch cancelled: no reader waits for it");
-                break Err(HubError::Cancelled);
+                break Err(CacheError::Cancelled);
             }
         }
     };
     let result = result.and_then(|()| match errors.lock().take() {
-        Some(message) => Err(HubError::Protocol {
-            url: String::new(),
+        Some(message) => Err(CacheError::Incomplete {
+            offset: run.offset,
+            len: run.len,
             message,
         }),
         None if run.complete() => Ok(()),
-        None => Err(HubError::Protocol {
-            url: String::new(),
-            message: format!("run of {} bytes ended incomplete", run.len),
+        None => Err(CacheError::Incomplete {
+            offset: run.offset,
+            len: run.len,
+            message: "the request ended before every block arrived".into(),
         }),
     });
     if result.is_ok() && !hedged {

@@ -1,5 +1,6 @@
 //! The filesystem's error type, and the one place where errors become errno values.
 
+use crate::cache::CacheError;
 use crate::hub::{HubError, NotFoundKind};
 
 /// Why a filesystem operation failed.
@@ -26,6 +27,20 @@ pub enum FsError {
     /// The Hub said no or failed.
     #[error(transparent)]
     Hub(#[from] HubError),
+    /// The block cache failed a read for a reason of its own (see [`CacheError`]).
+    #[error(transparent)]
+    Cache(CacheError),
+}
+
+impl From<CacheError> for FsError {
+    /// A failed fetch is the client's error (so it maps to errno as any Hub failure does);
+    /// the cache's own failures stay the cache's.
+    fn from(e: CacheError) -> Self {
+        match e {
+            CacheError::Fetch(h) => FsError::Hub(h),
+            other => FsError::Cache(other),
+        }
+    }
 }
 
 impl FsError {
@@ -51,6 +66,12 @@ impl FsError {
                 | HubError::Protocol { .. }
                 | HubError::Tls { .. } => libc::EIO,
             },
+            FsError::Cache(c) => match c {
+                CacheError::Cancelled => libc::EINTR,
+                CacheError::Fetch(_) | CacheError::Incomplete { .. } | CacheError::ShutDown => {
+                    libc::EIO
+                }
+            },
         }
     }
 
@@ -66,6 +87,7 @@ impl FsError {
                 | FsError::Hub(HubError::NotFound { .. })
                 | FsError::Hub(HubError::InvalidName(_))
                 | FsError::Hub(HubError::Cancelled)
+                | FsError::Cache(CacheError::Cancelled)
         )
     }
 

@@ -5,7 +5,7 @@
 //! - [`pool`]: block buffers, mapped once and reused;
 //! - [`runs`]: fetches in flight, streamed block by block, with hedging of stragglers;
 //! - [`blocks`]: the cache itself: reads, read-ahead runs, the budget they take;
-//! - [`prefetch`]: sequential streams and the read-ahead scheduler;
+//! - [`prefetch`]: the read-ahead scheduler, over the sequential streams of `streams`;
 //! - [`error`]: why a read from the cache failed.
 
 pub mod blocks;
@@ -15,6 +15,7 @@ pub(crate) mod lru;
 pub mod pool;
 pub mod prefetch;
 pub mod runs;
+mod streams;
 
 pub use blocks::{fetch_from, BlockCache, OnDone, Prefetched, ReadMode};
 pub use budget::MemoryPlan;

@@ -2,6 +2,7 @@
 
 use super::*;
 use std::sync::atomic::AtomicU64;
+use std::time::Duration;
 
 const SEQ: ReadMode = ReadMode {
     sequential: true,

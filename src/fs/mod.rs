@@ -2,6 +2,7 @@
 //! [`HubClient`]. It knows inodes and errors, not URLs or FUSE replies, so tests drive it directly
 //! with an in-memory Hub; the FUSE adapter (`crate::fuse`) is a thin layer over it.
 
+pub mod buckets;
 pub mod error;
 pub mod inode;
 pub mod listing;
@@ -58,6 +59,9 @@ pub struct FsConfig {
     /// How long a repo or revision the Hub said does not exist is answered ENOENT without asking
     /// again (loaders probe many names).
     pub negative_ttl: Duration,
+    /// How long listings and attributes under `/buckets` are used before bucket info is asked
+    /// whether the bucket changed (`--bucket-ttl`).
+    pub bucket_ttl: Duration,
 }
 
 impl Default for FsConfig {
@@ -73,6 +77,7 @@ impl Default for FsConfig {
             listing_entries: 1_000_000,
             prefetch: PrefetchConfig::default(),
             negative_ttl: Duration::from_secs(30),
+            bucket_ttl: Duration::from_secs(5),
         }
     }
 }
@@ -156,6 +161,7 @@ pub struct HubFs<C: HubClient> {
     stats: Arc<Stats>,
     started: Instant,
     mount_time: SystemTime,
+    buckets: buckets::Buckets,
 }
 
 impl<C: HubClient> HubFs<C> {
@@ -169,6 +175,7 @@ impl<C: HubClient> HubFs<C> {
         );
         let blocks = BlockCache::new(plan, stats.clone());
         HubFs {
+            buckets: buckets::Buckets::new(cfg.bucket_ttl),
             hub,
             prefetcher: Prefetcher::new(cfg.prefetch.clone(), blocks.clone()),
             open_files: Mutex::new(Default::default()),
@@ -237,6 +244,9 @@ impl<C: HubClient> HubFs<C> {
     }
 
     fn attr_of(&self, inode: &Inode) -> Attr {
+        if let Node::Bucket(b) = &inode.node {
+            return buckets::attr(inode.ino, b, self.mount_time, self.cfg.uid, self.cfg.gid);
+        }
         let (kind, size, mtime, lifetime) = match &inode.node {
             Node::Root | Node::TypeDir(_) | Node::Org { .. } | Node::ControlDir => {
                 (Kind::Dir, 0, self.mount_time, Lifetime::Short)
@@ -255,6 +265,7 @@ impl<C: HubClient> HubFs<C> {
             Node::File { snap, file, .. } => {
                 (Kind::File, file.size, snap.date, Lifetime::Immutable)
             }
+            Node::Bucket(_) => unreachable!("answered above"),
         };
         Attr {
             ino: inode.ino,
@@ -279,6 +290,8 @@ impl<C: HubClient> HubFs<C> {
                 .inodes
                 .get_or_insert(NodeKey::StatsFile, || Node::StatsFile),
             Node::ControlDir => return Err(FsError::NotFound),
+            Node::Root if name == buckets::BUCKETS_DIR => self.buckets_root(),
+            Node::Bucket(b) => self.bucket_lookup(b, name).await?,
             Node::Root => match parse_root_name(name).ok_or(FsError::NotFound)? {
                 RootName::TypeDir(t) => self
                     .inodes
@@ -493,6 +506,11 @@ impl<C: HubClient> HubFs<C> {
                         name: n.to_owned(),
                     });
                 }
+                out.push(DirEntry {
+                    ino: self.buckets_root().ino,
+                    kind: Kind::Dir,
+                    name: buckets::BUCKETS_DIR.to_owned(),
+                });
                 out.extend(self.known_orgs(RepoType::Model));
             }
             Node::TypeDir(t) => out.extend(self.known_orgs(*t)),
@@ -532,6 +550,7 @@ impl<C: HubClient> HubFs<C> {
                 let root = Self::root_ino_of(&inode)?;
                 out = self.list_entries(root, snap, path).await?;
             }
+            Node::Bucket(b) => out = self.bucket_readdir(b).await?,
             Node::File { .. } | Node::StatsFile => return Err(FsError::NotDir),
         }
         Ok(out)
@@ -590,7 +609,7 @@ impl<C: HubClient> HubFs<C> {
         if inode.node.is_dir() {
             return Err(FsError::IsDir);
         }
-        if let Node::File { content, .. } = &inode.node {
+        if let Some(content) = inode.node.content() {
             let first = {
                 let mut open = self.open_files.lock();
                 let n = open.entry(content.clone()).or_insert(0);
@@ -610,7 +629,7 @@ impl<C: HubClient> HubFs<C> {
         let Ok(inode) = self.node(ino) else {
             return;
         };
-        let Node::File { content, .. } = &inode.node else {
+        let Some(content) = inode.node.content() else {
             return;
         };
         let last = {
@@ -645,6 +664,10 @@ impl<C: HubClient> HubFs<C> {
         let inode = self.node(ino)?;
         let (file, content_key) = match &inode.node {
             Node::File { file, content, .. } => (file, content),
+            Node::Bucket(buckets::BucketNode::File { file, content, .. }) => {
+                let target = self.bucket_target(file, content);
+                return self.read_target_parts(&target, offset, size, None).await;
+            }
             Node::StatsFile => {
                 let doc = Bytes::from(self.stats_json());
                 let start = (offset as usize).min(doc.len());
@@ -654,14 +677,27 @@ impl<C: HubClient> HubFs<C> {
             _ => return Err(FsError::IsDir),
         };
         let target = self.read_target(file, content_key);
-        let advice = self
-            .prefetcher
-            .on_read(&target, offset, size as u64, || self.next_shard(file));
+        self.read_target_parts(&target, offset, size, Some(file))
+            .await
+    }
+
+    /// Reads through read-ahead and the block cache; `file` (a repo file) lets read-ahead move
+    /// on to the next shard.
+    async fn read_target_parts(
+        &self,
+        target: &ReadTarget,
+        offset: u64,
+        size: u32,
+        file: Option<&FileRef>,
+    ) -> FsResult<Vec<Bytes>> {
+        let advice = self.prefetcher.on_read(target, offset, size as u64, || {
+            file.and_then(|f| self.next_shard(f))
+        });
         let parts = self
             .blocks
             .read_parts(
-                content_key,
-                file.size,
+                &target.content,
+                target.size,
                 offset,
                 size as u64,
                 &target.fetch,
@@ -720,6 +756,12 @@ impl<C: HubClient> HubFs<C> {
     /// The value of extended attribute `name` of `ino`.
     pub fn getxattr(&self, ino: u64, name: &str) -> FsResult<Vec<u8>> {
         let inode = self.node(ino)?;
+        if let Node::Bucket(buckets::BucketNode::File { file, .. }) = &inode.node {
+            return match name {
+                buckets::XATTR_XET_HASH => Ok(file.xet_hash.clone().into_bytes()),
+                _ => Err(FsError::NoAttr),
+            };
+        }
         match (name, inode.node.snapshot()) {
             (XATTR_COMMIT, Some(s)) => Ok(s.commit.clone().into_bytes()),
             _ => Err(FsError::NoAttr),
@@ -729,6 +771,9 @@ impl<C: HubClient> HubFs<C> {
     /// The names of the extended attributes of `ino`.
     pub fn listxattr(&self, ino: u64) -> FsResult<Vec<String>> {
         let inode = self.node(ino)?;
+        if let Node::Bucket(buckets::BucketNode::File { .. }) = &inode.node {
+            return Ok(vec![buckets::XATTR_XET_HASH.to_owned()]);
+        }
         Ok(if inode.node.snapshot().is_some() {
             vec![XATTR_COMMIT.to_owned()]
         } else {

@@ -111,6 +111,12 @@ pub struct MountArgs {
     #[arg(long, value_name = "DURATION", default_value = "60s", value_parser = parse_duration)]
     pub revision_ttl: Duration,
 
+    /// Listings and attributes under /buckets are used this long; then bucket info is asked
+    /// whether the bucket changed (its updatedAt), and only a changed bucket is listed again. A
+    /// new open after this long sees an overwritten object's new content.
+    #[arg(long, value_name = "DURATION", default_value = "5s", value_parser = parse_duration)]
+    pub bucket_ttl: Duration,
+
     /// Let users other than the one mounting access the mount (needs user_allow_other in
     /// /etc/fuse.conf when not mounting as root). Off by default.
     #[arg(long)]

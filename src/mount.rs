@@ -277,6 +277,7 @@ pub fn run(args: MountArgs, on_ready: impl FnOnce()) -> Result<(), MountError> {
     }
     let mut cfg = FsConfig {
         revision_ttl: args.revision_ttl,
+        bucket_ttl: args.bucket_ttl,
         cache_bytes: plan.capacity,
         connections: plan.connections,
         ..defaults

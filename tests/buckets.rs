@@ -10,7 +10,9 @@ use std::os::unix::fs::FileExt;
 use std::path::Path;
 use std::time::Duration;
 
-use fakehub::{FakeHub, FakeHubOptions, FileData, Fixtures, Listener, TOKEN_FULL, TOKEN_UNAPPROVED};
+use fakehub::{
+    FakeHub, FakeHubOptions, FileData, Fixtures, Listener, TOKEN_FULL, TOKEN_UNAPPROVED,
+};
 use hubfs::fs::FsConfig;
 use support::{errno, http_hub, mount, sha256_file, Mounted};
 
@@ -46,8 +48,7 @@ fn getxattr(p: &Path, name: &str) -> std::io::Result<Vec<u8>> {
     let cn = CString::new(name).expect("name");
     let mut buf = vec![0u8; 256];
     // SAFETY: valid C strings and a buffer of the length given.
-    let n =
-        unsafe { libc::getxattr(cp.as_ptr(), cn.as_ptr(), buf.as_mut_ptr().cast(), buf.len()) };
+    let n = unsafe { libc::getxattr(cp.as_ptr(), cn.as_ptr(), buf.as_mut_ptr().cast(), buf.len()) };
     if n < 0 {
         return Err(std::io::Error::last_os_error());
     }
@@ -116,7 +117,11 @@ fn a_bucket_with_nested_folders_and_a_folder_of_1234_entries_is_listed_and_read_
         .expect("logs")
         .map(|e| e.expect("entry").file_name().to_string_lossy().into_owned())
         .collect();
-    assert_eq!(logs, ["run1.log"], "the raw prefix `logs` also matches logs_x: filtered");
+    assert_eq!(
+        logs,
+        ["run1.log"],
+        "the raw prefix `logs` also matches logs_x: filtered"
+    );
 
     let mut got = BTreeMap::new();
     walk(&m.join("buckets/acme/ckpt"), "", &mut got);
@@ -155,13 +160,22 @@ fn a_ranged_read_of_a_bucket_object_fetches_only_what_it_needs() {
         .filter(|r| r.listener == Listener::Cdn)
         .map(|r| r.body_bytes)
         .sum();
-    println!("3 reads of 4 KiB in a 64 MiB bucket object: {cdn} bytes from the CDN, {} requests", reqs.len());
-    assert!(cdn > 0 && cdn <= 3 * 2 * MIB, "{cdn} bytes fetched for 12 KiB");
+    println!(
+        "3 reads of 4 KiB in a 64 MiB bucket object: {cdn} bytes from the CDN, {} requests",
+        reqs.len()
+    );
+    assert!(
+        cdn > 0 && cdn <= 3 * 2 * MIB,
+        "{cdn} bytes fetched for 12 KiB"
+    );
     let resolves = reqs
         .iter()
         .filter(|r| r.path.starts_with("/buckets/acme/ckpt/resolve/"))
         .count();
-    assert!(resolves <= 1, "the signed URL is reused: {resolves} resolves");
+    assert!(
+        resolves <= 1,
+        "the signed URL is reused: {resolves} resolves"
+    );
 }
 
 /// Reads `path` in 1 MiB chunks, overwriting the object with `new` after chunk `at`: each chunk
@@ -185,7 +199,10 @@ fn read_while_overwritten(
         match f.read_exact_at(&mut buf, chunk * MIB) {
             Ok(()) => {
                 let want = old.read_at(chunk * MIB, MIB as usize);
-                assert!(buf == want, "{key}: chunk {chunk} is not the old version's bytes");
+                assert!(
+                    buf == want,
+                    "{key}: chunk {chunk} is not the old version's bytes"
+                );
             }
             Err(e) => {
                 assert_eq!(errno(&e), libc::ESTALE, "{key}: chunk {chunk}: {e}");
@@ -211,7 +228,11 @@ fn an_object_overwritten_while_open_reads_as_the_old_bytes_throughout_or_estale_
     // Every object exists before the mount first lists the bucket.
     for at in points {
         hub.put_bucket_object("acme/ckpt", &format!("ow/{at}.bin"), old(at, 32 * MIB));
-        hub.put_bucket_object("acme/ckpt", &format!("ow-cached/{at}.bin"), old(at, 16 * MIB));
+        hub.put_bucket_object(
+            "acme/ckpt",
+            &format!("ow-cached/{at}.bin"),
+            old(at, 16 * MIB),
+        );
     }
     let mut stale_seen = 0;
     for at in points {
@@ -221,15 +242,22 @@ fn an_object_overwritten_while_open_reads_as_the_old_bytes_throughout_or_estale_
         }
     }
     println!("overwritten at 8 points of a 32 MiB read (URLs never reused): ESTALE in {stale_seen}, old bytes throughout in the rest");
-    assert!(stale_seen > 0, "some overwrite must reach the reader as ESTALE");
+    assert!(
+        stale_seen > 0,
+        "some overwrite must reach the reader as ESTALE"
+    );
 
     // Signed URLs that live: the old version's URL keeps serving the old version (content
     // addressed), so the reader gets the old bytes throughout.
     hub.set_bucket_url_ttl(Duration::from_secs(3600));
     for at in [0u64, 6] {
         let key = format!("ow-cached/{at}.bin");
-        let stale = read_while_overwritten(&hub, &m, &key, &old(at, 16 * MIB), &new(at, 16 * MIB), at);
-        assert!(!stale, "{key}: the old version's signed URL serves the old bytes");
+        let stale =
+            read_while_overwritten(&hub, &m, &key, &old(at, 16 * MIB), &new(at, 16 * MIB), at);
+        assert!(
+            !stale,
+            "{key}: the old version's signed URL serves the old bytes"
+        );
     }
 }
 
@@ -265,18 +293,32 @@ fn after_the_ttl_a_new_open_sees_the_new_content_and_added_and_deleted_objects_s
     hub.clear_requests();
     assert_eq!(ls(&root), ["keep.bin", "w.txt"]);
     let paths: Vec<String> = hub.requests().iter().map(|r| r.path.clone()).collect();
-    assert!(paths.iter().all(|p| !p.contains("/tree")), "re-listed though updatedAt did not move: {paths:?}");
-    assert!(paths.iter().any(|p| p == "/api/buckets/acme/ckpt"), "{paths:?}");
+    assert!(
+        paths.iter().all(|p| !p.contains("/tree")),
+        "re-listed though updatedAt did not move: {paths:?}"
+    );
+    assert!(
+        paths.iter().any(|p| p == "/api/buckets/acme/ckpt"),
+        "{paths:?}"
+    );
 
     hub.put_bucket_object("acme/ckpt", "w.txt", FileData::from_bytes(b"new!".to_vec()));
-    hub.put_bucket_object("acme/ckpt", "added.txt", FileData::from_bytes(b"+".to_vec()));
+    hub.put_bucket_object(
+        "acme/ckpt",
+        "added.txt",
+        FileData::from_bytes(b"+".to_vec()),
+    );
     wait();
     assert_eq!(std::fs::read(root.join("w.txt")).expect("read"), b"new!");
     assert_eq!(ls(&root), ["added.txt", "keep.bin", "w.txt"]);
     // The open file was not touched by the refresh: it keeps reading.
     let mut tail = vec![0u8; 4096];
-    keep.read_exact_at(&mut tail, 4 * MIB - 4096).expect("keep tail");
-    assert_eq!(tail, FileData::generated(5, 4 * MIB).read_at(4 * MIB - 4096, 4096));
+    keep.read_exact_at(&mut tail, 4 * MIB - 4096)
+        .expect("keep tail");
+    assert_eq!(
+        tail,
+        FileData::generated(5, 4 * MIB).read_at(4 * MIB - 4096, 4096)
+    );
 
     assert!(hub.delete_bucket_object("acme/ckpt", "added.txt"));
     wait();
@@ -293,12 +335,19 @@ fn private_buckets_need_a_token_the_cdn_never_sees_it_and_writes_are_erofs() {
     let hub = start(1000);
     hub.create_bucket("acme/secret", true);
     let h = hub.put_bucket_object("acme/secret", "w.bin", FileData::generated(3, MIB));
-    hub.put_bucket_object("acme/open", "p.txt", FileData::from_bytes(b"public".to_vec()));
+    hub.put_bucket_object(
+        "acme/open",
+        "p.txt",
+        FileData::from_bytes(b"public".to_vec()),
+    );
 
     let anon = mount_bucket_hub(&hub, None, Duration::from_secs(30));
     let e = std::fs::metadata(anon.join("buckets/acme/secret")).expect_err("private");
     assert_eq!(errno(&e), libc::EACCES);
-    assert_eq!(std::fs::read(anon.join("buckets/acme/open/p.txt")).expect("public"), b"public");
+    assert_eq!(
+        std::fs::read(anon.join("buckets/acme/open/p.txt")).expect("public"),
+        b"public"
+    );
     assert_eq!(ls(&anon.join("buckets/acme")), ["open"]);
 
     let other = mount_bucket_hub(&hub, Some(TOKEN_UNAPPROVED), Duration::from_secs(30));
@@ -320,7 +369,10 @@ fn private_buckets_need_a_token_the_cdn_never_sees_it_and_writes_are_erofs() {
             Listener::Hub => assert!(r.authorization.is_some(), "no token to the Hub: {}", r.path),
         }
     }
-    assert_eq!(getxattr(&p, "user.hf.xet-hash").expect("xattr"), h.as_bytes());
+    assert_eq!(
+        getxattr(&p, "user.hf.xet-hash").expect("xattr"),
+        h.as_bytes()
+    );
 
     let e = std::fs::OpenOptions::new()
         .write(true)

@@ -218,13 +218,14 @@ impl<C: HubClient> HubFs<C> {
 
     fn bucket_entry_inode(&self, st: &Arc<BucketState>, e: &BucketEntry) -> Arc<Inode> {
         match e.kind {
-            EntryKind::Directory => self.bucket_inode(
-                BucketKey::Dir(st.id.clone(), e.path.clone()),
-                || BucketNode::Dir {
-                    bucket: st.clone(),
-                    path: e.path.clone(),
-                },
-            ),
+            EntryKind::Directory => {
+                self.bucket_inode(BucketKey::Dir(st.id.clone(), e.path.clone()), || {
+                    BucketNode::Dir {
+                        bucket: st.clone(),
+                        path: e.path.clone(),
+                    }
+                })
+            }
             EntryKind::File => {
                 let key = BucketKey::File(st.id.clone(), e.path.clone(), e.xet_hash.clone());
                 self.bucket_inode(key, || {
@@ -252,9 +253,11 @@ impl<C: HubClient> HubFs<C> {
                 if !is_valid_name(name) {
                     return Err(FsError::NotFound);
                 }
-                Ok(self.bucket_inode(BucketKey::Namespace(name.to_owned()), || {
-                    BucketNode::Namespace(name.to_owned())
-                }))
+                Ok(
+                    self.bucket_inode(BucketKey::Namespace(name.to_owned()), || {
+                        BucketNode::Namespace(name.to_owned())
+                    }),
+                )
             }
             BucketNode::Namespace(ns) => {
                 if !is_valid_name(name) {
@@ -263,12 +266,14 @@ impl<C: HubClient> HubFs<C> {
                 let st = self.buckets.state(&BucketId::new(ns, name));
                 // Bucket info says whether it exists and whether the token may read it.
                 self.updated_at(&st).await?;
-                Ok(self.bucket_inode(BucketKey::Dir(st.id.clone(), String::new()), || {
-                    BucketNode::Dir {
-                        bucket: st.clone(),
-                        path: String::new(),
-                    }
-                }))
+                Ok(
+                    self.bucket_inode(BucketKey::Dir(st.id.clone(), String::new()), || {
+                        BucketNode::Dir {
+                            bucket: st.clone(),
+                            path: String::new(),
+                        }
+                    }),
+                )
             }
             BucketNode::Dir { bucket, path } => {
                 if !is_valid_entry_name(name) {

@@ -401,7 +401,8 @@ impl HttpHub {
 
     /// One ranged GET of the bytes `acc` still lacks, from `start_url` (the resolve URL or a
     /// remembered CDN URL), checked; what arrives is added to `acc` even when the body is cut.
-    /// Returns the URL that served the bytes.
+    /// The URL that serves them is remembered under `key`. Returns the URL that served the bytes.
+    #[allow(clippy::too_many_arguments)]
     async fn range_once(
         &self,
         start_url: &str,

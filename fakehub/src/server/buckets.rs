@@ -203,7 +203,9 @@ fn tree_entries(b: &Bucket, prefix: &str, recursive: bool) -> Vec<Value> {
         match key[skip..].find('/') {
             None => out.push((key.clone(), file_json(key, o))),
             Some(i) => {
-                let d = dirs.entry(key[..skip + i].to_owned()).or_insert(o.uploaded_at);
+                let d = dirs
+                    .entry(key[..skip + i].to_owned())
+                    .or_insert(o.uploaded_at);
                 *d = (*d).max(o.uploaded_at);
             }
         }
@@ -310,7 +312,11 @@ pub(super) fn route(
     Some(match (rest.first().copied().unwrap_or(""), method) {
         ("", m) if m == Method::GET || m == Method::HEAD => json_response(&b.info_json()),
         ("tree", m) if m == Method::GET => {
-            let prefix = match rest[1..].iter().map(|x| decode(x)).collect::<Result<Vec<_>, _>>() {
+            let prefix = match rest[1..]
+                .iter()
+                .map(|x| decode(x))
+                .collect::<Result<Vec<_>, _>>()
+            {
                 Ok(p) => p.join("/"),
                 Err(r) => return Some(r),
             };
@@ -344,12 +350,20 @@ fn paths_info(b: &Bucket, body: &[u8]) -> Response {
 /// `GET|HEAD /buckets/{id}/resolve/{path}`: 302 to the content's signed CDN URL. The path may
 /// come per segment (`quote(path)`) or as one segment (`quote(path, safe="")`).
 fn resolve_object(s: &Shared, b: &Bucket, rest: &[&str], ttl: Duration) -> Response {
-    let key = match rest.iter().map(|x| decode(x)).collect::<Result<Vec<_>, _>>() {
+    let key = match rest
+        .iter()
+        .map(|x| decode(x))
+        .collect::<Result<Vec<_>, _>>()
+    {
         Ok(p) => p.join("/"),
         Err(r) => return r,
     };
     let Some(o) = b.objects.get(&key) else {
-        return error(StatusCode::NOT_FOUND, Some("EntryNotFound"), "Entry not found");
+        return error(
+            StatusCode::NOT_FOUND,
+            Some("EntryNotFound"),
+            "Entry not found",
+        );
     };
     s.cdn_objects
         .lock()
@@ -429,7 +443,12 @@ mod tests {
 
     fn paths(v: &[Value]) -> Vec<(String, String)> {
         v.iter()
-            .map(|e| (e["type"].as_str().unwrap_or("").to_owned(), e["path"].as_str().unwrap_or("").to_owned()))
+            .map(|e| {
+                (
+                    e["type"].as_str().unwrap_or("").to_owned(),
+                    e["path"].as_str().unwrap_or("").to_owned(),
+                )
+            })
             .collect()
     }
 
@@ -439,11 +458,19 @@ mod tests {
         let p = |s: &str, d: &str| (s.to_owned(), d.to_owned());
         assert_eq!(
             paths(&tree_entries(&b, "logs", false)),
-            vec![p("file", "logs/a.txt"), p("directory", "logs/sub"), p("directory", "logs_x")]
+            vec![
+                p("file", "logs/a.txt"),
+                p("directory", "logs/sub"),
+                p("directory", "logs_x")
+            ]
         );
         assert_eq!(
             paths(&tree_entries(&b, "", false)),
-            vec![p("directory", "logs"), p("directory", "logs_x"), p("file", "top.bin")]
+            vec![
+                p("directory", "logs"),
+                p("directory", "logs_x"),
+                p("file", "top.bin")
+            ]
         );
         assert_eq!(paths(&tree_entries(&b, "logs", true)).len(), 3);
         assert!(tree_entries(&b, "nothing", false).is_empty());

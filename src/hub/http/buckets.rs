@@ -104,7 +104,11 @@ fn protocol(url: &str) -> impl Fn(String) -> HubError + '_ {
 
 impl BucketClient for HttpHub {
     async fn bucket_info(&self, bucket: &BucketId) -> Result<BucketInfo, HubError> {
-        let url = format!("{}/api/buckets/{}", self.urls.endpoint(), bucket_part(bucket)?);
+        let url = format!(
+            "{}/api/buckets/{}",
+            self.urls.endpoint(),
+            bucket_part(bucket)?
+        );
         let sent = self.get_ok(&url).await?;
         let shown = redact_url(&sent.url);
         let body = read_body(sent.resp, &shown, self.cfg.request_timeout, 1 << 20).await?;
@@ -112,7 +116,11 @@ impl BucketClient for HttpHub {
     }
 
     async fn list_buckets(&self, ns: &str) -> Result<Vec<BucketInfo>, HubError> {
-        let url = format!("{}/api/buckets/{}", self.urls.endpoint(), encode_segment(ns)?);
+        let url = format!(
+            "{}/api/buckets/{}",
+            self.urls.endpoint(),
+            encode_segment(ns)?
+        );
         let mut out = Vec::new();
         for (body, shown) in self.get_pages(url).await? {
             out.extend(parse_bucket_list(&body).map_err(protocol(&shown))?);

@@ -384,3 +384,39 @@ fn private_buckets_need_a_token_the_cdn_never_sees_it_and_writes_are_erofs() {
     let e = std::fs::remove_file(&p).expect_err("unlink");
     assert_eq!(errno(&e), libc::EROFS);
 }
+
+#[test]
+fn a_bucket_mount_shows_one_bucket_folder_at_the_mountpoint() {
+    if !support::fuse_available() {
+        return;
+    }
+    let hub = start(1000);
+    hub.put_bucket_object("acme/ckpt", "runs/a/w.bin", FileData::generated(8, MIB));
+    hub.put_bucket_object(
+        "acme/ckpt",
+        "runs/b.txt",
+        FileData::from_bytes(b"b".to_vec()),
+    );
+    hub.put_bucket_object(
+        "acme/ckpt",
+        "runs_x/no.txt",
+        FileData::from_bytes(b"x".to_vec()),
+    );
+    let sub = hubfs::fs::buckets::parse_bucket_mount("acme/ckpt", Some("runs")).expect("args");
+    let m = mount(
+        http_hub(&hub, None),
+        FsConfig {
+            bucket_mount: Some(sub),
+            ..cfg(Duration::from_secs(30))
+        },
+    );
+    assert_eq!(ls(&m.path()), ["a", "b.txt"]);
+    assert_eq!(
+        sha256_file(&m.join("a/w.bin")).expect("read"),
+        FileData::generated(8, MIB).sha256_hex()
+    );
+    assert!(
+        m.join(".hubfs/stats").exists(),
+        "the control dir stays at the root"
+    );
+}

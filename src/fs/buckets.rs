@@ -126,6 +126,23 @@ impl Buckets {
     }
 }
 
+/// Parses `--bucket NS/NAME [--subfolder PATH]`: valid names, and a folder path of valid entry
+/// names (slashes at its ends ignored).
+pub fn parse_bucket_mount(
+    bucket: &str,
+    subfolder: Option<&str>,
+) -> Result<(BucketId, String), String> {
+    let (ns, name) = bucket
+        .split_once('/')
+        .filter(|(n, b)| is_valid_name(n) && is_valid_name(b))
+        .ok_or_else(|| format!("--bucket {bucket:?}: expected NS/NAME (valid Hub names)"))?;
+    let sub = subfolder.unwrap_or("").trim_matches('/');
+    if !sub.is_empty() && !sub.split('/').all(is_valid_entry_name) {
+        return Err(format!("--subfolder {sub:?}: not a folder path"));
+    }
+    Ok((BucketId::new(ns, name), sub.to_owned()))
+}
+
 fn content_key(f: &BucketFile) -> Arc<str> {
     Arc::from(format!("xet:{}:{}", f.xet_hash, f.size))
 }
@@ -150,6 +167,15 @@ impl<C: HubClient> HubFs<C> {
     fn bucket_inode(&self, key: BucketKey, make: impl FnOnce() -> BucketNode) -> Arc<Inode> {
         self.inodes
             .get_or_insert(NodeKey::Bucket(key), || Node::Bucket(make()))
+    }
+
+    /// The bucket folder a `--bucket` mount shows at its root.
+    pub(super) fn bucket_mount_root(&self) -> Option<BucketNode> {
+        let (id, path) = self.cfg.bucket_mount.as_ref()?;
+        Some(BucketNode::Dir {
+            bucket: self.buckets.state(id),
+            path: path.clone(),
+        })
     }
 
     /// `/buckets` itself.
@@ -394,5 +420,22 @@ pub(super) fn attr(ino: u64, b: &BucketNode, mount_time: SystemTime, uid: u32, g
         uid,
         gid,
         lifetime: LIFETIME,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bucket_mount_arguments() {
+        let (id, sub) = parse_bucket_mount("acme/ckpt", Some("/runs/a/")).unwrap();
+        assert_eq!(id, BucketId::new("acme", "ckpt"));
+        assert_eq!(sub, "runs/a");
+        assert_eq!(parse_bucket_mount("acme/ckpt", None).unwrap().1, "");
+        for bad in ["acme", "acme/", "/ckpt", "a/b/c", ".x/y"] {
+            assert!(parse_bucket_mount(bad, None).is_err(), "{bad}");
+        }
+        assert!(parse_bucket_mount("acme/ckpt", Some("a/../b")).is_err());
     }
 }

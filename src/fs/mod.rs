@@ -62,6 +62,9 @@ pub struct FsConfig {
     /// How long listings and attributes under `/buckets` are used before bucket info is asked
     /// whether the bucket changed (`--bucket-ttl`).
     pub bucket_ttl: Duration,
+    /// `hubfs mount --bucket NS/NAME [--subfolder P]`: the mount's root is this bucket folder
+    /// instead of the Hub (`.hubfs` stays at the root).
+    pub bucket_mount: Option<(crate::hub::buckets::BucketId, String)>,
 }
 
 impl Default for FsConfig {
@@ -78,6 +81,7 @@ impl Default for FsConfig {
             prefetch: PrefetchConfig::default(),
             negative_ttl: Duration::from_secs(30),
             bucket_ttl: Duration::from_secs(5),
+            bucket_mount: None,
         }
     }
 }
@@ -283,6 +287,10 @@ impl<C: HubClient> HubFs<C> {
     pub async fn lookup(&self, parent: u64, name: &str) -> FsResult<Attr> {
         let p = self.node(parent)?;
         let child = match &p.node {
+            Node::Root if name != CONTROL_DIR && self.cfg.bucket_mount.is_some() => {
+                let root = self.bucket_mount_root().ok_or(FsError::NotFound)?;
+                self.bucket_lookup(&root, name).await?
+            }
             Node::Root if name == CONTROL_DIR => self
                 .inodes
                 .get_or_insert(NodeKey::ControlDir, || Node::ControlDir),
@@ -495,6 +503,10 @@ impl<C: HubClient> HubFs<C> {
         let inode = self.node(ino)?;
         let mut out = Vec::new();
         match &inode.node {
+            Node::Root if self.cfg.bucket_mount.is_some() => {
+                let root = self.bucket_mount_root().ok_or(FsError::NotFound)?;
+                out = self.bucket_readdir(&root).await?;
+            }
             Node::Root => {
                 for (t, n) in [(RepoType::Dataset, "datasets"), (RepoType::Space, "spaces")] {
                     let i = self

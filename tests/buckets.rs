@@ -420,3 +420,59 @@ fn a_bucket_mount_shows_one_bucket_folder_at_the_mountpoint() {
         "the control dir stays at the root"
     );
 }
+
+#[test]
+fn the_next_checkpoint_shard_in_a_bucket_is_fetched_ahead_when_the_loader_reads_this_one() {
+    if !support::fuse_available() {
+        return;
+    }
+    let hub = start(1000);
+    let names: Vec<String> = (1..=3)
+        .map(|i| format!("model-{i:05}-of-00003.safetensors"))
+        .collect();
+    let hashes: Vec<String> = names
+        .iter()
+        .enumerate()
+        .map(|(i, n)| {
+            let d = FileData::generated(50 + i as u64, 24 * MIB);
+            hub.put_bucket_object("acme/ckpt", &format!("step_1/{n}"), d)
+        })
+        .collect();
+    let m = mount(
+        http_hub(&hub, None),
+        FsConfig {
+            cache_bytes: 128 * MIB,
+            ..cfg(Duration::from_secs(30))
+        },
+    );
+    let dir = m.join("buckets/acme/ckpt/step_1");
+    assert_eq!(ls(&dir), names);
+    hub.clear_requests();
+    assert_eq!(
+        sha256_file(&dir.join(&names[0])).expect("read"),
+        FileData::generated(50, 24 * MIB).sha256_hex()
+    );
+    let fetched = |hub: &FakeHub, h: &str| {
+        hub.requests()
+            .iter()
+            .filter(|r| r.listener == Listener::Cdn && r.path.contains(h))
+            .count()
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while fetched(&hub, &hashes[1]) == 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the next shard was never fetched ahead"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert_eq!(
+        fetched(&hub, &hashes[2]),
+        0,
+        "read-ahead ran two shards ahead"
+    );
+    assert_eq!(
+        sha256_file(&dir.join(&names[1])).expect("read"),
+        FileData::generated(51, 24 * MIB).sha256_hex()
+    );
+}

@@ -380,6 +380,37 @@ impl<C: HubClient> HubFs<C> {
         }
     }
 
+    /// The shard a loader reads after `file` (`...-00002-of-00004...` after `...-00001-...`),
+    /// at the version its folder's cached listing names, when that listing is at hand.
+    pub(super) fn bucket_next_shard(
+        &self,
+        st: &Arc<BucketState>,
+        file: &BucketFile,
+    ) -> Option<ReadTarget> {
+        let (dir, name) = file
+            .path
+            .rsplit_once('/')
+            .unwrap_or(("", file.path.as_str()));
+        let next = join(dir, &super::shards::next_shard_name(name)?);
+        let e = {
+            let listings = st.listings.lock();
+            listings
+                .get(dir)?
+                .entries
+                .iter()
+                .find(|e| e.path == next && e.kind == EntryKind::File)?
+                .clone()
+        };
+        let f = Arc::new(BucketFile {
+            bucket: st.id.clone(),
+            path: e.path,
+            size: e.size,
+            xet_hash: e.xet_hash,
+        });
+        let content = content_key(&f);
+        Some(self.bucket_target(&f, &content))
+    }
+
     /// A bucket file version as read-ahead and the block cache fetch it: every fetch checks the
     /// version (ESTALE when the object changed).
     pub(super) fn bucket_target(&self, file: &Arc<BucketFile>, content: &Arc<str>) -> ReadTarget {

@@ -676,9 +676,15 @@ impl<C: HubClient> HubFs<C> {
         let inode = self.node(ino)?;
         let (file, content_key) = match &inode.node {
             Node::File { file, content, .. } => (file, content),
-            Node::Bucket(buckets::BucketNode::File { file, content, .. }) => {
+            Node::Bucket(buckets::BucketNode::File {
+                file,
+                content,
+                bucket,
+                ..
+            }) => {
                 let target = self.bucket_target(file, content);
-                return self.read_target_parts(&target, offset, size, None).await;
+                let next = || self.bucket_next_shard(bucket, file);
+                return self.read_target_parts(&target, offset, size, next).await;
             }
             Node::StatsFile => {
                 let doc = Bytes::from(self.stats_json());
@@ -689,22 +695,20 @@ impl<C: HubClient> HubFs<C> {
             _ => return Err(FsError::IsDir),
         };
         let target = self.read_target(file, content_key);
-        self.read_target_parts(&target, offset, size, Some(file))
+        self.read_target_parts(&target, offset, size, || self.next_shard(file))
             .await
     }
 
-    /// Reads through read-ahead and the block cache; `file` (a repo file) lets read-ahead move
-    /// on to the next shard.
+    /// Reads through read-ahead and the block cache; `next` names the file a loader reads after
+    /// this one (the next shard), for read-ahead to move on to.
     async fn read_target_parts(
         &self,
         target: &ReadTarget,
         offset: u64,
         size: u32,
-        file: Option<&FileRef>,
+        next: impl FnOnce() -> Option<ReadTarget>,
     ) -> FsResult<Vec<Bytes>> {
-        let advice = self.prefetcher.on_read(target, offset, size as u64, || {
-            file.and_then(|f| self.next_shard(f))
-        });
+        let advice = self.prefetcher.on_read(target, offset, size as u64, next);
         let parts = self
             .blocks
             .read_parts(

@@ -86,6 +86,15 @@ pub struct BucketState {
     listings: Mutex<HashMap<String, CachedListing>>,
 }
 
+impl BucketState {
+    /// Forgets what is known of the bucket: the next lookup asks bucket info and lists again
+    /// (a read found that an object changed, so the listings are out of date).
+    fn invalidate(&self) {
+        *self.probe.lock() = None;
+        self.listings.lock().clear();
+    }
+}
+
 impl std::fmt::Debug for BucketState {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "BucketState({})", self.id)
@@ -95,6 +104,8 @@ impl std::fmt::Debug for BucketState {
 /// The buckets' caches, owned by the filesystem core.
 pub struct Buckets {
     ttl: Duration,
+    /// Namespace listings (`ls /buckets/<ns>`), for the TTL.
+    namespaces: Mutex<HashMap<String, (Instant, Arc<Vec<crate::hub::buckets::BucketInfo>>)>>,
     states: Mutex<HashMap<BucketId, Arc<BucketState>>>,
     probing: SingleFlight<BucketId, String>,
     listing: SingleFlight<(BucketId, String), Arc<Vec<BucketEntry>>>,
@@ -105,6 +116,7 @@ impl Buckets {
     pub fn new(ttl: Duration) -> Self {
         Buckets {
             ttl,
+            namespaces: Mutex::new(HashMap::new()),
             states: Mutex::new(HashMap::new()),
             probing: SingleFlight::default(),
             listing: SingleFlight::default(),
@@ -333,9 +345,18 @@ impl<C: HubClient> HubFs<C> {
                 Ok(v)
             }
             BucketNode::Namespace(ns) => {
-                let list = self.hub.list_buckets(ns).await?;
+                let cached = self.buckets.namespaces.lock().get(ns).cloned();
+                let list = match cached {
+                    Some((at, l)) if at.elapsed() < self.buckets.ttl => l,
+                    _ => {
+                        let l = Arc::new(self.hub.list_buckets(ns).await?);
+                        let entry = (Instant::now(), l.clone());
+                        self.buckets.namespaces.lock().insert(ns.clone(), entry);
+                        l
+                    }
+                };
                 Ok(list
-                    .into_iter()
+                    .iter()
                     .filter(|b| is_valid_name(&b.name))
                     .map(|b| {
                         let st = self.buckets.state(&BucketId::new(ns, &b.name));
@@ -349,7 +370,7 @@ impl<C: HubClient> HubFs<C> {
                         DirEntry {
                             ino: i.ino,
                             kind: Kind::Dir,
-                            name: b.name,
+                            name: b.name.clone(),
                         }
                     })
                     .collect())
@@ -408,21 +429,30 @@ impl<C: HubClient> HubFs<C> {
             xet_hash: e.xet_hash,
         });
         let content = content_key(&f);
-        Some(self.bucket_target(&f, &content))
+        Some(self.bucket_target(st, &f, &content))
     }
 
     /// A bucket file version as read-ahead and the block cache fetch it: every fetch checks the
     /// version (ESTALE when the object changed).
-    pub(super) fn bucket_target(&self, file: &Arc<BucketFile>, content: &Arc<str>) -> ReadTarget {
+    /// A read that finds the object changed also makes the bucket's listings be asked again.
+    pub(super) fn bucket_target(
+        &self,
+        st: &Arc<BucketState>,
+        file: &Arc<BucketFile>,
+        content: &Arc<str>,
+    ) -> ReadTarget {
         let hub = self.hub.clone();
         let f = file.clone();
+        let st = st.clone();
         let fetch: FetchFn = Arc::new(move |off, len, piece, sink| {
             let hub = hub.clone();
             let f = f.clone();
+            let st = st.clone();
             async move {
                 let r = hub.stream_object(&f, off, len, piece, &*sink).await;
                 if let Err(HubError::Stale { message, .. }) = &r {
-                    tracing::warn!(bucket = %f.bucket, path = %f.path, %message, "bucket object changed while open: ESTALE");
+                    tracing::warn!(bucket = %f.bucket, path = %f.path, %message, "bucket object changed since it was opened: ESTALE; the bucket is listed again at the next lookup");
+                    st.invalidate();
                 }
                 r
             }

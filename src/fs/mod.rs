@@ -682,7 +682,7 @@ impl<C: HubClient> HubFs<C> {
                 bucket,
                 ..
             }) => {
-                let target = self.bucket_target(file, content);
+                let target = self.bucket_target(bucket, file, content);
                 let next = || self.bucket_next_shard(bucket, file);
                 return self.read_target_parts(&target, offset, size, next).await;
             }

@@ -157,3 +157,23 @@ async fn bucket_names_errors_and_writes() {
     );
     assert_eq!(fs.listxattr(f.ino).unwrap(), [XATTR_XET_HASH]);
 }
+
+#[tokio::test]
+async fn an_open_file_whose_object_is_deleted_fails_estale_and_vanishes_at_once() {
+    let (hub, fs) = setup(Duration::from_secs(30));
+    let data = bytes(3, 8 << 20);
+    hub.put_object(&bucket(), "d.bin", &data);
+    let a = walk(&fs, "buckets/acme/ckpt/d.bin").await.unwrap();
+    fs.open(a.ino, false).unwrap();
+    assert_eq!(&fs.read(a.ino, 0, 4096).await.unwrap()[..], &data[..4096]);
+    assert!(hub.delete_object(&bucket(), "d.bin"));
+    let e = fs
+        .read(a.ino, data.len() as u64 - 4096, 4096)
+        .await
+        .expect_err("deleted");
+    assert_eq!(e.errno(), libc::ESTALE);
+    let e = walk(&fs, "buckets/acme/ckpt/d.bin")
+        .await
+        .expect_err("gone");
+    assert_eq!(e.errno(), libc::ENOENT);
+}

@@ -449,7 +449,14 @@ impl<C: HubClient> HubFs<C> {
             let f = f.clone();
             let st = st.clone();
             async move {
-                let r = hub.stream_object(&f, off, len, piece, &*sink).await;
+                let r = match hub.stream_object(&f, off, len, piece, &*sink).await {
+                    // The version was deleted: for the file as opened, that is a change too.
+                    Err(HubError::NotFound { context, .. }) => Err(HubError::Stale {
+                        message: format!("the object is gone ({context})"),
+                        url: context.url,
+                    }),
+                    r => r,
+                };
                 if let Err(HubError::Stale { message, .. }) = &r {
                     tracing::warn!(bucket = %f.bucket, path = %f.path, %message, "bucket object changed since it was opened: ESTALE; the bucket is listed again at the next lookup");
                     st.invalidate();

@@ -101,11 +101,14 @@ impl std::fmt::Debug for BucketState {
     }
 }
 
+/// A namespace's buckets, and when they were listed.
+type NamespaceList = (Instant, Arc<Vec<crate::hub::buckets::BucketInfo>>);
+
 /// The buckets' caches, owned by the filesystem core.
 pub struct Buckets {
     ttl: Duration,
     /// Namespace listings (`ls /buckets/<ns>`), for the TTL.
-    namespaces: Mutex<HashMap<String, (Instant, Arc<Vec<crate::hub::buckets::BucketInfo>>)>>,
+    namespaces: Mutex<HashMap<String, NamespaceList>>,
     states: Mutex<HashMap<BucketId, Arc<BucketState>>>,
     probing: SingleFlight<BucketId, String>,
     listing: SingleFlight<(BucketId, String), Arc<Vec<BucketEntry>>>,

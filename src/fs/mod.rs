@@ -376,7 +376,7 @@ impl<C: HubClient> HubFs<C> {
             .await;
         let info = match info {
             Ok(i) => i,
-            Err(e) if crate::hub::retry::RetryPolicy::is_retryable(&e) && current.is_some() => {
+            Err(e) if e.is_transient() && current.is_some() => {
                 // The Hub is unreachable or failing: keep serving the commit the name is bound to
                 // (its content is immutable) rather than failing every path under it.
                 let (snap, _) = current.expect("checked");

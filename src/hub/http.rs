@@ -590,7 +590,7 @@ impl HubClient for HttpHub {
         let info: RevisionJson = self.body_json(sent).await?;
         let sha = info
             .sha
-            .filter(|s| is_commit_sha(s))
+            .filter(|s| super::urls::is_commit_sha(s))
             .ok_or(HubError::Protocol {
                 url: shown,
                 message: "revision info without a 40-hex sha".into(),
@@ -763,10 +763,7 @@ impl HttpHub {
             }
             failures += 1;
             let idle = last_progress.elapsed();
-            if !RetryPolicy::is_retryable(&err)
-                || failures >= policy.max_attempts
-                || idle >= deadline
-            {
+            if !err.is_transient() || failures >= policy.max_attempts || idle >= deadline {
                 if idle >= deadline {
                     tracing::warn!(path = %file.path(), ?idle, error = %err, "no progress within the read timeout");
                 }
@@ -1105,13 +1102,6 @@ fn redirect_ttl(target: &str) -> Duration {
             Duration::from_secs(e.saturating_sub(now)).saturating_sub(EXPIRY_MARGIN)
         }
     }
-}
-
-/// True for a 40-character lowercase hex string.
-pub fn is_commit_sha(s: &str) -> bool {
-    s.len() == 40
-        && s.bytes()
-            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
 }
 
 /// Parses `2024-01-02T12:00:00.000Z` (RFC 3339, UTC or with an offset).

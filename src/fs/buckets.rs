@@ -17,89 +17,19 @@ use std::time::{Duration, Instant, SystemTime};
 use futures::FutureExt;
 use parking_lot::Mutex;
 
-use super::inode::{Inode, Node, NodeKey};
+pub(crate) mod node;
+
+pub use node::{BucketKey, BucketNode, BucketState, BUCKETS_DIR, XATTR_XET_HASH};
+
+use node::{content_key, CachedListing};
+
+use super::error::{FsError, FsResult};
+use super::inode::{Inode, InodeTable, Node, NodeKey};
 use super::namespace::{is_valid_entry_name, is_valid_name};
-use super::{Attr, DirEntry, FsError, FsResult, HubFs, Kind, Lifetime};
 use crate::cache::{FetchFn, ReadTarget};
 use crate::hub::buckets::{BucketEntry, BucketFile, BucketId};
 use crate::hub::{EntryKind, HubClient, HubError};
 use crate::singleflight::SingleFlight;
-
-/// The directory at the mount root holding buckets.
-pub const BUCKETS_DIR: &str = "buckets";
-/// The extended attribute holding a bucket file's version.
-pub const XATTR_XET_HASH: &str = "user.hf.xet-hash";
-
-/// What a node under `/buckets` is.
-#[derive(Debug, Clone)]
-pub enum BucketNode {
-    /// `/buckets`.
-    Root,
-    /// `/buckets/<ns>`.
-    Namespace(String),
-    /// A bucket's root (`path` empty) or a folder in it.
-    Dir {
-        /// The bucket.
-        bucket: Arc<BucketState>,
-        /// Folder path from the bucket root.
-        path: String,
-    },
-    /// One version of one object.
-    File {
-        /// The bucket.
-        bucket: Arc<BucketState>,
-        /// The version read.
-        file: Arc<BucketFile>,
-        /// Block cache key: `xet:<hash>:<size>`.
-        content: Arc<str>,
-        /// The object's `mtime` (else the mount time).
-        mtime: SystemTime,
-    },
-}
-
-/// The identity of a node under `/buckets` (a file's includes its version).
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub enum BucketKey {
-    /// `/buckets`.
-    Root,
-    /// A namespace.
-    Namespace(String),
-    /// A folder (or the bucket root, path "").
-    Dir(BucketId, String),
-    /// A file version: bucket, key, xet hash.
-    File(BucketId, String, String),
-}
-
-struct CachedListing {
-    entries: Arc<Vec<BucketEntry>>,
-    /// `updatedAt` of the bucket when the listing was asked for.
-    updated_at: String,
-    /// When it was last known current.
-    checked: Instant,
-}
-
-/// One bucket's cached state: the last `updatedAt` seen and its folder listings.
-pub struct BucketState {
-    /// The bucket.
-    pub id: BucketId,
-    probe: Mutex<Option<(Instant, String)>>,
-    listings: Mutex<HashMap<String, CachedListing>>,
-}
-
-impl BucketState {
-    /// Forgets what is known of the bucket: the next lookup asks bucket info and lists again
-    /// (a read found that an object changed, so the listings are out of date).
-    fn invalidate(&self) {
-        *self.probe.lock() = None;
-        self.listings.lock().clear();
-    }
-}
-
-impl std::fmt::Debug for BucketState {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "BucketState({})", self.id)
-    }
-}
 
 /// A namespace's buckets, and when they were listed.
 type NamespaceList = (Instant, Arc<Vec<crate::hub::buckets::BucketInfo>>);
@@ -130,13 +60,7 @@ impl Buckets {
         self.states
             .lock()
             .entry(id.clone())
-            .or_insert_with(|| {
-                Arc::new(BucketState {
-                    id: id.clone(),
-                    probe: Mutex::new(None),
-                    listings: Mutex::new(HashMap::new()),
-                })
-            })
+            .or_insert_with(|| Arc::new(BucketState::new(id)))
             .clone()
     }
 }
@@ -158,10 +82,6 @@ pub fn parse_bucket_mount(
     Ok((BucketId::new(ns, name), sub.to_owned()))
 }
 
-fn content_key(f: &BucketFile) -> Arc<str> {
-    Arc::from(format!("xet:{}:{}", f.xet_hash, f.size))
-}
-
 fn join(dir: &str, name: &str) -> String {
     if dir.is_empty() {
         name.to_owned()
@@ -170,45 +90,52 @@ fn join(dir: &str, name: &str) -> String {
     }
 }
 
-/// Kind, size, mtime of a bucket node (all may change: short lifetime).
-pub(super) fn attr_parts(b: &BucketNode, mount_time: SystemTime) -> (Kind, u64, SystemTime) {
-    match b {
-        BucketNode::File { file, mtime, .. } => (Kind::File, file.size, *mtime),
-        _ => (Kind::Dir, 0, mount_time),
-    }
+/// The bucket logic over the core's parts it needs, borrowed for one call (so that this module
+/// does not depend on `HubFs`).
+pub struct BucketFs<'a, C> {
+    /// The Hub client.
+    pub hub: &'a Arc<C>,
+    /// The inode table.
+    pub inodes: &'a InodeTable,
+    /// The buckets' caches.
+    pub caches: &'a Buckets,
+    /// The mtime of directories.
+    pub mount_time: SystemTime,
+    /// `--bucket` (and `--subfolder`): the bucket folder at the mount root.
+    pub mount: Option<&'a (BucketId, String)>,
 }
 
-impl<C: HubClient> HubFs<C> {
+impl<C: HubClient> BucketFs<'_, C> {
     fn bucket_inode(&self, key: BucketKey, make: impl FnOnce() -> BucketNode) -> Arc<Inode> {
         self.inodes
             .get_or_insert(NodeKey::Bucket(key), || Node::Bucket(make()))
     }
 
     /// The bucket folder a `--bucket` mount shows at its root.
-    pub(super) fn bucket_mount_root(&self) -> Option<BucketNode> {
-        let (id, path) = self.cfg.bucket_mount.as_ref()?;
+    pub fn mount_root(&self) -> Option<BucketNode> {
+        let (id, path) = self.mount?;
         Some(BucketNode::Dir {
-            bucket: self.buckets.state(id),
+            bucket: self.caches.state(id),
             path: path.clone(),
         })
     }
 
     /// `/buckets` itself.
-    pub(super) fn buckets_root(&self) -> Arc<Inode> {
+    pub fn root(&self) -> Arc<Inode> {
         self.bucket_inode(BucketKey::Root, || BucketNode::Root)
     }
 
     /// The bucket's current `updatedAt`, asked again only once the last answer is a TTL old.
     async fn updated_at(&self, st: &BucketState) -> FsResult<String> {
         if let Some((at, u)) = st.probe.lock().as_ref() {
-            if at.elapsed() < self.buckets.ttl {
+            if at.elapsed() < self.caches.ttl {
                 return Ok(u.clone());
             }
         }
         let hub = self.hub.clone();
         let id = st.id.clone();
         let u = self
-            .buckets
+            .caches
             .probing
             .run(st.id.clone(), move || async move {
                 Ok(hub.bucket_info(&id).await?.updated_at)
@@ -226,7 +153,7 @@ impl<C: HubClient> HubFs<C> {
         path: &str,
     ) -> FsResult<Arc<Vec<BucketEntry>>> {
         if let Some(c) = st.listings.lock().get(path) {
-            if c.checked.elapsed() < self.buckets.ttl {
+            if c.checked.elapsed() < self.caches.ttl {
                 return Ok(c.entries.clone());
             }
         }
@@ -240,7 +167,7 @@ impl<C: HubClient> HubFs<C> {
         let hub = self.hub.clone();
         let (id, p) = (st.id.clone(), path.to_owned());
         let entries = self
-            .buckets
+            .caches
             .listing
             .run((st.id.clone(), path.to_owned()), move || async move {
                 Ok(Arc::new(hub.list_bucket_dir(&id, &p).await?))
@@ -288,7 +215,7 @@ impl<C: HubClient> HubFs<C> {
     }
 
     /// Looks `name` up in a bucket directory node.
-    pub(super) async fn bucket_lookup(&self, b: &BucketNode, name: &str) -> FsResult<Arc<Inode>> {
+    pub async fn lookup(&self, b: &BucketNode, name: &str) -> FsResult<Arc<Inode>> {
         match b {
             BucketNode::Root => {
                 if !is_valid_name(name) {
@@ -304,7 +231,7 @@ impl<C: HubClient> HubFs<C> {
                 if !is_valid_name(name) {
                     return Err(FsError::NotFound);
                 }
-                let st = self.buckets.state(&BucketId::new(ns, name));
+                let st = self.caches.state(&BucketId::new(ns, name));
                 // Bucket info says whether it exists and whether the token may read it.
                 self.updated_at(&st).await?;
                 Ok(
@@ -332,29 +259,32 @@ impl<C: HubClient> HubFs<C> {
         }
     }
 
-    /// The entries of a bucket directory node.
-    pub(super) async fn bucket_readdir(&self, b: &BucketNode) -> FsResult<Vec<DirEntry>> {
+    /// The entries of a bucket directory node: each one's inode and name.
+    pub async fn readdir(&self, b: &BucketNode) -> FsResult<Vec<(Arc<Inode>, String)>> {
         match b {
             BucketNode::Root => {
                 let mut v = self.inodes.collect(|i| match &i.node {
-                    Node::Bucket(BucketNode::Namespace(ns)) => Some(DirEntry {
-                        ino: i.ino,
-                        kind: Kind::Dir,
-                        name: ns.clone(),
-                    }),
+                    Node::Bucket(BucketNode::Namespace(ns)) => Some(ns.clone()),
                     _ => None,
                 });
-                v.sort_by(|a, b| a.name.cmp(&b.name));
-                Ok(v)
+                v.sort();
+                Ok(v.into_iter()
+                    .map(|ns| {
+                        let i = self.bucket_inode(BucketKey::Namespace(ns.clone()), || {
+                            BucketNode::Namespace(ns.clone())
+                        });
+                        (i, ns)
+                    })
+                    .collect())
             }
             BucketNode::Namespace(ns) => {
-                let cached = self.buckets.namespaces.lock().get(ns).cloned();
+                let cached = self.caches.namespaces.lock().get(ns).cloned();
                 let list = match cached {
-                    Some((at, l)) if at.elapsed() < self.buckets.ttl => l,
+                    Some((at, l)) if at.elapsed() < self.caches.ttl => l,
                     _ => {
                         let l = Arc::new(self.hub.list_buckets(ns).await?);
                         let entry = (Instant::now(), l.clone());
-                        self.buckets.namespaces.lock().insert(ns.clone(), entry);
+                        self.caches.namespaces.lock().insert(ns.clone(), entry);
                         l
                     }
                 };
@@ -362,7 +292,7 @@ impl<C: HubClient> HubFs<C> {
                     .iter()
                     .filter(|b| is_valid_name(&b.name))
                     .map(|b| {
-                        let st = self.buckets.state(&BucketId::new(ns, &b.name));
+                        let st = self.caches.state(&BucketId::new(ns, &b.name));
                         let i =
                             self.bucket_inode(BucketKey::Dir(st.id.clone(), String::new()), || {
                                 BucketNode::Dir {
@@ -370,11 +300,7 @@ impl<C: HubClient> HubFs<C> {
                                     path: String::new(),
                                 }
                             });
-                        DirEntry {
-                            ino: i.ino,
-                            kind: Kind::Dir,
-                            name: b.name.clone(),
-                        }
+                        (i, b.name.clone())
                     })
                     .collect())
             }
@@ -387,16 +313,7 @@ impl<C: HubClient> HubFs<C> {
                         if !is_valid_entry_name(&name) {
                             return None;
                         }
-                        let i = self.bucket_entry_inode(bucket, e);
-                        Some(DirEntry {
-                            ino: i.ino,
-                            kind: if e.kind == EntryKind::Directory {
-                                Kind::Dir
-                            } else {
-                                Kind::File
-                            },
-                            name,
-                        })
+                        Some((self.bucket_entry_inode(bucket, e), name))
                     })
                     .collect())
             }
@@ -406,11 +323,7 @@ impl<C: HubClient> HubFs<C> {
 
     /// The shard a loader reads after `file` (`...-00002-of-00004...` after `...-00001-...`),
     /// at the version its folder's cached listing names, when that listing is at hand.
-    pub(super) fn bucket_next_shard(
-        &self,
-        st: &Arc<BucketState>,
-        file: &BucketFile,
-    ) -> Option<ReadTarget> {
+    pub fn next_shard(&self, st: &Arc<BucketState>, file: &BucketFile) -> Option<ReadTarget> {
         let (dir, name) = file
             .path
             .rsplit_once('/')
@@ -432,13 +345,13 @@ impl<C: HubClient> HubFs<C> {
             xet_hash: e.xet_hash,
         });
         let content = content_key(&f);
-        Some(self.bucket_target(st, &f, &content))
+        Some(self.target(st, &f, &content))
     }
 
     /// A bucket file version as read-ahead and the block cache fetch it: every fetch checks the
     /// version (ESTALE when the object changed).
     /// A read that finds the object changed also makes the bucket's listings be asked again.
-    pub(super) fn bucket_target(
+    pub fn target(
         &self,
         st: &Arc<BucketState>,
         file: &Arc<BucketFile>,
@@ -473,24 +386,6 @@ impl<C: HubClient> HubFs<C> {
             size: file.size,
             fetch,
         }
-    }
-}
-
-/// The attributes' lifetime of bucket nodes: they may change at any time.
-pub(super) const LIFETIME: Lifetime = Lifetime::Short;
-
-/// The attributes of a bucket node.
-pub(super) fn attr(ino: u64, b: &BucketNode, mount_time: SystemTime, uid: u32, gid: u32) -> Attr {
-    let (kind, size, mtime) = attr_parts(b, mount_time);
-    Attr {
-        ino,
-        kind,
-        size,
-        mtime,
-        perm: if kind == Kind::Dir { 0o555 } else { 0o444 },
-        uid,
-        gid,
-        lifetime: LIFETIME,
     }
 }
 

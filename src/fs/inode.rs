@@ -77,7 +77,7 @@ pub enum Node {
         content: Arc<str>,
     },
     /// Anything under `/buckets` (see [`crate::fs::buckets`]).
-    Bucket(crate::fs::buckets::BucketNode),
+    Bucket(crate::fs::buckets::node::BucketNode),
 }
 
 impl Node {
@@ -95,7 +95,7 @@ impl Node {
             self,
             Node::File { .. }
                 | Node::StatsFile
-                | Node::Bucket(crate::fs::buckets::BucketNode::File { .. })
+                | Node::Bucket(crate::fs::buckets::node::BucketNode::File { .. })
         )
     }
 
@@ -103,7 +103,9 @@ impl Node {
     pub fn content(&self) -> Option<&Arc<str>> {
         match self {
             Node::File { content, .. }
-            | Node::Bucket(crate::fs::buckets::BucketNode::File { content, .. }) => Some(content),
+            | Node::Bucket(crate::fs::buckets::node::BucketNode::File { content, .. }) => {
+                Some(content)
+            }
             _ => None,
         }
     }
@@ -139,7 +141,7 @@ pub enum NodeKey {
         path: String,
     },
     /// Anything under `/buckets`.
-    Bucket(crate::fs::buckets::BucketKey),
+    Bucket(crate::fs::buckets::node::BucketKey),
 }
 
 /// An inode: its number, what it is, and how many lookups the kernel holds.

@@ -249,7 +249,18 @@ impl<C: HubClient> HubFs<C> {
 
     fn attr_of(&self, inode: &Inode) -> Attr {
         if let Node::Bucket(b) = &inode.node {
-            return buckets::attr(inode.ino, b, self.mount_time, self.cfg.uid, self.cfg.gid);
+            let (dir, size, mtime) = b.attr_parts(self.mount_time);
+            return Attr {
+                ino: inode.ino,
+                kind: if dir { Kind::Dir } else { Kind::File },
+                size,
+                mtime,
+                perm: if dir { 0o555 } else { 0o444 },
+                uid: self.cfg.uid,
+                gid: self.cfg.gid,
+                // A bucket can change at any time.
+                lifetime: Lifetime::Short,
+            };
         }
         let (kind, size, mtime, lifetime) = match &inode.node {
             Node::Root | Node::TypeDir(_) | Node::Org { .. } | Node::ControlDir => {
@@ -288,8 +299,8 @@ impl<C: HubClient> HubFs<C> {
         let p = self.node(parent)?;
         let child = match &p.node {
             Node::Root if name != CONTROL_DIR && self.cfg.bucket_mount.is_some() => {
-                let root = self.bucket_mount_root().ok_or(FsError::NotFound)?;
-                self.bucket_lookup(&root, name).await?
+                let root = self.bucket_fs().mount_root().ok_or(FsError::NotFound)?;
+                self.bucket_fs().lookup(&root, name).await?
             }
             Node::Root if name == CONTROL_DIR => self
                 .inodes
@@ -298,8 +309,8 @@ impl<C: HubClient> HubFs<C> {
                 .inodes
                 .get_or_insert(NodeKey::StatsFile, || Node::StatsFile),
             Node::ControlDir => return Err(FsError::NotFound),
-            Node::Root if name == buckets::BUCKETS_DIR => self.buckets_root(),
-            Node::Bucket(b) => self.bucket_lookup(b, name).await?,
+            Node::Root if name == buckets::BUCKETS_DIR => self.bucket_fs().root(),
+            Node::Bucket(b) => self.bucket_fs().lookup(b, name).await?,
             Node::Root => match parse_root_name(name).ok_or(FsError::NotFound)? {
                 RootName::TypeDir(t) => self
                     .inodes
@@ -504,8 +515,8 @@ impl<C: HubClient> HubFs<C> {
         let mut out = Vec::new();
         match &inode.node {
             Node::Root if self.cfg.bucket_mount.is_some() => {
-                let root = self.bucket_mount_root().ok_or(FsError::NotFound)?;
-                out = self.bucket_readdir(&root).await?;
+                let root = self.bucket_fs().mount_root().ok_or(FsError::NotFound)?;
+                out = self.bucket_entries(&root).await?;
             }
             Node::Root => {
                 for (t, n) in [(RepoType::Dataset, "datasets"), (RepoType::Space, "spaces")] {
@@ -519,7 +530,7 @@ impl<C: HubClient> HubFs<C> {
                     });
                 }
                 out.push(DirEntry {
-                    ino: self.buckets_root().ino,
+                    ino: self.bucket_fs().root().ino,
                     kind: Kind::Dir,
                     name: buckets::BUCKETS_DIR.to_owned(),
                 });
@@ -562,10 +573,37 @@ impl<C: HubClient> HubFs<C> {
                 let root = Self::root_ino_of(&inode)?;
                 out = self.list_entries(root, snap, path).await?;
             }
-            Node::Bucket(b) => out = self.bucket_readdir(b).await?,
+            Node::Bucket(b) => out = self.bucket_entries(b).await?,
             Node::File { .. } | Node::StatsFile => return Err(FsError::NotDir),
         }
         Ok(out)
+    }
+
+    /// The bucket logic over this core's parts.
+    fn bucket_fs(&self) -> buckets::BucketFs<'_, C> {
+        buckets::BucketFs {
+            hub: &self.hub,
+            inodes: &self.inodes,
+            caches: &self.buckets,
+            mount_time: self.mount_time,
+            mount: self.cfg.bucket_mount.as_ref(),
+        }
+    }
+
+    async fn bucket_entries(&self, b: &buckets::BucketNode) -> FsResult<Vec<DirEntry>> {
+        let entries = self.bucket_fs().readdir(b).await?;
+        Ok(entries
+            .into_iter()
+            .map(|(i, name)| DirEntry {
+                ino: i.ino,
+                kind: if i.node.is_dir() {
+                    Kind::Dir
+                } else {
+                    Kind::File
+                },
+                name,
+            })
+            .collect())
     }
 
     fn known_orgs(&self, t: RepoType) -> Vec<DirEntry> {
@@ -682,8 +720,8 @@ impl<C: HubClient> HubFs<C> {
                 bucket,
                 ..
             }) => {
-                let target = self.bucket_target(bucket, file, content);
-                let next = || self.bucket_next_shard(bucket, file);
+                let target = self.bucket_fs().target(bucket, file, content);
+                let next = || self.bucket_fs().next_shard(bucket, file);
                 return self.read_target_parts(&target, offset, size, next).await;
             }
             Node::StatsFile => {

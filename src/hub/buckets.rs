@@ -1,5 +1,5 @@
 //! Storage Buckets, the client side (HUB_PROTOCOL.md §12): what hubfs reads from a bucket, as a
-//! trait beside [`super::HubClient`], and the wire format of bucket answers.
+//! trait beside [`super::HubClient`]. The wire format is parsed in `http/buckets.rs`.
 //!
 //! A bucket has no revisions: an object's version is its `xetHash`. A [`BucketFile`] names one
 //! version, and every read of it checks that the Hub still serves that version (`X-Xet-Hash`),
@@ -7,8 +7,6 @@
 
 use std::future::Future;
 use std::time::SystemTime;
-
-use serde::Deserialize;
 
 use super::{EntryKind, HubError, PieceSink};
 
@@ -110,129 +108,4 @@ pub trait BucketClient: Send + Sync + 'static {
         piece: u64,
         sink: &dyn PieceSink,
     ) -> impl Future<Output = Result<(), HubError>> + Send;
-}
-
-#[derive(Deserialize)]
-struct InfoJson {
-    id: String,
-    #[serde(default)]
-    private: bool,
-    #[serde(rename = "updatedAt", default)]
-    updated_at: Option<String>,
-}
-
-#[derive(Deserialize)]
-struct EntryJson {
-    #[serde(rename = "type")]
-    kind: String,
-    path: String,
-    #[serde(default)]
-    size: u64,
-    #[serde(rename = "xetHash", default)]
-    xet_hash: String,
-    #[serde(default)]
-    mtime: Option<String>,
-    #[serde(rename = "uploadedAt", default)]
-    uploaded_at: Option<String>,
-}
-
-fn info_from(j: InfoJson) -> BucketInfo {
-    BucketInfo {
-        name: j.id.rsplit('/').next().unwrap_or(&j.id).to_owned(),
-        private: j.private,
-        updated_at: j.updated_at.unwrap_or_default(),
-    }
-}
-
-/// Parses bucket info.
-pub fn parse_info(body: &[u8]) -> Result<BucketInfo, String> {
-    serde_json::from_slice::<InfoJson>(body)
-        .map(info_from)
-        .map_err(|e| format!("invalid bucket info JSON: {e}"))
-}
-
-/// Parses one page of a namespace's bucket list.
-pub fn parse_bucket_list(body: &[u8]) -> Result<Vec<BucketInfo>, String> {
-    serde_json::from_slice::<Vec<InfoJson>>(body)
-        .map(|v| v.into_iter().map(info_from).collect())
-        .map_err(|e| format!("invalid bucket list JSON: {e}"))
-}
-
-/// Parses one page of a non-recursive bucket tree of folder `dir`: the entries that are direct
-/// children of it. The Hub matches a raw key prefix (`logs` also answers `logs_x/...`), so
-/// entries outside `dir/` are dropped here; unknown types are skipped.
-pub fn parse_tree_page(body: &[u8], dir: &str) -> Result<Vec<BucketEntry>, String> {
-    let page: Vec<EntryJson> =
-        serde_json::from_slice(body).map_err(|e| format!("invalid bucket tree JSON: {e}"))?;
-    let prefix = if dir.is_empty() {
-        String::new()
-    } else {
-        format!("{dir}/")
-    };
-    let mut out = Vec::with_capacity(page.len());
-    for e in page {
-        let kind = match e.kind.as_str() {
-            "file" => EntryKind::File,
-            "directory" => EntryKind::Directory,
-            _ => continue,
-        };
-        match e.path.strip_prefix(&prefix) {
-            Some(name) if !name.is_empty() && !name.contains('/') => {}
-            _ => continue,
-        }
-        if kind == EntryKind::File && e.xet_hash.is_empty() {
-            return Err(format!("bucket file {:?} without a xetHash", e.path));
-        }
-        let time = e.mtime.as_deref().or(e.uploaded_at.as_deref());
-        out.push(BucketEntry {
-            mtime: time.and_then(super::http::parse_rfc3339),
-            size: if kind == EntryKind::File { e.size } else { 0 },
-            xet_hash: e.xet_hash,
-            path: e.path,
-            kind,
-        });
-    }
-    Ok(out)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn raw_prefix_answers_are_filtered_to_the_folder() {
-        let body = br#"[
-            {"type":"file","path":"logs/a.txt","size":3,"xetHash":"aa","mtime":"2026-01-02T03:04:05.000Z","uploadedAt":"2026-01-03T00:00:00.000Z"},
-            {"type":"directory","path":"logs/sub","uploadedAt":"2026-01-03T00:00:00.000Z"},
-            {"type":"directory","path":"logs_x","uploadedAt":"2026-01-03T00:00:00.000Z"},
-            {"type":"file","path":"logs_y.txt","size":1,"xetHash":"bb"},
-            {"type":"symlink","path":"logs/l"}
-        ]"#;
-        let got = parse_tree_page(body, "logs").unwrap();
-        let names: Vec<&str> = got.iter().map(|e| e.path.as_str()).collect();
-        assert_eq!(names, ["logs/a.txt", "logs/sub"]);
-        assert_eq!(got[0].size, 3);
-        assert_eq!(got[0].xet_hash, "aa");
-        assert_eq!(
-            got[0].mtime,
-            super::super::http::parse_rfc3339("2026-01-02T03:04:05Z")
-        );
-        assert_eq!(got[1].kind, EntryKind::Directory);
-        let root = parse_tree_page(body, "").unwrap();
-        assert_eq!(root.len(), 2, "logs_x and logs_y.txt at the root");
-    }
-
-    #[test]
-    fn a_file_without_its_version_is_refused() {
-        let body = br#"[{"type":"file","path":"a","size":3}]"#;
-        assert!(parse_tree_page(body, "").is_err());
-    }
-
-    #[test]
-    fn info_keeps_updated_at_as_text() {
-        let i = parse_info(br#"{"id":"acme/ckpt","private":true,"createdAt":"x","size":1,"totalFiles":1,"updatedAt":"2026-12-02T15:42:24.123Z"}"#).unwrap();
-        assert_eq!(i.name, "ckpt");
-        assert!(i.private);
-        assert_eq!(i.updated_at, "2026-12-02T15:42:24.123Z");
-    }
 }

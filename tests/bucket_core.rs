@@ -177,3 +177,31 @@ async fn an_open_file_whose_object_is_deleted_fails_estale_and_vanishes_at_once(
         .expect_err("gone");
     assert_eq!(e.errno(), libc::ENOENT);
 }
+
+#[tokio::test]
+async fn bucket_listings_are_bounded_by_the_listing_entries_setting() {
+    let hub = MemoryHub::new();
+    for k in ["a/1", "a/2", "b/1", "b/2"] {
+        hub.put_object(&bucket(), k, b"x");
+    }
+    let cfg = FsConfig {
+        listing_entries: 4,
+        bucket_ttl: Duration::from_secs(30),
+        ..FsConfig::default()
+    };
+    let fs = HubFs::new(hub.clone(), cfg, Arc::new(Stats::default()));
+    let a = walk(&fs, "buckets/acme/ckpt/a").await.unwrap();
+    let b = walk(&fs, "buckets/acme/ckpt/b").await.unwrap();
+    let lists = || hub.calls.list.load(Ordering::Relaxed);
+    fs.readdir(a.ino).await.unwrap();
+    let before = lists();
+    // Root (2) + a (2) are held; b's 2 more go over 4: the others are forgotten.
+    fs.readdir(b.ino).await.unwrap();
+    assert_eq!(lists(), before + 1);
+    fs.readdir(a.ino).await.unwrap();
+    assert_eq!(lists(), before + 2, "a was forgotten and listed again");
+    // Lookups in a listed folder still find every entry, by binary search over the sorted list.
+    for k in ["a/1", "a/2"] {
+        walk(&fs, &format!("buckets/acme/ckpt/{k}")).await.unwrap();
+    }
+}

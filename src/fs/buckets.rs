@@ -37,6 +37,7 @@ type NamespaceList = (Instant, Arc<Vec<crate::hub::buckets::BucketInfo>>);
 /// The buckets' caches, owned by the filesystem core.
 pub struct Buckets {
     ttl: Duration,
+    max_entries: usize,
     /// Namespace listings (`ls /buckets/<ns>`), for the TTL.
     namespaces: Mutex<HashMap<String, NamespaceList>>,
     states: Mutex<HashMap<BucketId, Arc<BucketState>>>,
@@ -45,10 +46,12 @@ pub struct Buckets {
 }
 
 impl Buckets {
-    /// Caches whose listings and attributes live `ttl`.
-    pub fn new(ttl: Duration) -> Self {
+    /// Caches whose listings and attributes live `ttl`, holding at most `max_entries` folder
+    /// entries in all.
+    pub fn new(ttl: Duration, max_entries: usize) -> Self {
         Buckets {
             ttl,
+            max_entries,
             namespaces: Mutex::new(HashMap::new()),
             states: Mutex::new(HashMap::new()),
             probing: SingleFlight::default(),
@@ -62,6 +65,33 @@ impl Buckets {
             .entry(id.clone())
             .or_insert_with(|| Arc::new(BucketState::new(id)))
             .clone()
+    }
+
+    /// Makes room for a listing of `incoming` entries: when the cached listings of every bucket
+    /// would hold more than `max_entries`, they are all forgotten (listed again when used).
+    fn make_room(&self, incoming: usize) {
+        let states: Vec<Arc<BucketState>> = self.states.lock().values().cloned().collect();
+        let held: usize = states
+            .iter()
+            .map(|s| {
+                s.listings
+                    .lock()
+                    .values()
+                    .map(|l| l.entries.len())
+                    .sum::<usize>()
+            })
+            .sum();
+        if held + incoming > self.max_entries {
+            tracing::debug!(
+                held,
+                incoming,
+                max = self.max_entries,
+                "bucket listings over their bound: forgotten"
+            );
+            for s in states {
+                s.listings.lock().clear();
+            }
+        }
     }
 }
 
@@ -80,6 +110,14 @@ pub fn parse_bucket_mount(
         return Err(format!("--subfolder {sub:?}: not a folder path"));
     }
     Ok((BucketId::new(ns, name), sub.to_owned()))
+}
+
+/// The entry at `path` of a listing sorted by path.
+fn find<'a>(listing: &'a [BucketEntry], path: &str) -> Option<&'a BucketEntry> {
+    listing
+        .binary_search_by(|e| e.path.as_str().cmp(path))
+        .ok()
+        .map(|i| &listing[i])
 }
 
 fn join(dir: &str, name: &str) -> String {
@@ -170,9 +208,15 @@ impl<C: HubClient> BucketFs<'_, C> {
             .caches
             .listing
             .run((st.id.clone(), path.to_owned()), move || async move {
-                Ok(Arc::new(hub.list_bucket_dir(&id, &p).await?))
+                let mut entries = hub.list_bucket_dir(&id, &p).await?;
+                // Sorted by path (bytes) for lookups by binary search and sorted `ls`; a path
+                // given twice (pages that overlap) is kept once.
+                entries.sort_by(|a, b| a.path.cmp(&b.path));
+                entries.dedup_by(|a, b| a.path == b.path);
+                Ok(Arc::new(entries))
             })
             .await?;
+        self.caches.make_room(entries.len());
         st.listings.lock().insert(
             path.to_owned(),
             CachedListing {
@@ -249,10 +293,7 @@ impl<C: HubClient> BucketFs<'_, C> {
                 }
                 let listing = self.bucket_listing(bucket, path).await?;
                 let full = join(path, name);
-                let e = listing
-                    .iter()
-                    .find(|e| e.path == full)
-                    .ok_or(FsError::NotFound)?;
+                let e = find(&listing, &full).ok_or(FsError::NotFound)?;
                 Ok(self.bucket_entry_inode(bucket, e))
             }
             BucketNode::File { .. } => Err(FsError::NotDir),
@@ -331,12 +372,8 @@ impl<C: HubClient> BucketFs<'_, C> {
         let next = join(dir, &super::shards::next_shard_name(name)?);
         let e = {
             let listings = st.listings.lock();
-            listings
-                .get(dir)?
-                .entries
-                .iter()
-                .find(|e| e.path == next && e.kind == EntryKind::File)?
-                .clone()
+            let e = find(&listings.get(dir)?.entries, &next)?;
+            (e.kind == EntryKind::File).then(|| e.clone())?
         };
         let f = Arc::new(BucketFile {
             bucket: st.id.clone(),

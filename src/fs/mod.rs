@@ -179,7 +179,7 @@ impl<C: HubClient> HubFs<C> {
         );
         let blocks = BlockCache::new(plan, stats.clone());
         HubFs {
-            buckets: buckets::Buckets::new(cfg.bucket_ttl),
+            buckets: buckets::Buckets::new(cfg.bucket_ttl, cfg.listing_entries),
             hub,
             prefetcher: Prefetcher::new(cfg.prefetch.clone(), blocks.clone()),
             open_files: Mutex::new(Default::default()),

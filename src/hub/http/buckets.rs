@@ -111,9 +111,10 @@ fn bucket_part(b: &BucketId) -> Result<String, HubError> {
 }
 
 /// Fails with `Stale` when an answer from the Hub's origin is about another version than `file`:
-/// its `X-Xet-Hash` must be the pinned hash and `X-Linked-Size`, when present, the pinned size. A
-/// redirect without `X-Xet-Hash` cannot be trusted to lead to the pinned version and is refused.
-/// Bytes served by the Hub's origin itself (a mirror) must carry the hash or an `ETag` equal to it.
+/// its `X-Xet-Hash` must be the pinned hash and `X-Linked-Size`, when present, the pinned size.
+/// An answer without `X-Xet-Hash` (a redirect, or bytes from a mirror on the endpoint that drops
+/// it) cannot be tied to the pinned version and is refused (`Protocol`, EIO): a cache keyed by
+/// URL could hand out another version's bytes.
 pub(super) fn check_version(
     headers: &HeaderMap,
     status: StatusCode,
@@ -136,12 +137,7 @@ pub(super) fn check_version(
             )));
         }
     }
-    let hash = get("x-xet-hash").map(str::trim).or_else(|| {
-        get("etag")
-            .filter(|_| status.is_success())
-            .map(|t| t.trim().trim_start_matches("W/").trim_matches('"'))
-    });
-    match hash {
+    match get("x-xet-hash").map(str::trim) {
         Some(h) if h == file.xet_hash => Ok(()),
         Some(h) => Err(stale(format!(
             "X-Xet-Hash {h}: the object changed since it was opened at {}",
@@ -307,8 +303,14 @@ mod tests {
             check_version(&HeaderMap::new(), found, &f, "u"),
             Err(HubError::Protocol { .. })
         ));
-        let direct = headers(&[("etag", "\"h1\"")]);
+        let direct = headers(&[("x-xet-hash", "h1")]);
         assert!(check_version(&direct, StatusCode::PARTIAL_CONTENT, &f, "u").is_ok());
+        // A mirror's own ETag says nothing of the version.
+        let mirror = headers(&[("etag", "\"h1\"")]);
+        assert!(matches!(
+            check_version(&mirror, StatusCode::PARTIAL_CONTENT, &f, "u"),
+            Err(HubError::Protocol { .. })
+        ));
         // Errors are classified by the caller, not reported as a version mismatch.
         assert!(check_version(&HeaderMap::new(), StatusCode::NOT_FOUND, &f, "u").is_ok());
     }

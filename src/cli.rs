@@ -111,6 +111,21 @@ pub struct MountArgs {
     #[arg(long, value_name = "DURATION", default_value = "60s", value_parser = parse_duration)]
     pub revision_ttl: Duration,
 
+    /// Listings and attributes under /buckets are used this long; then bucket info is asked
+    /// whether the bucket changed (its updatedAt), and only a changed bucket is listed again. A
+    /// new open after this long sees an overwritten object's new content.
+    #[arg(long, value_name = "DURATION", default_value = "5s", value_parser = parse_duration)]
+    pub bucket_ttl: Duration,
+
+    /// Mount one Storage Bucket (NS/NAME) at MOUNTPOINT instead of the whole Hub: its objects
+    /// appear at MOUNTPOINT/<path>.
+    #[arg(long, value_name = "NS/NAME")]
+    pub bucket: Option<String>,
+
+    /// With --bucket: show only this folder of the bucket at MOUNTPOINT.
+    #[arg(long, value_name = "PATH", requires = "bucket")]
+    pub subfolder: Option<String>,
+
     /// Let users other than the one mounting access the mount (needs user_allow_other in
     /// /etc/fuse.conf when not mounting as root). Off by default.
     #[arg(long)]

@@ -140,6 +140,7 @@ pub fn helper_args(args: &[String]) -> Result<(bool, Vec<String>), String> {
             "ca_bundle",
             "cache_size",
             "revision_ttl",
+            "bucket_ttl",
             "read_timeout",
             "max_connections",
             "uid",

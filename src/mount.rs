@@ -277,6 +277,7 @@ pub fn run(args: MountArgs, on_ready: impl FnOnce()) -> Result<(), MountError> {
     }
     let mut cfg = FsConfig {
         revision_ttl: args.revision_ttl,
+        bucket_ttl: args.bucket_ttl,
         cache_bytes: plan.capacity,
         connections: plan.connections,
         ..defaults
@@ -287,6 +288,12 @@ pub fn run(args: MountArgs, on_ready: impl FnOnce()) -> Result<(), MountError> {
         u64::from(crate::fuse::MAX_BACKGROUND) * u64::from(crate::fuse::readahead_to_ask());
     cfg.prefetch.max_backward = cfg.prefetch.max_backward.max(in_flight_span);
     cfg.prefetch.reorder_window = cfg.prefetch.reorder_window.max(in_flight_span);
+    if let Some(b) = &args.bucket {
+        cfg.bucket_mount = Some(
+            crate::fs::buckets::parse_bucket_mount(b, args.subfolder.as_deref())
+                .map_err(MountError::Setup)?,
+        );
+    }
     if let Some(u) = args.uid {
         cfg.uid = u;
     }

@@ -169,7 +169,7 @@ async fn readdir_lists_tree_and_known_names() {
     let names = |v: Vec<hubfs::fs::DirEntry>| v.into_iter().map(|e| e.name).collect::<Vec<_>>();
     assert_eq!(
         names(fs.readdir(fs.root()).await.unwrap()),
-        ["datasets", "spaces", "acme"]
+        ["datasets", "spaces", "buckets", "acme"]
     );
     let org = walk(&fs, "acme").await.unwrap();
     assert_eq!(names(fs.readdir(org.ino).await.unwrap()), ["m@main"]);

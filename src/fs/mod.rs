@@ -2,6 +2,7 @@
 //! [`HubClient`]. It knows inodes and errors, not URLs or FUSE replies, so tests drive it directly
 //! with an in-memory Hub; the FUSE adapter (`crate::fuse`) is a thin layer over it.
 
+pub mod buckets;
 pub mod error;
 pub mod inode;
 pub mod listing;
@@ -58,6 +59,12 @@ pub struct FsConfig {
     /// How long a repo or revision the Hub said does not exist is answered ENOENT without asking
     /// again (loaders probe many names).
     pub negative_ttl: Duration,
+    /// How long listings and attributes under `/buckets` are used before bucket info is asked
+    /// whether the bucket changed (`--bucket-ttl`).
+    pub bucket_ttl: Duration,
+    /// `hubfs mount --bucket NS/NAME [--subfolder P]`: the mount's root is this bucket folder
+    /// instead of the Hub (`.hubfs` stays at the root).
+    pub bucket_mount: Option<(crate::hub::buckets::BucketId, String)>,
 }
 
 impl Default for FsConfig {
@@ -73,6 +80,8 @@ impl Default for FsConfig {
             listing_entries: 1_000_000,
             prefetch: PrefetchConfig::default(),
             negative_ttl: Duration::from_secs(30),
+            bucket_ttl: Duration::from_secs(5),
+            bucket_mount: None,
         }
     }
 }
@@ -156,6 +165,7 @@ pub struct HubFs<C: HubClient> {
     stats: Arc<Stats>,
     started: Instant,
     mount_time: SystemTime,
+    buckets: buckets::Buckets,
 }
 
 impl<C: HubClient> HubFs<C> {
@@ -169,6 +179,7 @@ impl<C: HubClient> HubFs<C> {
         );
         let blocks = BlockCache::new(plan, stats.clone());
         HubFs {
+            buckets: buckets::Buckets::new(cfg.bucket_ttl, cfg.listing_entries),
             hub,
             prefetcher: Prefetcher::new(cfg.prefetch.clone(), blocks.clone()),
             open_files: Mutex::new(Default::default()),
@@ -237,6 +248,20 @@ impl<C: HubClient> HubFs<C> {
     }
 
     fn attr_of(&self, inode: &Inode) -> Attr {
+        if let Node::Bucket(b) = &inode.node {
+            let (dir, size, mtime) = b.attr_parts(self.mount_time);
+            return Attr {
+                ino: inode.ino,
+                kind: if dir { Kind::Dir } else { Kind::File },
+                size,
+                mtime,
+                perm: if dir { 0o555 } else { 0o444 },
+                uid: self.cfg.uid,
+                gid: self.cfg.gid,
+                // A bucket can change at any time.
+                lifetime: Lifetime::Short,
+            };
+        }
         let (kind, size, mtime, lifetime) = match &inode.node {
             Node::Root | Node::TypeDir(_) | Node::Org { .. } | Node::ControlDir => {
                 (Kind::Dir, 0, self.mount_time, Lifetime::Short)
@@ -255,6 +280,7 @@ impl<C: HubClient> HubFs<C> {
             Node::File { snap, file, .. } => {
                 (Kind::File, file.size, snap.date, Lifetime::Immutable)
             }
+            Node::Bucket(_) => unreachable!("answered above"),
         };
         Attr {
             ino: inode.ino,
@@ -272,6 +298,10 @@ impl<C: HubClient> HubFs<C> {
     pub async fn lookup(&self, parent: u64, name: &str) -> FsResult<Attr> {
         let p = self.node(parent)?;
         let child = match &p.node {
+            Node::Root if name != CONTROL_DIR && self.cfg.bucket_mount.is_some() => {
+                let root = self.bucket_fs().mount_root().ok_or(FsError::NotFound)?;
+                self.bucket_fs().lookup(&root, name).await?
+            }
             Node::Root if name == CONTROL_DIR => self
                 .inodes
                 .get_or_insert(NodeKey::ControlDir, || Node::ControlDir),
@@ -279,6 +309,8 @@ impl<C: HubClient> HubFs<C> {
                 .inodes
                 .get_or_insert(NodeKey::StatsFile, || Node::StatsFile),
             Node::ControlDir => return Err(FsError::NotFound),
+            Node::Root if name == buckets::BUCKETS_DIR => self.bucket_fs().root(),
+            Node::Bucket(b) => self.bucket_fs().lookup(b, name).await?,
             Node::Root => match parse_root_name(name).ok_or(FsError::NotFound)? {
                 RootName::TypeDir(t) => self
                     .inodes
@@ -482,6 +514,10 @@ impl<C: HubClient> HubFs<C> {
         let inode = self.node(ino)?;
         let mut out = Vec::new();
         match &inode.node {
+            Node::Root if self.cfg.bucket_mount.is_some() => {
+                let root = self.bucket_fs().mount_root().ok_or(FsError::NotFound)?;
+                out = self.bucket_entries(&root).await?;
+            }
             Node::Root => {
                 for (t, n) in [(RepoType::Dataset, "datasets"), (RepoType::Space, "spaces")] {
                     let i = self
@@ -493,6 +529,11 @@ impl<C: HubClient> HubFs<C> {
                         name: n.to_owned(),
                     });
                 }
+                out.push(DirEntry {
+                    ino: self.bucket_fs().root().ino,
+                    kind: Kind::Dir,
+                    name: buckets::BUCKETS_DIR.to_owned(),
+                });
                 out.extend(self.known_orgs(RepoType::Model));
             }
             Node::TypeDir(t) => out.extend(self.known_orgs(*t)),
@@ -532,9 +573,37 @@ impl<C: HubClient> HubFs<C> {
                 let root = Self::root_ino_of(&inode)?;
                 out = self.list_entries(root, snap, path).await?;
             }
+            Node::Bucket(b) => out = self.bucket_entries(b).await?,
             Node::File { .. } | Node::StatsFile => return Err(FsError::NotDir),
         }
         Ok(out)
+    }
+
+    /// The bucket logic over this core's parts.
+    fn bucket_fs(&self) -> buckets::BucketFs<'_, C> {
+        buckets::BucketFs {
+            hub: &self.hub,
+            inodes: &self.inodes,
+            caches: &self.buckets,
+            mount_time: self.mount_time,
+            mount: self.cfg.bucket_mount.as_ref(),
+        }
+    }
+
+    async fn bucket_entries(&self, b: &buckets::BucketNode) -> FsResult<Vec<DirEntry>> {
+        let entries = self.bucket_fs().readdir(b).await?;
+        Ok(entries
+            .into_iter()
+            .map(|(i, name)| DirEntry {
+                ino: i.ino,
+                kind: if i.node.is_dir() {
+                    Kind::Dir
+                } else {
+                    Kind::File
+                },
+                name,
+            })
+            .collect())
     }
 
     fn known_orgs(&self, t: RepoType) -> Vec<DirEntry> {
@@ -590,7 +659,7 @@ impl<C: HubClient> HubFs<C> {
         if inode.node.is_dir() {
             return Err(FsError::IsDir);
         }
-        if let Node::File { content, .. } = &inode.node {
+        if let Some(content) = inode.node.content() {
             let first = {
                 let mut open = self.open_files.lock();
                 let n = open.entry(content.clone()).or_insert(0);
@@ -610,7 +679,7 @@ impl<C: HubClient> HubFs<C> {
         let Ok(inode) = self.node(ino) else {
             return;
         };
-        let Node::File { content, .. } = &inode.node else {
+        let Some(content) = inode.node.content() else {
             return;
         };
         let last = {
@@ -645,6 +714,16 @@ impl<C: HubClient> HubFs<C> {
         let inode = self.node(ino)?;
         let (file, content_key) = match &inode.node {
             Node::File { file, content, .. } => (file, content),
+            Node::Bucket(buckets::BucketNode::File {
+                file,
+                content,
+                bucket,
+                ..
+            }) => {
+                let target = self.bucket_fs().target(bucket, file, content);
+                let next = || self.bucket_fs().next_shard(bucket, file);
+                return self.read_target_parts(&target, offset, size, next).await;
+            }
             Node::StatsFile => {
                 let doc = Bytes::from(self.stats_json());
                 let start = (offset as usize).min(doc.len());
@@ -654,14 +733,25 @@ impl<C: HubClient> HubFs<C> {
             _ => return Err(FsError::IsDir),
         };
         let target = self.read_target(file, content_key);
-        let advice = self
-            .prefetcher
-            .on_read(&target, offset, size as u64, || self.next_shard(file));
+        self.read_target_parts(&target, offset, size, || self.next_shard(file))
+            .await
+    }
+
+    /// Reads through read-ahead and the block cache; `next` names the file a loader reads after
+    /// this one (the next shard), for read-ahead to move on to.
+    async fn read_target_parts(
+        &self,
+        target: &ReadTarget,
+        offset: u64,
+        size: u32,
+        next: impl FnOnce() -> Option<ReadTarget>,
+    ) -> FsResult<Vec<Bytes>> {
+        let advice = self.prefetcher.on_read(target, offset, size as u64, next);
         let parts = self
             .blocks
             .read_parts(
-                content_key,
-                file.size,
+                &target.content,
+                target.size,
                 offset,
                 size as u64,
                 &target.fetch,
@@ -720,6 +810,12 @@ impl<C: HubClient> HubFs<C> {
     /// The value of extended attribute `name` of `ino`.
     pub fn getxattr(&self, ino: u64, name: &str) -> FsResult<Vec<u8>> {
         let inode = self.node(ino)?;
+        if let Node::Bucket(buckets::BucketNode::File { file, .. }) = &inode.node {
+            return match name {
+                buckets::XATTR_XET_HASH => Ok(file.xet_hash.clone().into_bytes()),
+                _ => Err(FsError::NoAttr),
+            };
+        }
         match (name, inode.node.snapshot()) {
             (XATTR_COMMIT, Some(s)) => Ok(s.commit.clone().into_bytes()),
             _ => Err(FsError::NoAttr),
@@ -729,6 +825,9 @@ impl<C: HubClient> HubFs<C> {
     /// The names of the extended attributes of `ino`.
     pub fn listxattr(&self, ino: u64) -> FsResult<Vec<String>> {
         let inode = self.node(ino)?;
+        if let Node::Bucket(buckets::BucketNode::File { .. }) = &inode.node {
+            return Ok(vec![buckets::XATTR_XET_HASH.to_owned()]);
+        }
         Ok(if inode.node.snapshot().is_some() {
             vec![XATTR_COMMIT.to_owned()]
         } else {

@@ -29,7 +29,8 @@ use super::budget::MemoryPlan;
 use super::error::CacheError;
 use super::lru::{BlockKey, Store};
 use super::pool::BufferPool;
-use super::runs::{drive, Demand, FetchFn, Run, RunClock};
+use super::clock::RunClock;
+use super::runs::{drive, Demand, FetchFn, Run};
 use crate::hub::HubError;
 use crate::stats::Stats;
 

@@ -3,7 +3,8 @@
 //! - [`budget`]: the memory plan, how `--cache-size` is divided (the one place for its fractions);
 //! - [`lru`]: the blocks held, read and unread, and their eviction order;
 //! - [`pool`]: block buffers, mapped once and reused;
-//! - [`runs`]: fetches in flight, streamed block by block, with hedging of stragglers;
+//! - [`runs`]: fetches in flight, streamed block by block, with hedging of stragglers (when to
+//!   hedge: `clock`);
 //! - [`blocks`]: the cache itself: reads, the runs they start, the budget they take;
 //! - `readahead`: read-ahead runs into the cache, under the plan's reserve;
 //! - [`prefetch`]: the read-ahead scheduler, over the sequential streams of `streams`;
@@ -11,6 +12,7 @@
 
 pub mod blocks;
 pub mod budget;
+mod clock;
 pub mod error;
 pub(crate) mod lru;
 pub mod pool;

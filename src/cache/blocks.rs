@@ -26,10 +26,10 @@ use parking_lot::Mutex;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use super::budget::MemoryPlan;
+use super::clock::RunClock;
 use super::error::CacheError;
 use super::lru::{BlockKey, Store};
 use super::pool::BufferPool;
-use super::clock::RunClock;
 use super::runs::{drive, Demand, FetchFn, Run};
 use crate::hub::HubError;
 use crate::stats::Stats;

@@ -840,6 +840,11 @@ impl<C: HubClient> HubFs<C> {
         self.inodes.forget(ino, n);
     }
 
+    /// Opens of files not yet released, over all files (for stats and tests).
+    pub fn open_handles(&self) -> u64 {
+        self.open_files.lock().values().sum()
+    }
+
     /// Number of live inodes (for stats and tests).
     pub fn inode_count(&self) -> usize {
         self.inodes.len()

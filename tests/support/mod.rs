@@ -5,6 +5,7 @@
 #![allow(dead_code)]
 
 pub mod daemon;
+pub mod mounted;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;

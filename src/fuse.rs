@@ -459,27 +459,28 @@ impl<C: HubClient> Filesystem for FuseAdapter<C> {
         offset: u64,
         reply: ReplyDirectory,
     ) {
+        // Offsets: "." is 1, ".." is 2, the core's entry i is i + 3. The core answers from the
+        // entry asked for to the end of its listing page; the kernel asks again for the rest.
         let fs = self.fs.clone();
         let span = tracing::debug_span!("readdir", ino = ino.0, offset);
-        let work = async move { fs.readdir(ino.0).await };
+        let start = offset.saturating_sub(2);
+        let work = async move { fs.readdir_at(ino.0, start).await };
         self.spawn_op(req, span, reply, work, move |result, mut reply| {
             let entries = match result {
                 Ok(e) => e,
                 Err(e) => return reply.error(fail("readdir", &e)),
             };
-            let dots = [
-                (ino.0, FileType::Directory, ".".to_owned()),
-                (ino.0, FileType::Directory, "..".to_owned()),
-            ];
-            let all = dots.into_iter().chain(entries.into_iter().map(|e| {
+            for (i, name) in [".", ".."].into_iter().enumerate().skip(offset as usize) {
+                if reply.add(ino, i as u64 + 1, FileType::Directory, name) {
+                    return reply.ok();
+                }
+            }
+            for (i, e) in entries.into_iter().enumerate() {
                 let t = match e.kind {
                     Kind::Dir => FileType::Directory,
                     Kind::File => FileType::RegularFile,
                 };
-                (e.ino, t, e.name)
-            }));
-            for (i, (eino, kind, name)) in all.enumerate().skip(offset as usize) {
-                if reply.add(INodeNo(eino), i as u64 + 1, kind, &name) {
+                if reply.add(INodeNo(e.ino), start + i as u64 + 3, t, &e.name) {
                     break;
                 }
             }

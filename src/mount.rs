@@ -278,6 +278,7 @@ pub fn run(args: MountArgs, on_ready: impl FnOnce()) -> Result<(), MountError> {
     let mut cfg = FsConfig {
         revision_ttl: args.revision_ttl,
         cache_bytes: plan.capacity,
+        metadata_bytes: args.metadata_size,
         connections: plan.connections,
         ..defaults
     };

@@ -1,0 +1,244 @@
+//! Directories: `readdir` from an offset (a folder one listing page at a time, an org from the
+//! search API), and the lookup of a name inside a repo (a cached page, else paths-info).
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use super::inode::{Inode, Node, NodeKey, RefName, Snapshot};
+use super::listing::{folder_key, Found, ListEntry};
+use super::namespace::{is_valid_entry_name, is_valid_name};
+use super::{content_key, DirEntry, FsError, FsResult, HubFs, Kind, STATS_FILE};
+use crate::hub::{EntryKind, FileRef, HubClient, RepoType};
+
+fn kind_of(k: EntryKind) -> Kind {
+    match k {
+        EntryKind::Directory => Kind::Dir,
+        EntryKind::File => Kind::File,
+    }
+}
+
+fn join(dir: &str, name: &str) -> String {
+    if dir.is_empty() {
+        name.to_owned()
+    } else {
+        format!("{dir}/{name}")
+    }
+}
+
+impl<C: HubClient> HubFs<C> {
+    /// The inode of `name` in folder `dir` of a snapshot, with one kernel lookup counted. From a
+    /// cached listing page when one has it; `ENOENT` at once when every page of the folder is
+    /// cached (or the name was missing a moment ago); else one paths-info request.
+    pub(super) async fn entry(
+        &self,
+        root: u64,
+        snap: &Arc<Snapshot>,
+        dir: &str,
+        name: &str,
+    ) -> FsResult<Arc<Inode>> {
+        if !is_valid_entry_name(name) {
+            return Err(FsError::NotFound);
+        }
+        let key = folder_key(&snap.repo, &snap.commit, dir);
+        let path = join(dir, name);
+        let found = match self.listings.find(&key, name) {
+            Found::Entry(e) => e,
+            Found::Absent => return Err(FsError::NotFound),
+            Found::Unknown => {
+                let neg = (root, path.clone());
+                if let Some(at) = self.absent.lock().get(&neg) {
+                    if at.elapsed() < self.cfg.negative_ttl {
+                        return Err(FsError::NotFound);
+                    }
+                }
+                let got = self
+                    .hub
+                    .paths_info(&snap.repo, &snap.commit, std::slice::from_ref(&path))
+                    .await?;
+                match got.into_iter().find(|e| e.path == path) {
+                    Some(e) => ListEntry::from_tree(e).ok_or(FsError::NotFound)?,
+                    None => {
+                        self.absent.lock().put(neg, Instant::now());
+                        return Err(FsError::NotFound);
+                    }
+                }
+            }
+        };
+        let inode = self.inodes.lookup_insert(
+            NodeKey::Entry {
+                root,
+                path: path.clone(),
+            },
+            || Self::entry_node(snap, path, &found),
+        );
+        self.listings.trim();
+        Ok(inode)
+    }
+
+    fn entry_node(snap: &Arc<Snapshot>, path: String, e: &ListEntry) -> Node {
+        match e.kind {
+            EntryKind::Directory => Node::Dir {
+                snap: snap.clone(),
+                path,
+            },
+            EntryKind::File => {
+                let file = FileRef {
+                    repo: snap.repo.clone(),
+                    commit: snap.commit.clone(),
+                    path,
+                    size: e.size,
+                    etag: e.etag.to_string(),
+                };
+                let content = Arc::from(content_key(&file));
+                Node::File {
+                    snap: snap.clone(),
+                    file: Arc::new(file),
+                    content,
+                }
+            }
+        }
+    }
+
+    /// Every entry of directory `ino` (without `.` and `..`), all pages.
+    pub async fn readdir(&self, ino: u64) -> FsResult<Vec<DirEntry>> {
+        let mut out: Vec<DirEntry> = Vec::new();
+        loop {
+            let more = self.readdir_at(ino, out.len() as u64).await?;
+            if more.is_empty() {
+                return Ok(out);
+            }
+            out.extend(more);
+        }
+    }
+
+    /// The entries of directory `ino` from entry `start` on (counted from 0, without `.` and
+    /// `..`): inside a repo, the rest of the listing page holding `start` (fetched if it is not
+    /// cached); elsewhere, all the rest. Empty past the end. No inode is made: each entry carries
+    /// the number its inode has or will have.
+    pub async fn readdir_at(&self, ino: u64, start: u64) -> FsResult<Vec<DirEntry>> {
+        let inode = self.node(ino)?;
+        let all = match &inode.node {
+            Node::RepoRoot(snap) => return self.folder_from(ino, snap, "", start).await,
+            Node::Dir { snap, path } => {
+                let root = Self::root_ino_of(&inode)?;
+                return self.folder_from(root, snap, path, start).await;
+            }
+            Node::File { .. } | Node::StatsFile => return Err(FsError::NotDir),
+            Node::Root => {
+                let mut v: Vec<DirEntry> = [(RepoType::Dataset, "datasets"), (RepoType::Space, "spaces")]
+                    .into_iter()
+                    .map(|(t, n)| DirEntry {
+                        ino: self.inodes.peek_ino(&NodeKey::TypeDir(t)),
+                        kind: Kind::Dir,
+                        name: n.to_owned(),
+                    })
+                    .collect();
+                v.extend(self.known_orgs(RepoType::Model));
+                v
+            }
+            Node::TypeDir(t) => self.known_orgs(*t),
+            Node::ControlDir => vec![DirEntry {
+                ino: self.inodes.peek_ino(&NodeKey::StatsFile),
+                kind: Kind::File,
+                name: STATS_FILE.to_owned(),
+            }],
+            Node::Org { repo_type, org } => self.org_entries(ino, *repo_type, org).await?,
+        };
+        Ok(all.into_iter().skip(start as usize).collect())
+    }
+
+    /// Folder `dir` of a snapshot from entry `start`: the rest of the page that holds it.
+    async fn folder_from(
+        &self,
+        root: u64,
+        snap: &Arc<Snapshot>,
+        dir: &str,
+        start: u64,
+    ) -> FsResult<Vec<DirEntry>> {
+        let key = folder_key(&snap.repo, &snap.commit, dir);
+        let hub = self.hub.clone();
+        let (repo, commit, path) = (snap.repo.clone(), snap.commit.clone(), dir.to_owned());
+        let fetch = move |cursor: Option<String>| {
+            let (hub, repo, commit, path) = (hub.clone(), repo.clone(), commit.clone(), path.clone());
+            async move { hub.list_page(&repo, &commit, &path, cursor.as_deref()).await }
+        };
+        let Some(slice) = self.listings.slice_from(&key, start, fetch).await? else {
+            return Ok(Vec::new());
+        };
+        Ok(slice.page.entries[slice.from..]
+            .iter()
+            .map(|e| DirEntry {
+                ino: self.inodes.peek_ino(&NodeKey::Entry {
+                    root,
+                    path: join(dir, &e.name),
+                }),
+                kind: kind_of(e.kind),
+                name: e.name.to_string(),
+            })
+            .collect())
+    }
+
+    /// An org directory: its repos of that type from the search API (by name, `main`), and every
+    /// other directory name already bound under it (`m@v1`), sorted.
+    async fn org_entries(&self, org_ino: u64, t: RepoType, org: &str) -> FsResult<Vec<DirEntry>> {
+        let hub = self.hub.clone();
+        let author = org.to_owned();
+        let fetch = move |cursor: Option<String>| {
+            let (hub, author) = (hub.clone(), author.clone());
+            async move { hub.list_repos(t, &author, cursor.as_deref()).await }
+        };
+        let listed = self.orgs.get(t, org, fetch).await?;
+        let bound: Vec<(String, Arc<RefName>)> = self
+            .refs
+            .lock()
+            .iter()
+            .filter(|((rt, o, _), _)| *rt == t && o == org)
+            .map(|((_, _, n), s)| (n.clone(), s.clone()))
+            .collect();
+        let mut out: std::collections::BTreeMap<String, u64> = listed
+            .iter()
+            .filter(|n| is_valid_name(n))
+            .map(|n| {
+                // Not bound to a commit yet: the number of no live inode, stable per name.
+                let placeholder = NodeKey::Repo {
+                    parent: org_ino,
+                    name: n.clone(),
+                    commit: String::new(),
+                };
+                (n.clone(), self.inodes.peek_ino(&placeholder))
+            })
+            .collect();
+        for (name, state) in bound {
+            if let Some((_, rino)) = state.current.lock().as_ref() {
+                out.insert(name, *rino);
+            }
+        }
+        Ok(out
+            .into_iter()
+            .map(|(name, ino)| DirEntry {
+                ino,
+                kind: Kind::Dir,
+                name,
+            })
+            .collect())
+    }
+
+    pub(super) fn known_orgs(&self, t: RepoType) -> Vec<DirEntry> {
+        let mut v = self.inodes.collect(|i| match &i.node {
+            Node::Org { repo_type, org } if *repo_type == t => Some(DirEntry {
+                ino: i.ino,
+                kind: Kind::Dir,
+                name: org.clone(),
+            }),
+            _ => None,
+        });
+        v.sort_by(|a, b| a.name.cmp(&b.name));
+        v
+    }
+
+    /// The entry `name` of folder `dir` of a file's commit, if a cached page has it.
+    pub(super) fn cached_entry(&self, file: &FileRef, dir: &str, name: &str) -> Option<ListEntry> {
+        self.listings
+            .cached_entry(&folder_key(&file.repo, &file.commit, dir), name)
+    }
+}

@@ -309,7 +309,11 @@ async fn missing_repos_and_revisions_are_remembered_for_a_while() {
         .into_iter()
         .map(|e| e.name)
         .collect();
-    assert_eq!(listed, ["m"], "the org's repos; probes leave no entries behind");
+    assert_eq!(
+        listed,
+        ["m"],
+        "the org's repos; probes leave no entries behind"
+    );
 }
 
 #[tokio::test]

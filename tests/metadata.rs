@@ -99,7 +99,11 @@ async fn listing_pages_stay_within_the_metadata_budget_and_each_is_fetched_once(
     assert_eq!(seen, 20_000);
     assert_eq!(hub.calls.pages.load(Ordering::SeqCst), 40, "each page once");
     let g = fs.gauges();
-    assert!(g.listing_pages < 40, "pages were evicted: {} cached", g.listing_pages);
+    assert!(
+        g.listing_pages < 40,
+        "pages were evicted: {} cached",
+        g.listing_pages
+    );
     assert!(g.listing_pages >= 1);
     // Going back to an evicted page fetches that page alone (the first pages went first).
     let again = fs.readdir_at(big.ino, 10).await.unwrap();
@@ -137,8 +141,15 @@ async fn an_org_lists_its_repos_from_the_search_api_once_per_ttl() {
     let fs = HubFs::new(hub.clone(), FsConfig::default(), Arc::new(Stats::default()));
     let org = walk(&fs, "acme").await;
     let names = |v: Vec<hubfs::fs::DirEntry>| v.into_iter().map(|e| e.name).collect::<Vec<_>>();
-    assert_eq!(names(fs.readdir(org.ino).await.unwrap()), ["a", "b", "c", "d", "e"]);
-    assert_eq!(hub.calls.search.load(Ordering::SeqCst), 3, "three pages of two");
+    assert_eq!(
+        names(fs.readdir(org.ino).await.unwrap()),
+        ["a", "b", "c", "d", "e"]
+    );
+    assert_eq!(
+        hub.calls.search.load(Ordering::SeqCst),
+        3,
+        "three pages of two"
+    );
     assert_eq!(names(fs.readdir(org.ino).await.unwrap()).len(), 5);
     assert_eq!(hub.calls.search.load(Ordering::SeqCst), 3, "cached");
     // A name the listing has resolves; the listing's number is not an inode until then.
@@ -183,9 +194,17 @@ fn the_first_entries_of_a_200k_folder_come_in_two_round_trips() {
     let reqs = hub_requests(&hub);
     assert_eq!(first.len(), 20);
     assert!(first.iter().all(|n| n.ends_with(".txt")), "{first:?}");
-    assert!(reqs.len() <= 2, "first entries took {} requests: {reqs:#?}", reqs.len());
+    assert!(
+        reqs.len() <= 2,
+        "first entries took {} requests: {reqs:#?}",
+        reqs.len()
+    );
     assert!(reqs.iter().any(|r| r.contains("/paths-info/")), "{reqs:#?}");
-    assert_eq!(reqs.iter().filter(|r| r.contains("/tree/")).count(), 1, "{reqs:#?}");
+    assert_eq!(
+        reqs.iter().filter(|r| r.contains("/tree/")).count(),
+        1,
+        "{reqs:#?}"
+    );
 }
 
 #[test]
@@ -202,7 +221,11 @@ fn a_stat_in_an_unlisted_200k_folder_costs_two_requests_and_no_listing() {
     let meta = std::fs::metadata(&p).expect("stat");
     let reqs = hub_requests(&hub);
     assert_eq!(meta.len(), "big/0123456.txt\n".len() as u64);
-    assert!(reqs.len() <= 2, "stat took {} requests: {reqs:#?}", reqs.len());
+    assert!(
+        reqs.len() <= 2,
+        "stat took {} requests: {reqs:#?}",
+        reqs.len()
+    );
     assert!(reqs.iter().all(|r| r.contains("/paths-info/")), "{reqs:#?}");
     // A missing name: one more request, then the kernel and the core remember it.
     for _ in 0..3 {
@@ -291,7 +314,11 @@ fn find_lists_every_file_of_a_million_file_dataset_in_bounded_memory() {
     let t0 = Instant::now();
     let fx = Fixtures::empty().with_many_files("acme/many", folders, 1000, 200_000);
     let hub = FakeHub::start(fx, FakeHubOptions::default()).expect("fake hub");
-    eprintln!("fixture of {} files ready in {:?}", folders * 1000 + 200_000, t0.elapsed());
+    eprintln!(
+        "fixture of {} files ready in {:?}",
+        folders * 1000 + 200_000,
+        t0.elapsed()
+    );
     let mnt = tempfile::tempdir().expect("mountpoint");
     let (cache, meta) = (64u64 << 20, 64u64 << 20);
     let d = support::daemon::spawn(
@@ -337,7 +364,9 @@ fn find_lists_every_file_of_a_million_file_dataset_in_bounded_memory() {
         files += 1;
         // Every 100,000th file: its bytes are its path.
         if files % 100_000 == 1 {
-            let rel = line.strip_prefix(&format!("{}/", root.display())).expect("under root");
+            let rel = line
+                .strip_prefix(&format!("{}/", root.display()))
+                .expect("under root");
             let got = std::fs::read(&line).expect("read");
             assert_eq!(got, format!("{rel}\n").into_bytes(), "{line}");
             checked += 1;

@@ -26,8 +26,8 @@ fn join(dir: &str, name: &str) -> String {
 }
 
 impl<C: HubClient> HubFs<C> {
-    /// The inode of `name` in folder `dir` of a snapshot, with one kernel lookup counted. From a
-    /// cached listing page when one has it; `ENOENT` at once when every page of the folder is
+    /// The inode of `name` in folder `dir` of a snapshot, with one kernel lookup counted. The live
+    /// inode if there is one; else from a cached listing page when one has it; `ENOENT` at once when every page of the folder is
     /// cached (or the name was missing a moment ago); else one paths-info request.
     pub(super) async fn entry(
         &self,
@@ -39,8 +39,15 @@ impl<C: HubClient> HubFs<C> {
         if !is_valid_entry_name(name) {
             return Err(FsError::NotFound);
         }
-        let key = folder_key(&snap.repo, &snap.commit, dir);
         let path = join(dir, name);
+        let ikey = NodeKey::Entry {
+            root,
+            path: path.clone(),
+        };
+        if let Some(live) = self.inodes.lookup_existing(&ikey) {
+            return Ok(live);
+        }
+        let key = folder_key(&snap.repo, &snap.commit, dir);
         let found = match self.listings.find(&key, name) {
             Found::Entry(e) => e,
             Found::Absent => return Err(FsError::NotFound),
@@ -51,11 +58,22 @@ impl<C: HubClient> HubFs<C> {
                         return Err(FsError::NotFound);
                     }
                 }
-                let got = self
-                    .hub
-                    .paths_info(&snap.repo, &snap.commit, std::slice::from_ref(&path))
-                    .await?;
-                match got.into_iter().find(|e| e.path == path) {
+                // A checkpoint shard's lookup also asks for the next shard (one request), so that
+                // read-ahead can go on to it without a listing (`HubFs::next_shard`).
+                let next = super::shards::next_shard_name(name).map(|n| join(dir, &n));
+                let mut ask = vec![path.clone()];
+                ask.extend(next.clone());
+                let got = self.hub.paths_info(&snap.repo, &snap.commit, &ask).await?;
+                let (mine, others): (Vec<_>, Vec<_>) =
+                    got.into_iter().partition(|e| e.path == path);
+                for e in others {
+                    if Some(&e.path) == next.as_ref() {
+                        if let Some(le) = ListEntry::from_tree(e) {
+                            self.side.lock().put((key.clone(), le.name.clone()), le);
+                        }
+                    }
+                }
+                match mine.into_iter().next() {
                     Some(e) => ListEntry::from_tree(e).ok_or(FsError::NotFound)?,
                     None => {
                         self.absent.lock().put(neg, Instant::now());
@@ -64,13 +82,9 @@ impl<C: HubClient> HubFs<C> {
                 }
             }
         };
-        let inode = self.inodes.lookup_insert(
-            NodeKey::Entry {
-                root,
-                path: path.clone(),
-            },
-            || Self::entry_node(snap, path, &found),
-        );
+        let inode = self
+            .inodes
+            .lookup_insert(ikey, || Self::entry_node(snap, path, &found));
         self.listings.trim();
         Ok(inode)
     }
@@ -125,14 +139,15 @@ impl<C: HubClient> HubFs<C> {
             }
             Node::File { .. } | Node::StatsFile => return Err(FsError::NotDir),
             Node::Root => {
-                let mut v: Vec<DirEntry> = [(RepoType::Dataset, "datasets"), (RepoType::Space, "spaces")]
-                    .into_iter()
-                    .map(|(t, n)| DirEntry {
-                        ino: self.inodes.peek_ino(&NodeKey::TypeDir(t)),
-                        kind: Kind::Dir,
-                        name: n.to_owned(),
-                    })
-                    .collect();
+                let mut v: Vec<DirEntry> =
+                    [(RepoType::Dataset, "datasets"), (RepoType::Space, "spaces")]
+                        .into_iter()
+                        .map(|(t, n)| DirEntry {
+                            ino: self.inodes.peek_ino(&NodeKey::TypeDir(t)),
+                            kind: Kind::Dir,
+                            name: n.to_owned(),
+                        })
+                        .collect();
                 v.extend(self.known_orgs(RepoType::Model));
                 v
             }
@@ -159,8 +174,12 @@ impl<C: HubClient> HubFs<C> {
         let hub = self.hub.clone();
         let (repo, commit, path) = (snap.repo.clone(), snap.commit.clone(), dir.to_owned());
         let fetch = move |cursor: Option<String>| {
-            let (hub, repo, commit, path) = (hub.clone(), repo.clone(), commit.clone(), path.clone());
-            async move { hub.list_page(&repo, &commit, &path, cursor.as_deref()).await }
+            let (hub, repo, commit, path) =
+                (hub.clone(), repo.clone(), commit.clone(), path.clone());
+            async move {
+                hub.list_page(&repo, &commit, &path, cursor.as_deref())
+                    .await
+            }
         };
         let Some(slice) = self.listings.slice_from(&key, start, fetch).await? else {
             return Ok(Vec::new());
@@ -236,9 +255,12 @@ impl<C: HubClient> HubFs<C> {
         v
     }
 
-    /// The entry `name` of folder `dir` of a file's commit, if a cached page has it.
+    /// The entry `name` of folder `dir` of a file's commit, if a cached page has it or a
+    /// paths-info answer brought it along.
     pub(super) fn cached_entry(&self, file: &FileRef, dir: &str, name: &str) -> Option<ListEntry> {
+        let key = folder_key(&file.repo, &file.commit, dir);
         self.listings
-            .cached_entry(&folder_key(&file.repo, &file.commit, dir), name)
+            .cached_entry(&key, name)
+            .or_else(|| self.side.lock().peek(&(key, Box::from(name))).cloned())
     }
 }

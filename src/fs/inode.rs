@@ -25,8 +25,8 @@ pub fn stable_ino(key: &NodeKey) -> u64 {
 
 /// Bookkeeping of one inode besides what its strings hold: the `Inode` and its `Arc`, the two
 /// map slots (`by_ino`, `by_key` with its copy of the key) and hashbrown's spare capacity.
-/// Measured with `cargo test --release --test metadata -- --ignored rss_per_inode` (see
-/// docs/design.md).
+/// Set from the daemon's VmRSS with 200,000 file inodes held (docs/design.md, "Metadata
+/// memory"): the total estimate runs about 20% above what was measured.
 pub const INODE_OVERHEAD: u64 = 400;
 
 /// The root's inode number.
@@ -266,6 +266,17 @@ impl InodeTable {
     /// table's lock (so a `forget` racing the lookup can not drop it in between).
     pub fn lookup_insert(&self, key: NodeKey, make: impl FnOnce() -> Node) -> Arc<Inode> {
         self.insert(key, make, 1)
+    }
+
+    /// The live inode for `key`, with one kernel lookup counted, if there is one.
+    pub fn lookup_existing(&self, key: &NodeKey) -> Option<Arc<Inode>> {
+        let inner = self.inner.read();
+        let i = inner
+            .by_key
+            .get(key)
+            .and_then(|ino| inner.by_ino.get(ino))?;
+        i.lookups.fetch_add(1, Ordering::Relaxed);
+        Some(i.clone())
     }
 
     /// The number `key` has if it is live, else the one it would get ([`stable_ino`], unless

@@ -52,7 +52,9 @@ impl ListEntry {
     /// Memory this entry holds: the struct plus its two heap strings, with the allocator's
     /// rounding (16-byte granules and an 8-byte header).
     pub fn approx_bytes(&self) -> u64 {
-        std::mem::size_of::<Self>() as u64 + heap_bytes(self.name.len()) + heap_bytes(self.etag.len())
+        std::mem::size_of::<Self>() as u64
+            + heap_bytes(self.name.len())
+            + heap_bytes(self.etag.len())
     }
 }
 
@@ -75,7 +77,10 @@ pub struct Page {
 
 impl Page {
     fn from_tree(entries: Vec<TreeEntry>) -> Self {
-        let mut out: Vec<ListEntry> = entries.into_iter().filter_map(ListEntry::from_tree).collect();
+        let mut out: Vec<ListEntry> = entries
+            .into_iter()
+            .filter_map(ListEntry::from_tree)
+            .collect();
         out.sort_by(|a, b| a.name.cmp(&b.name));
         out.dedup_by(|a, b| a.name == b.name);
         out.shrink_to_fit();
@@ -203,6 +208,9 @@ pub struct Slice {
     pub start: u64,
 }
 
+/// A page as fetched, with the cursor of the page after it.
+type Fetched = Arc<(Arc<Page>, Option<String>)>;
+
 struct Inner {
     folders: LruCache<FolderKey, Folder>,
     pages: LruCache<(FolderKey, usize), Arc<Page>>,
@@ -212,7 +220,7 @@ struct Inner {
 pub struct ListingCache {
     budget: Arc<MetaBudget>,
     inner: Mutex<Inner>,
-    flights: SingleFlight<(FolderKey, usize), Arc<(Arc<Page>, Option<String>)>>,
+    flights: SingleFlight<(FolderKey, usize), Fetched>,
     pages_fetched: Arc<AtomicU64>,
 }
 
@@ -246,7 +254,10 @@ impl ListingCache {
         let Some(folder) = inner.folders.peek(key) else {
             return Found::Unknown;
         };
-        let (n, all_cached) = (folder.pages.len(), folder.complete && folder.cached == folder.pages.len());
+        let (n, all_cached) = (
+            folder.pages.len(),
+            folder.complete && folder.cached == folder.pages.len(),
+        );
         for i in 0..n {
             let k = (key.clone(), i);
             let hit = inner.pages.peek(&k).and_then(|p| p.get(name).cloned());
@@ -285,7 +296,9 @@ impl ListingCache {
             // Which page holds `index`, or which page to fetch next to learn it.
             let (n, cursor) = {
                 let mut inner = self.inner.lock();
-                let folder = inner.folders.get_or_insert_mut(key.clone(), Folder::default);
+                let folder = inner
+                    .folders
+                    .get_or_insert_mut(key.clone(), Folder::default);
                 match folder.page_of(index) {
                     Some(i) => (i, folder.pages[i].cursor.clone()),
                     None if folder.complete => return Ok(None),
@@ -362,7 +375,9 @@ impl ListingCache {
     ) -> Result<(), HubError> {
         let mut inner = self.inner.lock();
         let len = page.entries.len() as u64;
-        let folder = inner.folders.get_or_insert_mut(key.clone(), Folder::default);
+        let folder = inner
+            .folders
+            .get_or_insert_mut(key.clone(), Folder::default);
         let before = folder.bytes();
         if n == folder.pages.len() {
             let start = folder.known_len();
@@ -469,11 +484,18 @@ mod tests {
                 names.push(e.name.to_string());
             }
             index = s.start + s.page.entries.len() as u64;
-            assert!(budget.used() <= budget.limit(), "within the budget at every page");
+            assert!(
+                budget.used() <= budget.limit(),
+                "within the budget at every page"
+            );
         }
         assert_eq!(names.len(), 1000);
         assert_eq!(calls.load(Ordering::Relaxed), 10, "each page once");
-        assert!(cache.pages_cached() <= 3, "{} pages cached", cache.pages_cached());
+        assert!(
+            cache.pages_cached() <= 3,
+            "{} pages cached",
+            cache.pages_cached()
+        );
         // The last page is cached: a name on it is found; one on an evicted page is unknown,
         // and so is a name on no page (the folder is not wholly cached).
         assert!(matches!(cache.find(&key, "f00999"), Found::Entry(_)));

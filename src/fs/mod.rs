@@ -21,8 +21,8 @@ use parking_lot::Mutex;
 pub use error::{FsError, FsResult};
 use inode::{Inode, InodeTable, Node, NodeKey, RefName, Snapshot, ROOT_INO};
 use listing::{ListingCache, MetaBudget};
-use orgs::OrgListings;
 use namespace::{parse_repo_dir, parse_root_name, RootName};
+use orgs::OrgListings;
 
 use crate::cache::{BlockCache, FetchFn, MemoryPlan, PrefetchConfig, Prefetcher, ReadTarget};
 use crate::hub::{CommitInfo, EntryKind, FileRef, HubClient, HubError, RepoId, RepoType};
@@ -161,6 +161,8 @@ pub struct HubFs<C: HubClient> {
     orgs: OrgListings,
     /// Paths inside repos paths-info said do not exist, and when: (repo root inode, path).
     absent: Mutex<lru::LruCache<(u64, String), Instant>>,
+    /// Entries paths-info gave besides the one asked for (the next checkpoint shard).
+    side: Mutex<lru::LruCache<(listing::FolderKey, Box<str>), listing::ListEntry>>,
     refs: Mutex<std::collections::HashMap<(RepoType, String, String), Arc<RefName>>>,
     resolving: SingleFlight<(RepoId, String), CommitInfo>,
     /// Repo directory names the Hub said do not exist, and when.
@@ -191,6 +193,9 @@ impl<C: HubClient> HubFs<C> {
             orgs: OrgListings::default(),
             absent: Mutex::new(lru::LruCache::new(
                 std::num::NonZeroUsize::new(4096).expect("non-zero"),
+            )),
+            side: Mutex::new(lru::LruCache::new(
+                std::num::NonZeroUsize::new(1024).expect("non-zero"),
             )),
             cfg,
             blocks,

@@ -20,11 +20,13 @@ pub const MAX_ORGS: usize = 256;
 pub const MAX_ORG_PAGES: usize = 100;
 
 type Key = (RepoType, String);
+/// An org's repo names and when they were fetched.
+type Entry = (Instant, Arc<Vec<String>>);
 
 /// Org listings by (type, org), each kept for [`ORG_LISTING_TTL`].
 pub struct OrgListings {
     ttl: Duration,
-    inner: Mutex<LruCache<Key, (Instant, Arc<Vec<String>>)>>,
+    inner: Mutex<LruCache<Key, Entry>>,
     flights: SingleFlight<Key, Arc<Vec<String>>>,
 }
 
@@ -39,14 +41,21 @@ impl OrgListings {
     pub fn new(ttl: Duration) -> Self {
         OrgListings {
             ttl,
-            inner: Mutex::new(LruCache::new(NonZeroUsize::new(MAX_ORGS).expect("non-zero"))),
+            inner: Mutex::new(LruCache::new(
+                NonZeroUsize::new(MAX_ORGS).expect("non-zero"),
+            )),
             flights: SingleFlight::default(),
         }
     }
 
     /// The names of `org`'s repos of type `t`, sorted: cached if younger than the TTL, else every
     /// page through `fetch(cursor)` (concurrent callers share one walk).
-    pub async fn get<F, Fut>(&self, t: RepoType, org: &str, fetch: F) -> Result<Arc<Vec<String>>, HubError>
+    pub async fn get<F, Fut>(
+        &self,
+        t: RepoType,
+        org: &str,
+        fetch: F,
+    ) -> Result<Arc<Vec<String>>, HubError>
     where
         F: Fn(Option<String>) -> Fut + Send + 'static,
         Fut: Future<Output = Result<RepoPage, HubError>> + Send + 'static,

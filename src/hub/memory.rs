@@ -201,9 +201,10 @@ impl HubClient for MemoryHub {
                 let p = p.trim_matches('/');
                 if let Some(c) = files.get(p) {
                     out.push(file_entry(p, c));
-                } else if files.keys().any(|k| {
-                    k.strip_prefix(p).is_some_and(|r| r.starts_with('/')) && !p.is_empty()
-                }) {
+                } else if files
+                    .keys()
+                    .any(|k| k.strip_prefix(p).is_some_and(|r| r.starts_with('/')) && !p.is_empty())
+                {
                     out.push(dir_entry(p.to_owned()));
                 }
             }
@@ -317,7 +318,11 @@ fn dir_entry(path: String) -> TreeEntry {
 
 /// The page of `all` a cursor names (`None`: the first), `page` items long, and the next cursor:
 /// the index of the next item, as text.
-fn page_of<T>(all: Vec<T>, cursor: Option<&str>, page: usize) -> Result<(Vec<T>, Option<String>), HubError> {
+fn page_of<T>(
+    all: Vec<T>,
+    cursor: Option<&str>,
+    page: usize,
+) -> Result<(Vec<T>, Option<String>), HubError> {
     let start = match cursor {
         None => 0,
         Some(c) => c.parse::<usize>().map_err(|_| HubError::Protocol {
@@ -327,7 +332,13 @@ fn page_of<T>(all: Vec<T>, cursor: Option<&str>, page: usize) -> Result<(Vec<T>,
     };
     let end = all.len().min(start.saturating_add(page.max(1)));
     let next = (end < all.len()).then(|| end.to_string());
-    Ok((all.into_iter().skip(start).take(end.saturating_sub(start)).collect(), next))
+    Ok((
+        all.into_iter()
+            .skip(start)
+            .take(end.saturating_sub(start))
+            .collect(),
+        next,
+    ))
 }
 
 fn fxhash(b: &[u8]) -> u64 {

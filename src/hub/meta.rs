@@ -114,18 +114,23 @@ mod tests {
 
     #[test]
     fn paths_info_entries_keep_lfs_etags_and_skip_other_types() {
-        let body = br#"[{"type":"file","oid":"g","size":5,"path":"a/b.bin","lfs":{"oid":"s256","size":5}},
+        let body =
+            br#"[{"type":"file","oid":"g","size":5,"path":"a/b.bin","lfs":{"oid":"s256","size":5}},
             {"type":"directory","oid":"t","size":0,"path":"a"},{"type":"unknown","path":"x"}]"#;
         let e = parse_paths_info(body).unwrap();
         assert_eq!(e.len(), 2);
-        assert_eq!((e[0].path.as_str(), e[0].etag.as_str(), e[0].size), ("a/b.bin", "s256", 5));
+        assert_eq!(
+            (e[0].path.as_str(), e[0].etag.as_str(), e[0].size),
+            ("a/b.bin", "s256", 5)
+        );
         assert_eq!((e[1].path.as_str(), e[1].kind), ("a", EntryKind::Directory));
         assert!(parse_paths_info(b"{}").is_err());
     }
 
     #[test]
     fn repo_pages_keep_the_authors_repos_only() {
-        let body = br#"[{"id":"acme/m","likes":1},{"id":"other/x"},{"id":"acme/"},{"id":"noslash"}]"#;
+        let body =
+            br#"[{"id":"acme/m","likes":1},{"id":"other/x"},{"id":"acme/"},{"id":"noslash"}]"#;
         assert_eq!(parse_repo_page(body, "acme").unwrap(), vec!["m".to_owned()]);
         let u = search_url(&Urls::new("http://h/"), RepoType::Dataset, "a b").unwrap();
         assert_eq!(u, "http://h/api/datasets?author=a+b");

@@ -7,15 +7,23 @@ use axum::response::Response;
 use serde_json::{json, Value};
 
 use super::{
-    bad_request, can_see, json_response, make_cursor, param, parse_cursor, query_params, set,
-    Auth, Shared,
+    bad_request, can_see, json_response, make_cursor, param, parse_cursor, query_params, set, Auth,
+    Shared,
 };
 use crate::fixtures::{sha1_hex, Access, Fixtures, Repo, RepoType};
 
 fn item(repo: &Repo) -> Value {
     let (author, _) = repo.id.split_once('/').unwrap_or(("", ""));
-    let created = repo.commits.first().map(|c| c.date.clone()).unwrap_or_default();
-    let modified = repo.commits.last().map(|c| c.date.clone()).unwrap_or_default();
+    let created = repo
+        .commits
+        .first()
+        .map(|c| c.date.clone())
+        .unwrap_or_default();
+    let modified = repo
+        .commits
+        .last()
+        .map(|c| c.date.clone())
+        .unwrap_or_default();
     let mut v = json!({
         "_id": &sha1_hex(repo.id.as_bytes())[..24],
         "id": repo.id,

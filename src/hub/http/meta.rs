@@ -6,7 +6,7 @@ use reqwest::{Method, StatusCode};
 use url::Url;
 
 use super::{error_from_response, next_link, parse_tree_page, read_body, HttpHub, Sent};
-use super::{MAX_REDIRECTS, Stats};
+use super::{Stats, MAX_REDIRECTS};
 use crate::hub::error::redact_url;
 use crate::hub::meta::{
     parse_paths_info, parse_repo_page, paths_info_body, paths_info_url, search_url,
@@ -154,11 +154,13 @@ impl HttpHub {
                 }
                 Ok(Ok(r)) => r,
             };
-            if hub_origin && resp.status() == StatusCode::UNAUTHORIZED && !resent {
-                if self.cfg.credentials.refresh() != token {
-                    resent = true;
-                    continue;
-                }
+            if hub_origin
+                && resp.status() == StatusCode::UNAUTHORIZED
+                && !resent
+                && self.cfg.credentials.refresh() != token
+            {
+                resent = true;
+                continue;
             }
             let keeps_body = matches!(
                 resp.status(),

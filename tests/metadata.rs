@@ -401,3 +401,56 @@ fn find_lists_every_file_of_a_million_file_dataset_in_bounded_memory() {
     // One page per 1000-file folder, 200 for big/, 2 for the root: each page once.
     assert_eq!(tree_requests, folders + 200 + (folders + 1).div_ceil(1000));
 }
+
+#[test]
+fn a_shard_looked_up_by_paths_info_still_reads_ahead_into_the_next_shard() {
+    if !support::fuse_available() {
+        return;
+    }
+    let fx = Fixtures::empty().with_sharded_model("acme/shards", 3, 24 << 20);
+    let commit = fx
+        .commit(FxType::Model, "acme/shards", "main")
+        .expect("fixture")
+        .clone();
+    let hub = FakeHub::start(fx, FakeHubOptions::default()).expect("fake hub");
+    let m = support::mount(
+        support::http_hub(&hub, None),
+        FsConfig {
+            cache_bytes: 128 << 20,
+            ..FsConfig::default()
+        },
+    );
+    let first = m.join("acme/shards@main/model-00001-of-00003.safetensors");
+    // The loader opens the shard by name: no listing.
+    let bytes = std::fs::read(&first).expect("read shard 1");
+    assert_eq!(
+        bytes.len() as u64,
+        commit.files["model-00001-of-00003.safetensors"].len()
+    );
+    let sha2 = commit.files["model-00002-of-00003.safetensors"].sha256_hex();
+    let shard2 = || {
+        hub.requests()
+            .iter()
+            .filter(|r| r.listener == Listener::Cdn && r.path.contains(&sha2))
+            .count()
+    };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while shard2() == 0 {
+        assert!(
+            Instant::now() < deadline,
+            "the next shard was never fetched ahead"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let reqs = hub_requests(&hub);
+    assert_eq!(
+        reqs.iter().filter(|r| r.contains("/tree/")).count(),
+        0,
+        "{reqs:#?}"
+    );
+    assert_eq!(
+        reqs.iter().filter(|r| r.contains("/paths-info/")).count(),
+        1,
+        "{reqs:#?}"
+    );
+}

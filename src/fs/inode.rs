@@ -23,8 +23,8 @@ pub fn stable_ino(key: &NodeKey) -> u64 {
     h.finish() | (1 << 63)
 }
 
-/// Bookkeeping of one inode besides what its strings hold: the `Inode` and its `Arc`, the two
-/// map slots (`by_ino`, `by_key` with its copy of the key) and hashbrown's spare capacity.
+/// Bookkeeping of one inode besides what its strings hold: the `Inode` and its `Arc`, its slot
+/// in `by_ino` and hashbrown's spare capacity.
 /// Set from the daemon's VmRSS with 200,000 file inodes held (docs/design.md, "Metadata
 /// memory"): the total estimate runs about 20% above what was measured.
 pub const INODE_OVERHEAD: u64 = 400;
@@ -169,11 +169,23 @@ impl Inode {
     }
 }
 
+/// Live inodes by number. A key is found at its [`stable_ino`]; only the keys whose stable
+/// number another live inode held when they were made (and the root) are in `spill`, so no other
+/// copy of a key is kept.
 #[derive(Default)]
 struct Inner {
     by_ino: HashMap<u64, Arc<Inode>>,
-    by_key: HashMap<NodeKey, u64>,
+    spill: HashMap<NodeKey, u64>,
     next: u64,
+}
+
+impl Inner {
+    fn find(&self, key: &NodeKey) -> Option<&Arc<Inode>> {
+        match self.by_ino.get(&stable_ino(key)) {
+            Some(i) if &i.key == key => Some(i),
+            _ => self.spill.get(key).and_then(|ino| self.by_ino.get(ino)),
+        }
+    }
 }
 
 /// The table of live inodes.
@@ -182,7 +194,8 @@ pub struct InodeTable {
     budget: Arc<MetaBudget>,
 }
 
-/// Memory a node's strings hold (the key's path is held twice: in the key and the node).
+/// Memory a node's strings hold (a folder's path is held twice: in the key and the node; a
+/// file's three times, with its `FileRef`).
 fn node_bytes(key: &NodeKey, node: &Node) -> u64 {
     let key_heap = match key {
         NodeKey::Entry { path, .. } => heap_bytes(path.len()),
@@ -210,7 +223,7 @@ fn node_bytes(key: &NodeKey, node: &Node) -> u64 {
         Node::Org { org, .. } => heap_bytes(org.len()),
         _ => 0,
     };
-    INODE_OVERHEAD + 2 * key_heap + node_heap
+    INODE_OVERHEAD + key_heap + node_heap
 }
 
 impl Default for InodeTable {
@@ -246,7 +259,7 @@ impl InodeTable {
                     bytes: 0,
                 }),
             );
-            i.by_key.insert(NodeKey::Root, ROOT_INO);
+            i.spill.insert(NodeKey::Root, ROOT_INO);
         }
         t
     }
@@ -271,10 +284,7 @@ impl InodeTable {
     /// The live inode for `key`, with one kernel lookup counted, if there is one.
     pub fn lookup_existing(&self, key: &NodeKey) -> Option<Arc<Inode>> {
         let inner = self.inner.read();
-        let i = inner
-            .by_key
-            .get(key)
-            .and_then(|ino| inner.by_ino.get(ino))?;
+        let i = inner.find(key)?;
         i.lookups.fetch_add(1, Ordering::Relaxed);
         Some(i.clone())
     }
@@ -283,8 +293,8 @@ impl InodeTable {
     /// another live inode has that number).
     pub fn peek_ino(&self, key: &NodeKey) -> u64 {
         let inner = self.inner.read();
-        if let Some(ino) = inner.by_key.get(key) {
-            return *ino;
+        if let Some(i) = inner.find(key) {
+            return i.ino;
         }
         stable_ino(key)
     }
@@ -294,13 +304,13 @@ impl InodeTable {
             // One read guard: a second `read()` while holding the first deadlocks if a writer
             // queues between them (the lock is fair).
             let inner = self.inner.read();
-            if let Some(i) = inner.by_key.get(&key).and_then(|ino| inner.by_ino.get(ino)) {
+            if let Some(i) = inner.find(&key) {
                 i.lookups.fetch_add(lookups, Ordering::Relaxed);
                 return i.clone();
             }
         }
         let mut inner = self.inner.write();
-        if let Some(i) = inner.by_key.get(&key).and_then(|ino| inner.by_ino.get(ino)) {
+        if let Some(i) = inner.find(&key) {
             i.lookups.fetch_add(lookups, Ordering::Relaxed);
             return i.clone();
         }
@@ -321,7 +331,9 @@ impl InodeTable {
             bytes,
         });
         inner.by_ino.insert(ino, inode.clone());
-        inner.by_key.insert(key, ino);
+        if ino != stable {
+            inner.spill.insert(key, ino);
+        }
         self.budget.inode_bytes.fetch_add(bytes, Ordering::Relaxed);
         inode
     }
@@ -348,8 +360,8 @@ impl InodeTable {
             .unwrap_or(0);
         if prev <= n {
             inner.by_ino.remove(&ino);
-            if inner.by_key.get(&inode.key) == Some(&ino) {
-                inner.by_key.remove(&inode.key);
+            if inner.spill.get(&inode.key) == Some(&ino) {
+                inner.spill.remove(&inode.key);
             }
             self.budget
                 .inode_bytes
@@ -420,6 +432,43 @@ mod tests {
                 .recv_timeout(std::time::Duration::from_secs(20))
                 .expect("a lookup deadlocked");
         }
+    }
+
+    #[test]
+    fn a_key_whose_number_is_taken_gets_another_and_is_still_found() {
+        let t = InodeTable::new();
+        let a = NodeKey::Org(RepoType::Model, "a".into());
+        let b = NodeKey::Org(RepoType::Model, "b".into());
+        // As a hash collision would: a's inode holds b's stable number.
+        {
+            let mut inner = t.inner.write();
+            let taken = stable_ino(&b);
+            inner.by_ino.insert(
+                taken,
+                Arc::new(Inode {
+                    ino: taken,
+                    node: Node::Root,
+                    key: a.clone(),
+                    lookups: AtomicU64::new(1),
+                    bytes: 0,
+                }),
+            );
+            inner.spill.insert(a.clone(), taken);
+        }
+        let ib = t.lookup_insert(b.clone(), || Node::Root);
+        assert_ne!(ib.ino, stable_ino(&b));
+        assert_eq!(t.get_or_insert(b.clone(), || unreachable!()).ino, ib.ino);
+        assert_eq!(t.peek_ino(&b), ib.ino);
+        assert_eq!(
+            t.get_or_insert(a.clone(), || unreachable!()).ino,
+            stable_ino(&b)
+        );
+        t.forget(ib.ino, 1);
+        assert!(t.get(ib.ino).is_none());
+        assert!(t.inner.read().spill.get(&b).is_none(), "spill cleaned");
+        t.forget(stable_ino(&b), 1);
+        let again = t.get_or_insert(b.clone(), || Node::Root);
+        assert_eq!(again.ino, stable_ino(&b), "its own number once free");
     }
 
     #[test]

@@ -7,7 +7,7 @@ use std::time::Instant;
 use super::inode::{Inode, Node, NodeKey, RefName, Snapshot};
 use super::listing::{folder_key, Found, ListEntry};
 use super::namespace::{is_valid_entry_name, is_valid_name};
-use super::{content_key, DirEntry, FsError, FsResult, HubFs, Kind, STATS_FILE};
+use super::{content_key, Attr, DirEntry, FsError, FsResult, HubFs, Kind, STATS_FILE};
 use crate::hub::{EntryKind, FileRef, HubClient, RepoType};
 
 fn kind_of(k: EntryKind) -> Kind {
@@ -26,18 +26,30 @@ fn join(dir: &str, name: &str) -> String {
 }
 
 impl<C: HubClient> HubFs<C> {
-    /// The inode of `name` in folder `dir` of a snapshot, with one kernel lookup counted. The live
-    /// inode if there is one; else from a cached listing page when one has it; `ENOENT` at once when every page of the folder is
-    /// cached (or the name was missing a moment ago); else one paths-info request.
-    pub(super) async fn entry(
+    /// `lookup` when it needs no Hub call (a name inside a repo that is live, on a cached page,
+    /// or known missing): `Some` with the answer, counted like [`HubFs::lookup`]; `None` when it
+    /// must go to the Hub (or is not inside a repo), and then `lookup` does the whole work.
+    pub fn lookup_cached(&self, parent: u64, name: &str) -> Option<FsResult<Attr>> {
+        let p = self.node(parent).ok()?;
+        let (root, snap, dir) = match &p.node {
+            Node::RepoRoot(s) => (p.ino, s, ""),
+            Node::Dir { snap, path } => (Self::root_ino_of(&p).ok()?, snap, path.as_str()),
+            _ => return None,
+        };
+        let got = self.entry_cached(root, snap, dir, name)?;
+        Some(got.map(|i| self.attr_of(&i)))
+    }
+
+    /// The memory-only part of [`HubFs::entry`]: `None` when paths-info must be asked.
+    fn entry_cached(
         &self,
         root: u64,
         snap: &Arc<Snapshot>,
         dir: &str,
         name: &str,
-    ) -> FsResult<Arc<Inode>> {
+    ) -> Option<FsResult<Arc<Inode>>> {
         if !is_valid_entry_name(name) {
-            return Err(FsError::NotFound);
+            return Some(Err(FsError::NotFound));
         }
         let path = join(dir, name);
         let ikey = NodeKey::Entry {
@@ -45,48 +57,76 @@ impl<C: HubClient> HubFs<C> {
             path: path.clone(),
         };
         if let Some(live) = self.inodes.lookup_existing(&ikey) {
-            return Ok(live);
+            return Some(Ok(live));
         }
         let key = folder_key(&snap.repo, &snap.commit, dir);
-        let found = match self.listings.find(&key, name) {
-            Found::Entry(e) => e,
-            Found::Absent => return Err(FsError::NotFound),
+        match self.listings.find(&key, name) {
+            Found::Entry(e) => Some(Ok(self.counted_entry(ikey, snap, path, &e))),
+            Found::Absent => Some(Err(FsError::NotFound)),
             Found::Unknown => {
-                let neg = (root, path.clone());
-                if let Some(at) = self.absent.lock().get(&neg) {
-                    if at.elapsed() < self.cfg.negative_ttl {
-                        return Err(FsError::NotFound);
-                    }
-                }
-                // A checkpoint shard's lookup also asks for the next shard (one request), so that
-                // read-ahead can go on to it without a listing (`HubFs::next_shard`).
-                let next = super::shards::next_shard_name(name).map(|n| join(dir, &n));
-                let mut ask = vec![path.clone()];
-                ask.extend(next.clone());
-                let got = self.hub.paths_info(&snap.repo, &snap.commit, &ask).await?;
-                let (mine, others): (Vec<_>, Vec<_>) =
-                    got.into_iter().partition(|e| e.path == path);
-                for e in others {
-                    if Some(&e.path) == next.as_ref() {
-                        if let Some(le) = ListEntry::from_tree(e) {
-                            self.side.lock().put((key.clone(), le.name.clone()), le);
-                        }
-                    }
-                }
-                match mine.into_iter().next() {
-                    Some(e) => ListEntry::from_tree(e).ok_or(FsError::NotFound)?,
-                    None => {
-                        self.absent.lock().put(neg, Instant::now());
-                        return Err(FsError::NotFound);
-                    }
-                }
+                let missing = self
+                    .absent
+                    .lock()
+                    .get(&(root, path))
+                    .is_some_and(|at| at.elapsed() < self.cfg.negative_ttl);
+                missing.then_some(Err(FsError::NotFound))
             }
-        };
+        }
+    }
+
+    fn counted_entry(
+        &self,
+        ikey: NodeKey,
+        snap: &Arc<Snapshot>,
+        path: String,
+        e: &ListEntry,
+    ) -> Arc<Inode> {
         let inode = self
             .inodes
-            .lookup_insert(ikey, || Self::entry_node(snap, path, &found));
+            .lookup_insert(ikey, || Self::entry_node(snap, path, e));
         self.listings.trim();
-        Ok(inode)
+        inode
+    }
+
+    /// The inode of `name` in folder `dir` of a snapshot, with one kernel lookup counted. The live
+    /// inode if there is one; else from a cached listing page; `ENOENT` at once when every page
+    /// of the folder is cached (or the name was missing a moment ago); else one paths-info
+    /// request.
+    pub(super) async fn entry(
+        &self,
+        root: u64,
+        snap: &Arc<Snapshot>,
+        dir: &str,
+        name: &str,
+    ) -> FsResult<Arc<Inode>> {
+        if let Some(done) = self.entry_cached(root, snap, dir, name) {
+            return done;
+        }
+        let path = join(dir, name);
+        let key = folder_key(&snap.repo, &snap.commit, dir);
+        // A checkpoint shard's lookup also asks for the next shard (one request), so that
+        // read-ahead can go on to it without a listing (`HubFs::next_shard`).
+        let next = super::shards::next_shard_name(name).map(|n| join(dir, &n));
+        let mut ask = vec![path.clone()];
+        ask.extend(next.clone());
+        let got = self.hub.paths_info(&snap.repo, &snap.commit, &ask).await?;
+        let (mine, others): (Vec<_>, Vec<_>) = got.into_iter().partition(|e| e.path == path);
+        for e in others {
+            if Some(&e.path) == next.as_ref() {
+                if let Some(le) = ListEntry::from_tree(e) {
+                    self.side.lock().put((key.clone(), le.name.clone()), le);
+                }
+            }
+        }
+        let Some(found) = mine.into_iter().next().and_then(ListEntry::from_tree) else {
+            self.absent.lock().put((root, path), Instant::now());
+            return Err(FsError::NotFound);
+        };
+        let ikey = NodeKey::Entry {
+            root,
+            path: path.clone(),
+        };
+        Ok(self.counted_entry(ikey, snap, path, &found))
     }
 
     fn entry_node(snap: &Arc<Snapshot>, path: String, e: &ListEntry) -> Node {

@@ -154,6 +154,17 @@ struct PageMeta {
     start: u64,
     len: u64,
     cursor: Option<Arc<str>>,
+    /// The first and last names of the page (it is sorted): a lookup reads only the pages whose
+    /// range holds the name.
+    range: Option<(Box<str>, Box<str>)>,
+}
+
+impl PageMeta {
+    fn may_hold(&self, name: &str) -> bool {
+        self.range
+            .as_ref()
+            .is_some_and(|(a, b)| &**a <= name && name <= &**b)
+    }
 }
 
 #[derive(Debug, Default)]
@@ -171,7 +182,10 @@ impl Folder {
         let cursors: usize = self
             .pages
             .iter()
-            .filter_map(|p| p.cursor.as_ref().map(|c| c.len()))
+            .map(|p| {
+                p.cursor.as_ref().map_or(0, |c| c.len())
+                    + p.range.as_ref().map_or(0, |(a, b)| a.len() + b.len())
+            })
             .sum();
         192 + self.pages.len() as u64 * 48 + cursors as u64
     }
@@ -248,21 +262,22 @@ impl ListingCache {
         self.inner.lock().pages.len()
     }
 
-    /// Looks `name` up in the cached pages of `key` (no fetch; touches the page that has it).
+    /// Looks `name` up in the cached pages of `key` (no fetch). A lookup does not make a page
+    /// recently used (only `readdir` does): a scan that lists a folder and then stats its entries
+    /// in order (`ls -l`, `find -printf %s`) evicts the pages it has stat-ed first, not the ones
+    /// still ahead of it.
     pub fn find(&self, key: &FolderKey, name: &str) -> Found {
-        let mut inner = self.inner.lock();
+        let inner = self.inner.lock();
         let Some(folder) = inner.folders.peek(key) else {
             return Found::Unknown;
         };
-        let (n, all_cached) = (
-            folder.pages.len(),
-            folder.complete && folder.cached == folder.pages.len(),
-        );
-        for i in 0..n {
+        let all_cached = folder.complete && folder.cached == folder.pages.len();
+        for (i, meta) in folder.pages.iter().enumerate() {
+            if !meta.may_hold(name) {
+                continue;
+            }
             let k = (key.clone(), i);
-            let hit = inner.pages.peek(&k).and_then(|p| p.get(name).cloned());
-            if let Some(e) = hit {
-                inner.pages.promote(&k);
+            if let Some(e) = inner.pages.peek(&k).and_then(|p| p.get(name).cloned()) {
                 return Found::Entry(e);
             }
         }
@@ -276,8 +291,13 @@ impl ListingCache {
     /// The entry `name` of `key` if a cached page has it (no fetch, no reordering).
     pub fn cached_entry(&self, key: &FolderKey, name: &str) -> Option<ListEntry> {
         let inner = self.inner.lock();
-        let n = inner.folders.peek(key)?.pages.len();
-        (0..n).find_map(|i| inner.pages.peek(&(key.clone(), i))?.get(name).cloned())
+        let folder = inner.folders.peek(key)?;
+        folder
+            .pages
+            .iter()
+            .enumerate()
+            .filter(|(_, m)| m.may_hold(name))
+            .find_map(|(i, _)| inner.pages.peek(&(key.clone(), i))?.get(name).cloned())
     }
 
     /// The entries of `key` from folder index `index` on, at least one page's worth when there
@@ -381,7 +401,16 @@ impl ListingCache {
         let before = folder.bytes();
         if n == folder.pages.len() {
             let start = folder.known_len();
-            folder.pages.push(PageMeta { start, len, cursor });
+            let range = match (page.entries.first(), page.entries.last()) {
+                (Some(a), Some(b)) => Some((a.name.clone(), b.name.clone())),
+                _ => None,
+            };
+            folder.pages.push(PageMeta {
+                start,
+                len,
+                cursor,
+                range,
+            });
             folder.next = next.map(Arc::from);
             folder.complete = folder.next.is_none();
         } else if n > folder.pages.len() {
@@ -412,9 +441,11 @@ impl ListingCache {
         Ok(())
     }
 
-    /// Drops least recently used pages (always keeping the newest) while the budget is exceeded.
+    /// Drops least recently used pages (always keeping the newest) while the budget is exceeded
+    /// and pages hold more than half of it: inodes the kernel holds cannot be evicted, and
+    /// dropping every page for them would make each later lookup a Hub request.
     fn evict(&self, inner: &mut Inner) {
-        while self.budget.used() > self.budget.limit() && inner.pages.len() > 1 {
+        while self.over_budget() && inner.pages.len() > 1 {
             let Some(((fk, _), p)) = inner.pages.pop_lru() else {
                 break;
             };
@@ -427,9 +458,15 @@ impl ListingCache {
         }
     }
 
-    /// Evicts pages until the budget holds again (after inodes grew), keeping the newest page.
+    fn over_budget(&self) -> bool {
+        self.budget.used() > self.budget.limit()
+            && self.budget.listing_bytes.load(Ordering::Relaxed) > self.budget.limit() / 2
+    }
+
+    /// Evicts pages until the budget holds again (after inodes grew), keeping the newest page
+    /// and at least half the budget's worth of pages.
     pub fn trim(&self) {
-        if self.budget.used() > self.budget.limit() {
+        if self.over_budget() {
             self.evict(&mut self.inner.lock());
         }
     }

@@ -118,6 +118,35 @@ async fn listing_pages_stay_within_the_metadata_budget_and_each_is_fetched_once(
 }
 
 #[tokio::test]
+async fn stating_every_entry_after_a_listing_needs_no_hub_call_even_past_the_budget() {
+    // 5000 entries: about 640 KB of pages, which fit in 1 MiB; their 5000 inodes (held as if by
+    // the kernel) are three times that. Pages keep half the budget and the scan evicts the pages
+    // behind it, so no lookup needs paths-info.
+    let (hub, fs) = core_fs(5000, 100, 1 << 20);
+    let big = walk(&fs, "datasets/acme/d@main/big").await;
+    let entries = fs.readdir(big.ino).await.unwrap();
+    let asked = hub.calls.paths_info.load(Ordering::SeqCst);
+    for e in &entries {
+        fs.lookup(big.ino, &e.name).await.unwrap();
+    }
+    let g = fs.gauges();
+    assert!(
+        g.metadata_bytes > 1 << 20,
+        "the inodes alone pass the budget"
+    );
+    assert_eq!(
+        hub.calls.paths_info.load(Ordering::SeqCst),
+        asked,
+        "every name came from a cached page"
+    );
+    assert_eq!(
+        hub.calls.pages.load(Ordering::SeqCst),
+        50,
+        "and no page twice"
+    );
+}
+
+#[tokio::test]
 async fn the_first_entries_need_only_the_first_page() {
     let (hub, fs) = core_fs(10_000, 1000, 64 << 20);
     let big = walk(&fs, "datasets/acme/d@main/big").await;

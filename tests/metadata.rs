@@ -483,3 +483,41 @@ fn a_shard_looked_up_by_paths_info_still_reads_ahead_into_the_next_shard() {
         "{reqs:#?}"
     );
 }
+
+#[tokio::test]
+async fn an_org_whose_search_fails_still_lists_the_names_already_resolved() {
+    let hub = MemoryHub::new();
+    let r = RepoId::new(RepoType::Model, "acme", "m");
+    hub.add_commit(&r, &fake_sha(1), &[("f", b"x")]);
+    hub.set_ref(&r, "main", &fake_sha(1));
+    let fs = HubFs::new(hub.clone(), FsConfig::default(), Arc::new(Stats::default()));
+    walk(&fs, "acme/m@main").await;
+    hub.fail_search(Some(hubfs::hub::HubError::Network {
+        url: "memory://hub".into(),
+        message: "connection refused".into(),
+    }));
+    let org = walk(&fs, "acme").await;
+    let names: Vec<String> = fs
+        .readdir(org.ino)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|e| e.name)
+        .collect();
+    assert_eq!(names, ["m@main"]);
+    assert_eq!(
+        hub.calls.search.load(Ordering::SeqCst),
+        1,
+        "the search was asked"
+    );
+    // Once the Hub answers again (after the failure, which is not cached), the repos come back.
+    hub.fail_search(None);
+    let names: Vec<String> = fs
+        .readdir(org.ino)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|e| e.name)
+        .collect();
+    assert_eq!(names, ["m", "m@main"]);
+}

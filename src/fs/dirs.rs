@@ -246,7 +246,15 @@ impl<C: HubClient> HubFs<C> {
             let (hub, author) = (hub.clone(), author.clone());
             async move { hub.list_repos(t, &author, cursor.as_deref()).await }
         };
-        let listed = self.orgs.get(t, org, fetch).await?;
+        // The Hub failing to list the org leaves the names already bound here: the mount keeps
+        // answering, as it does for cached listings when the Hub is down.
+        let listed = match self.orgs.get(t, org, fetch).await {
+            Ok(l) => l,
+            Err(e) => {
+                tracing::warn!(org, error = %e, "cannot list the org's repos; showing the names already resolved");
+                Arc::default()
+            }
+        };
         let bound: Vec<(String, Arc<RefName>)> = self
             .refs
             .lock()

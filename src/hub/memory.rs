@@ -50,6 +50,7 @@ pub struct MemoryHub {
     range_delay: Mutex<Option<Duration>>,
     /// Entries per `list_page` and `list_repos` page (0 means 1000, the Hub's).
     page_size: std::sync::atomic::AtomicUsize,
+    search_error: Mutex<Option<HubError>>,
 }
 
 fn not_found(kind: NotFoundKind, what: &str) -> HubError {
@@ -110,6 +111,11 @@ impl MemoryHub {
     /// Lists `page` entries per `list_page` page and repos per `list_repos` page.
     pub fn set_page_size(&self, page: usize) {
         self.page_size.store(page, Ordering::Relaxed);
+    }
+
+    /// Makes every `list_repos` fail with `err` (`None`: answer again).
+    pub fn fail_search(&self, err: Option<HubError>) {
+        *self.search_error.lock() = err;
     }
 
     fn page(&self) -> usize {
@@ -219,6 +225,9 @@ impl HubClient for MemoryHub {
         cursor: Option<&str>,
     ) -> Result<RepoPage, HubError> {
         self.calls.search.fetch_add(1, Ordering::Relaxed);
+        if let Some(e) = self.search_error.lock().clone() {
+            return Err(e);
+        }
         let names: Vec<String> = self
             .repos
             .lock()

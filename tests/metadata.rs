@@ -505,9 +505,8 @@ async fn an_org_whose_search_fails_still_lists_the_names_already_resolved() {
         .map(|e| e.name)
         .collect();
     assert_eq!(names, ["m@main"]);
-    assert_eq!(
-        hub.calls.search.load(Ordering::SeqCst),
-        1,
+    assert!(
+        hub.calls.search.load(Ordering::SeqCst) >= 1,
         "the search was asked"
     );
     // Once the Hub answers again (after the failure, which is not cached), the repos come back.

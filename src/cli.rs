@@ -106,6 +106,11 @@ pub struct MountArgs {
     #[arg(long, value_name = "SIZE", default_value = "512MiB", value_parser = parse_size)]
     pub cache_size: u64,
 
+    /// Memory for metadata: cached folder listing pages plus the inodes the kernel holds (on top
+    /// of --cache-size). Pages are evicted, least recently used first, to stay within it.
+    #[arg(long, value_name = "SIZE", default_value = "64MiB", value_parser = parse_size)]
+    pub metadata_size: u64,
+
     /// A branch or tag directory (m@main) is re-resolved to its current commit only after nothing
     /// under it was used for this long, so a running load always reads one commit.
     #[arg(long, value_name = "DURATION", default_value = "60s", value_parser = parse_duration)]

@@ -139,6 +139,7 @@ pub fn helper_args(args: &[String]) -> Result<(bool, Vec<String>), String> {
             "token_file",
             "ca_bundle",
             "cache_size",
+            "metadata_size",
             "revision_ttl",
             "bucket_ttl",
             "read_timeout",

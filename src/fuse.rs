@@ -158,6 +158,36 @@ fn immutable_dir<C: HubClient>(fs: &HubFs<C>, ino: u64) -> bool {
         .is_ok_and(|a| a.kind == Kind::Dir && a.lifetime == Lifetime::Immutable)
 }
 
+/// Answers a lookup: the entry, a negative entry the kernel keeps (a name missing from a commit
+/// stays missing), or the error.
+fn reply_lookup<C: HubClient>(
+    fs: &HubFs<C>,
+    parent: u64,
+    result: Result<Attr, FsError>,
+    reply: ReplyEntry,
+) {
+    match result {
+        Ok(a) => reply.entry(&ttl(&a), &file_attr(&a), Generation(0)),
+        Err(e) if e.errno() == libc::ENOENT && immutable_dir(fs, parent) => {
+            // A reply with inode 0 is a negative entry with a timeout.
+            tracing::debug!(error = %e, "lookup: not found (cached by the kernel)");
+            let mut a = file_attr(&Attr {
+                ino: 0,
+                kind: Kind::File,
+                size: 0,
+                mtime: std::time::UNIX_EPOCH,
+                perm: 0,
+                uid: 0,
+                gid: 0,
+                lifetime: Lifetime::Immutable,
+            });
+            a.ino = INodeNo(0);
+            reply.entry(&TTL_IMMUTABLE, &a, Generation(0))
+        }
+        Err(e) => reply.error(fail_counted("lookup", &e, Some(fs.stats()))),
+    }
+}
+
 /// Logs a failure (with the fix, where one is known) and gives its errno.
 fn fail(op: &str, e: &FsError) -> Errno {
     fail_counted(op, e, None)
@@ -206,6 +236,11 @@ impl<C: HubClient> Filesystem for FuseAdapter<C> {
             reply.error(Errno::ENOENT);
             return;
         };
+        // Answered from memory on this thread when no Hub call is needed (most lookups of a
+        // listed folder or a live name): no task, no watch of the caller.
+        if let Some(result) = self.fs.lookup_cached(parent.0, &name) {
+            return reply_lookup(&self.fs, parent.0, result, reply);
+        }
         let fs = self.fs.clone();
         let span = tracing::debug_span!("lookup", parent = parent.0, name = %name);
         let work = {
@@ -213,27 +248,7 @@ impl<C: HubClient> Filesystem for FuseAdapter<C> {
             async move { fs.lookup(parent.0, &name).await }
         };
         self.spawn_op(req, span, reply, work, move |result, reply| {
-            match result {
-                Ok(a) => reply.entry(&ttl(&a), &file_attr(&a), Generation(0)),
-                Err(e) if e.errno() == libc::ENOENT && immutable_dir(&fs, parent.0) => {
-                    // A name missing from a commit stays missing: let the kernel remember
-                    // (a reply with inode 0 is a negative entry with a timeout).
-                    tracing::debug!(error = %e, "lookup: not found (cached by the kernel)");
-                    let mut a = file_attr(&Attr {
-                        ino: 0,
-                        kind: Kind::File,
-                        size: 0,
-                        mtime: std::time::UNIX_EPOCH,
-                        perm: 0,
-                        uid: 0,
-                        gid: 0,
-                        lifetime: Lifetime::Immutable,
-                    });
-                    a.ino = INodeNo(0);
-                    reply.entry(&TTL_IMMUTABLE, &a, Generation(0))
-                }
-                Err(e) => reply.error(fail_counted("lookup", &e, Some(fs.stats()))),
-            }
+            reply_lookup(&fs, parent.0, result, reply)
         });
     }
 
@@ -459,27 +474,28 @@ impl<C: HubClient> Filesystem for FuseAdapter<C> {
         offset: u64,
         reply: ReplyDirectory,
     ) {
+        // Offsets: "." is 1, ".." is 2, the core's entry i is i + 3. The core answers from the
+        // entry asked for to the end of its listing page; the kernel asks again for the rest.
         let fs = self.fs.clone();
         let span = tracing::debug_span!("readdir", ino = ino.0, offset);
-        let work = async move { fs.readdir(ino.0).await };
+        let start = offset.saturating_sub(2);
+        let work = async move { fs.readdir_at(ino.0, start).await };
         self.spawn_op(req, span, reply, work, move |result, mut reply| {
             let entries = match result {
                 Ok(e) => e,
                 Err(e) => return reply.error(fail("readdir", &e)),
             };
-            let dots = [
-                (ino.0, FileType::Directory, ".".to_owned()),
-                (ino.0, FileType::Directory, "..".to_owned()),
-            ];
-            let all = dots.into_iter().chain(entries.into_iter().map(|e| {
+            for (i, name) in [".", ".."].into_iter().enumerate().skip(offset as usize) {
+                if reply.add(ino, i as u64 + 1, FileType::Directory, name) {
+                    return reply.ok();
+                }
+            }
+            for (i, e) in entries.into_iter().enumerate() {
                 let t = match e.kind {
                     Kind::Dir => FileType::Directory,
                     Kind::File => FileType::RegularFile,
                 };
-                (e.ino, t, e.name)
-            }));
-            for (i, (eino, kind, name)) in all.enumerate().skip(offset as usize) {
-                if reply.add(INodeNo(eino), i as u64 + 1, kind, &name) {
+                if reply.add(INodeNo(e.ino), start + i as u64 + 3, t, &e.name) {
                     break;
                 }
             }

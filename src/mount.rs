@@ -279,6 +279,7 @@ pub fn run(args: MountArgs, on_ready: impl FnOnce()) -> Result<(), MountError> {
         revision_ttl: args.revision_ttl,
         bucket_ttl: args.bucket_ttl,
         cache_bytes: plan.capacity,
+        metadata_bytes: args.metadata_size,
         connections: plan.connections,
         ..defaults
     };

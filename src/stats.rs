@@ -128,6 +128,12 @@ pub struct Gauges {
     pub cache_capacity_bytes: u64,
     /// Live inodes.
     pub inodes: u64,
+    /// Metadata memory counted now: listing pages plus live inodes (`--metadata-size` bounds it).
+    pub metadata_bytes: u64,
+    /// Listing pages cached now.
+    pub listing_pages: u64,
+    /// Listing pages fetched from the Hub, in all.
+    pub listing_pages_fetched_total: u64,
     /// Seconds since the mount.
     pub uptime_seconds: u64,
 }
@@ -175,6 +181,12 @@ pub fn to_prometheus(stats: &Stats, gauges: &Gauges) -> String {
     );
     push("cache_capacity_bytes", gauges.cache_capacity_bytes);
     push("inodes", gauges.inodes);
+    push("metadata_bytes", gauges.metadata_bytes);
+    push("listing_pages", gauges.listing_pages);
+    push(
+        "listing_pages_fetched_total",
+        gauges.listing_pages_fetched_total,
+    );
     push("uptime_seconds", gauges.uptime_seconds);
     out
 }

@@ -179,13 +179,14 @@ async fn an_open_file_whose_object_is_deleted_fails_estale_and_vanishes_at_once(
 }
 
 #[tokio::test]
-async fn bucket_listings_are_bounded_by_the_listing_entries_setting() {
+async fn bucket_listings_are_bounded_by_the_metadata_limit() {
     let hub = MemoryHub::new();
     for k in ["a/1", "a/2", "b/1", "b/2"] {
         hub.put_object(&bucket(), k, b"x");
     }
     let cfg = FsConfig {
-        listing_entries: 4,
+        // Room for 4 bucket entries.
+        metadata_bytes: 4 * hubfs::fs::buckets::BUCKET_ENTRY_BYTES,
         bucket_ttl: Duration::from_secs(30),
         ..FsConfig::default()
     };

@@ -172,26 +172,43 @@ async fn readdir_lists_tree_and_known_names() {
         ["datasets", "spaces", "buckets", "acme"]
     );
     let org = walk(&fs, "acme").await.unwrap();
-    assert_eq!(names(fs.readdir(org.ino).await.unwrap()), ["m@main"]);
+    // The org's repos from the search API, and the names bound so far.
+    assert_eq!(names(fs.readdir(org.ino).await.unwrap()), ["m", "m@main"]);
     let repo = walk(&fs, "acme/m@main").await.unwrap();
     assert_eq!(
         names(fs.readdir(repo.ino).await.unwrap()),
         ["config.json", "model.safetensors", "sub"]
     );
     let dsorg = walk(&fs, "datasets/acme").await.unwrap();
-    assert_eq!(names(fs.readdir(dsorg.ino).await.unwrap()), ["d@main"]);
+    assert_eq!(names(fs.readdir(dsorg.ino).await.unwrap()), ["d", "d@main"]);
 }
 
 #[tokio::test]
-async fn repo_metadata_costs_two_hub_calls_then_none() {
+async fn a_name_in_an_unlisted_folder_costs_one_paths_info_then_none() {
     let (hub, fs) = setup(Duration::from_secs(60));
     walk(&fs, "acme/m@main/config.json").await.unwrap();
     walk(&fs, "acme/m@main/model.safetensors").await.unwrap();
     assert_eq!(hub.calls.resolve.load(Ordering::SeqCst), 1);
-    assert_eq!(hub.calls.list.load(Ordering::SeqCst), 1);
+    assert_eq!(hub.calls.paths_info.load(Ordering::SeqCst), 2);
+    assert_eq!(hub.calls.pages.load(Ordering::SeqCst), 0, "no listing");
     walk(&fs, "acme/m@main/config.json").await.unwrap();
     assert_eq!(hub.calls.resolve.load(Ordering::SeqCst), 1);
-    assert_eq!(hub.calls.list.load(Ordering::SeqCst), 1);
+    assert_eq!(hub.calls.paths_info.load(Ordering::SeqCst), 2);
+    // A missing name: one paths-info, then remembered.
+    for _ in 0..3 {
+        let e = walk(&fs, "acme/m@main/ghost.bin").await.unwrap_err();
+        assert_eq!(e.errno(), libc::ENOENT);
+    }
+    assert_eq!(hub.calls.paths_info.load(Ordering::SeqCst), 3);
+    // Once the folder is listed, its names cost nothing.
+    let root = walk(&fs, "acme/m@main").await.unwrap();
+    fs.readdir(root.ino).await.unwrap();
+    assert_eq!(hub.calls.pages.load(Ordering::SeqCst), 1);
+    let sub = walk(&fs, "acme/m@main/sub").await.unwrap();
+    assert_eq!(sub.kind, Kind::Dir);
+    let e = walk(&fs, "acme/m@main/other").await.unwrap_err();
+    assert_eq!(e.errno(), libc::ENOENT);
+    assert_eq!(hub.calls.paths_info.load(Ordering::SeqCst), 3);
 }
 
 #[tokio::test]
@@ -285,9 +302,17 @@ async fn missing_repos_and_revisions_are_remembered_for_a_while() {
         "one Hub request per missing name"
     );
     let org = walk(&fs, "acme").await.unwrap();
-    assert!(
-        fs.readdir(org.ino).await.unwrap().is_empty(),
-        "probes leave no entries behind"
+    let listed: Vec<String> = fs
+        .readdir(org.ino)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|e| e.name)
+        .collect();
+    assert_eq!(
+        listed,
+        ["m"],
+        "the org's repos; probes leave no entries behind"
     );
 }
 

@@ -834,6 +834,30 @@ impl Fixtures {
         self.single_commit_model(id, "Add sharded model", files)
     }
 
+    /// Adds dataset `id` with one commit on main: `folders` folders `part-NNNN/` of
+    /// `per_folder` files each (`NNNNNN.txt`), plus `big/` with `big` files (`NNNNNNN.txt`). Each
+    /// file holds its own path and a newline (a few dozen bytes, so content is checkable from
+    /// the name alone). 1000 × 1000 + 200,000 files take about 300 MB in the fake Hub.
+    pub fn with_many_files(self, id: &str, folders: usize, per_folder: usize, big: usize) -> Self {
+        let mut files = BTreeMap::new();
+        let mut add = |path: String| {
+            let data = FileData::from_bytes(format!("{path}\n").into_bytes());
+            files.insert(path, data);
+        };
+        for f in 0..folders {
+            for i in 0..per_folder {
+                add(format!("part-{f:04}/{i:06}.txt"));
+            }
+        }
+        for i in 0..big {
+            add(format!("big/{i:07}.txt"));
+        }
+        let mut r = Repo::new(RepoType::Dataset, id);
+        let c = r.commit("Add many files", files);
+        r.set_ref("main", &c);
+        self.put(r)
+    }
+
     /// Adds model `id` with one commit on main holding `path` = FileData::generated(seed, len),
     /// where the seed is derived from `id` and `path`.
     pub fn with_large_file(self, id: &str, path: &str, len: u64) -> Self {

@@ -190,7 +190,15 @@ struct Extras {
     /// The bucket id (ns/name) for the matching --bucket-folder.
     #[arg(long)]
     bucket: Vec<String>,
+    /// Add a dataset with this id of --many-folders folders of 1000 tiny files each plus `big/`
+    /// of 200,000 (`Fixtures::with_many_files`).
+    #[arg(long)]
+    many_files: Option<String>,
+    /// Folders of 1000 files in --many-files.
+    #[arg(long, default_value_t = 1000)]
+    many_folders: usize,
 }
+
 
 /// Every file under `dir`, by its `/`-separated path relative to `base`.
 fn folder_files(base: &Path, dir: &Path, out: &mut Vec<(String, FileData)>) -> std::io::Result<()> {
@@ -242,6 +250,9 @@ fn fixtures(extras: &Extras) -> Result<Fixtures, String> {
     }
     if let Some(id) = &extras.large_file {
         fx = fx.with_large_file(id, &extras.large_file_path, extras.large_file_mb << 20);
+    }
+    if let Some(id) = &extras.many_files {
+        fx = fx.with_many_files(id, extras.many_folders, 1000, 200_000);
     }
     Ok(fx)
 }

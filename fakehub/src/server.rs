@@ -31,6 +31,8 @@ use crate::fixtures::{
 use crate::record::{Arrival, Listener, RequestLog, RequestRecord};
 use crate::shaping::{Shaping, SlowKind, SlowPlan, TailDraws};
 
+mod search;
+
 /// Options of a [`FakeHub`].
 #[derive(Clone, Debug)]
 pub struct FakeHubOptions {
@@ -67,6 +69,8 @@ impl Default for FakeHubOptions {
     }
 }
 
+/// Most `siblings` in repo info, as on the Hub.
+const MAX_SIBLINGS: usize = 100_000;
 const SIGNING_SECRET: &str = "fakehub-cdn-signing-secret";
 const STREAM_CHUNK: usize = 256 * 1024;
 
@@ -1051,6 +1055,9 @@ fn hub(
         let Some(t) = segs.get(1).and_then(|p| RepoType::from_plural(p)) else {
             return not_found_route();
         };
+        if segs.len() == 2 && get_or_head {
+            return search::search(s, &fx, t, uri, auth);
+        }
         if segs.len() < 4 {
             return not_found_route();
         }
@@ -1142,9 +1149,11 @@ fn repo_info(s: &Shared, repo: &Repo, rev: &str, params: &[(String, String)]) ->
     };
     let commit = &repo.commits[ci];
     let blobs = truthy(param(params, "blobs"));
+    // The Hub lists at most 100,000 siblings (HUB_PROTOCOL.md §11).
     let siblings: Vec<Value> = commit
         .files
         .iter()
+        .take(MAX_SIBLINGS)
         .map(|(p, d)| {
             if !blobs {
                 return json!({ "rfilename": p });

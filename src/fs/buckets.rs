@@ -45,6 +45,10 @@ pub struct Buckets {
     listing: SingleFlight<(BucketId, String), Arc<Vec<BucketEntry>>>,
 }
 
+/// What one cached bucket folder entry is counted as against `--metadata-size` (its path, its
+/// `xetHash`, size and times, and the map's overhead).
+pub const BUCKET_ENTRY_BYTES: u64 = 256;
+
 impl Buckets {
     /// Caches whose listings and attributes live `ttl`, holding at most `max_entries` folder
     /// entries in all.

@@ -3,10 +3,12 @@
 //! with an in-memory Hub; the FUSE adapter (`crate::fuse`) is a thin layer over it.
 
 pub mod buckets;
+mod dirs;
 pub mod error;
 pub mod inode;
 pub mod listing;
 pub mod namespace;
+pub mod orgs;
 pub mod shards;
 
 use std::sync::atomic::Ordering;
@@ -19,11 +21,15 @@ use parking_lot::Mutex;
 
 pub use error::{FsError, FsResult};
 use inode::{Inode, InodeTable, Node, NodeKey, RefName, Snapshot, ROOT_INO};
-use listing::{Listing, ListingCache};
+use listing::{ListingCache, MetaBudget};
 use namespace::{parse_repo_dir, parse_root_name, RootName};
+use orgs::OrgListings;
 
 use crate::cache::{BlockCache, FetchFn, MemoryPlan, PrefetchConfig, Prefetcher, ReadTarget};
 use crate::hub::{CommitInfo, EntryKind, FileRef, HubClient, HubError, RepoId, RepoType};
+
+/// The default metadata limit (`--metadata-size`): listing pages and inodes together.
+pub const DEFAULT_METADATA_BYTES: u64 = 64 << 20;
 use crate::singleflight::SingleFlight;
 use crate::stats::Stats;
 
@@ -52,8 +58,10 @@ pub struct FsConfig {
     /// Range requests the client runs at once (`--max-connections`): read-ahead keeps this many
     /// parts in flight when the cache allows.
     pub connections: usize,
-    /// Most folder entries kept in the listing cache.
-    pub listing_entries: usize,
+    /// Memory for metadata (`--metadata-size`): cached listing pages plus live inodes. Pages are
+    /// evicted, least recently used first, to stay within it; inodes the kernel holds are freed
+    /// when it forgets them.
+    pub metadata_bytes: u64,
     /// Read-ahead of sequential readers (its sizes come from the memory plan).
     pub prefetch: PrefetchConfig,
     /// How long a repo or revision the Hub said does not exist is answered ENOENT without asking
@@ -77,7 +85,7 @@ impl Default for FsConfig {
             cache_bytes: 512 << 20,
             max_request_bytes: 8 << 20,
             connections: 16,
-            listing_entries: 1_000_000,
+            metadata_bytes: DEFAULT_METADATA_BYTES,
             prefetch: PrefetchConfig::default(),
             negative_ttl: Duration::from_secs(30),
             bucket_ttl: Duration::from_secs(5),
@@ -158,6 +166,12 @@ pub struct HubFs<C: HubClient> {
     /// Opens not yet released, per content key.
     open_files: Mutex<std::collections::HashMap<Arc<str>, u64>>,
     listings: ListingCache,
+    budget: Arc<MetaBudget>,
+    orgs: OrgListings,
+    /// Paths inside repos paths-info said do not exist, and when: (repo root inode, path).
+    absent: Mutex<lru::LruCache<(u64, String), Instant>>,
+    /// Entries paths-info gave besides the one asked for (the next checkpoint shard).
+    side: Mutex<lru::LruCache<(listing::FolderKey, Box<str>), listing::ListEntry>>,
     refs: Mutex<std::collections::HashMap<(RepoType, String, String), Arc<RefName>>>,
     resolving: SingleFlight<(RepoId, String), CommitInfo>,
     /// Repo directory names the Hub said do not exist, and when.
@@ -178,14 +192,28 @@ impl<C: HubClient> HubFs<C> {
             cfg.max_request_bytes,
         );
         let blocks = BlockCache::new(plan, stats.clone());
+        let budget = MetaBudget::new(cfg.metadata_bytes);
         HubFs {
-            buckets: buckets::Buckets::new(cfg.bucket_ttl, cfg.listing_entries),
+            // Bucket listings hold at most a metadata limit's worth of entries of their own (they are
+            // not in the repo listings' shared budget).
+            buckets: buckets::Buckets::new(
+                cfg.bucket_ttl,
+                (cfg.metadata_bytes / buckets::BUCKET_ENTRY_BYTES).max(1) as usize,
+            ),
             hub,
             prefetcher: Prefetcher::new(cfg.prefetch.clone(), blocks.clone()),
             open_files: Mutex::new(Default::default()),
-            listings: ListingCache::new(cfg.listing_entries),
+            listings: ListingCache::new(budget.clone()),
+            inodes: InodeTable::with_budget(budget.clone()),
+            budget,
+            orgs: OrgListings::default(),
+            absent: Mutex::new(lru::LruCache::new(
+                std::num::NonZeroUsize::new(4096).expect("non-zero"),
+            )),
+            side: Mutex::new(lru::LruCache::new(
+                std::num::NonZeroUsize::new(1024).expect("non-zero"),
+            )),
             cfg,
-            inodes: InodeTable::new(),
             blocks,
             refs: Mutex::new(Default::default()),
             resolving: SingleFlight::default(),
@@ -214,6 +242,9 @@ impl<C: HubClient> HubFs<C> {
             inflight_bytes: self.blocks.inflight_bytes(),
             cache_capacity_bytes: self.blocks.capacity(),
             inodes: self.inodes.len() as u64,
+            metadata_bytes: self.budget.used(),
+            listing_pages: self.listings.pages_cached() as u64,
+            listing_pages_fetched_total: self.listings.pages_fetched(),
             uptime_seconds: self.started.elapsed().as_secs(),
         }
     }
@@ -322,10 +353,15 @@ impl<C: HubClient> HubFs<C> {
                 _ => return Err(FsError::NotFound),
             },
             Node::Org { repo_type, org } => self.repo_root(p.ino, *repo_type, org, name).await?,
-            Node::RepoRoot(snap) => self.entry(p.ino, snap, "", name).await?,
+            // Counted by `entry` itself, under the inode table's lock.
+            Node::RepoRoot(snap) => {
+                let child = self.entry(p.ino, snap, "", name).await?;
+                return Ok(self.attr_of(&child));
+            }
             Node::Dir { snap, path } => {
                 let root = Self::root_ino_of(&p)?;
-                self.entry(root, snap, path, name).await?
+                let child = self.entry(root, snap, path, name).await?;
+                return Ok(self.attr_of(&child));
             }
             Node::File { .. } | Node::StatsFile => return Err(FsError::NotDir),
         };
@@ -440,143 +476,10 @@ impl<C: HubClient> HubFs<C> {
             .get_or_insert(key, || Node::RepoRoot(snap.clone()))
     }
 
-    async fn listing(&self, snap: &Snapshot, path: &str) -> FsResult<Arc<Listing>> {
-        let hub = self.hub.clone();
-        let (repo, commit, p) = (snap.repo.clone(), snap.commit.clone(), path.to_owned());
-        Ok(self
-            .listings
-            .get(&snap.repo, &snap.commit, path, move || async move {
-                hub.list_dir(&repo, &commit, &p).await
-            })
-            .await?)
-    }
-
-    async fn entry(
-        &self,
-        root: u64,
-        snap: &Arc<Snapshot>,
-        dir: &str,
-        name: &str,
-    ) -> FsResult<Arc<Inode>> {
-        let listing = self.listing(snap, dir).await?;
-        let e = listing.get(name).ok_or(FsError::NotFound)?;
-        let path = if dir.is_empty() {
-            name.to_owned()
-        } else {
-            format!("{dir}/{name}")
-        };
-        Ok(self.entry_inode(root, snap, path, e))
-    }
-
-    fn entry_inode(
-        &self,
-        root: u64,
-        snap: &Arc<Snapshot>,
-        path: String,
-        e: &listing::ListEntry,
-    ) -> Arc<Inode> {
-        let key = NodeKey::Entry {
-            root,
-            path: path.clone(),
-        };
-        self.inodes.get_or_insert(key, || match e.kind {
-            EntryKind::Directory => Node::Dir {
-                snap: snap.clone(),
-                path,
-            },
-            EntryKind::File => {
-                let file = FileRef {
-                    repo: snap.repo.clone(),
-                    commit: snap.commit.clone(),
-                    path,
-                    size: e.size,
-                    etag: e.etag.clone(),
-                };
-                let content = Arc::from(content_key(&file));
-                Node::File {
-                    snap: snap.clone(),
-                    file: Arc::new(file),
-                    content,
-                }
-            }
-        })
-    }
-
     /// Attributes of `ino`.
     pub fn getattr(&self, ino: u64) -> FsResult<Attr> {
         let inode = self.node(ino)?;
         Ok(self.attr_of(&inode))
-    }
-
-    /// The entries of directory `ino` (without `.` and `..`). Inside a repo: the folder's tree at
-    /// the commit. Elsewhere: the type directories and the orgs and repos already looked up.
-    pub async fn readdir(&self, ino: u64) -> FsResult<Vec<DirEntry>> {
-        let inode = self.node(ino)?;
-        let mut out = Vec::new();
-        match &inode.node {
-            Node::Root if self.cfg.bucket_mount.is_some() => {
-                let root = self.bucket_fs().mount_root().ok_or(FsError::NotFound)?;
-                out = self.bucket_entries(&root).await?;
-            }
-            Node::Root => {
-                for (t, n) in [(RepoType::Dataset, "datasets"), (RepoType::Space, "spaces")] {
-                    let i = self
-                        .inodes
-                        .get_or_insert(NodeKey::TypeDir(t), || Node::TypeDir(t));
-                    out.push(DirEntry {
-                        ino: i.ino,
-                        kind: Kind::Dir,
-                        name: n.to_owned(),
-                    });
-                }
-                out.push(DirEntry {
-                    ino: self.bucket_fs().root().ino,
-                    kind: Kind::Dir,
-                    name: buckets::BUCKETS_DIR.to_owned(),
-                });
-                out.extend(self.known_orgs(RepoType::Model));
-            }
-            Node::TypeDir(t) => out.extend(self.known_orgs(*t)),
-            Node::ControlDir => {
-                let i = self
-                    .inodes
-                    .get_or_insert(NodeKey::StatsFile, || Node::StatsFile);
-                out.push(DirEntry {
-                    ino: i.ino,
-                    kind: Kind::File,
-                    name: STATS_FILE.to_owned(),
-                });
-            }
-            Node::Org { repo_type, org } => {
-                let names: Vec<(String, Arc<RefName>)> = self
-                    .refs
-                    .lock()
-                    .iter()
-                    .filter(|((t, o, _), _)| t == repo_type && o == org)
-                    .map(|((_, _, n), s)| (n.clone(), s.clone()))
-                    .collect();
-                for (name, state) in names {
-                    if let Some((_, rino)) = state.current.lock().as_ref() {
-                        out.push(DirEntry {
-                            ino: *rino,
-                            kind: Kind::Dir,
-                            name,
-                        });
-                    }
-                }
-                out.sort_by(|a, b| a.name.cmp(&b.name));
-            }
-            Node::RepoRoot(snap) => {
-                out = self.list_entries(ino, snap, "").await?;
-            }
-            Node::Dir { snap, path } => {
-                let root = Self::root_ino_of(&inode)?;
-                out = self.list_entries(root, snap, path).await?;
-            }
-            Node::Bucket(b) => out = self.bucket_entries(b).await?,
-            Node::File { .. } | Node::StatsFile => return Err(FsError::NotDir),
-        }
-        Ok(out)
     }
 
     /// The bucket logic over this core's parts.
@@ -602,49 +505,6 @@ impl<C: HubClient> HubFs<C> {
                     Kind::File
                 },
                 name,
-            })
-            .collect())
-    }
-
-    fn known_orgs(&self, t: RepoType) -> Vec<DirEntry> {
-        let mut v = self.inodes.collect(|i| match &i.node {
-            Node::Org { repo_type, org } if *repo_type == t => Some(DirEntry {
-                ino: i.ino,
-                kind: Kind::Dir,
-                name: org.clone(),
-            }),
-            _ => None,
-        });
-        v.sort_by(|a, b| a.name.cmp(&b.name));
-        v
-    }
-
-    async fn list_entries(
-        &self,
-        root: u64,
-        snap: &Arc<Snapshot>,
-        dir: &str,
-    ) -> FsResult<Vec<DirEntry>> {
-        let listing = self.listing(snap, dir).await?;
-        Ok(listing
-            .entries
-            .iter()
-            .map(|e| {
-                let path = if dir.is_empty() {
-                    e.name.clone()
-                } else {
-                    format!("{dir}/{}", e.name)
-                };
-                let i = self.entry_inode(root, snap, path, e);
-                DirEntry {
-                    ino: i.ino,
-                    kind: if e.kind == EntryKind::Directory {
-                        Kind::Dir
-                    } else {
-                        Kind::File
-                    },
-                    name: e.name.clone(),
-                }
             })
             .collect())
     }
@@ -787,8 +647,7 @@ impl<C: HubClient> HubFs<C> {
             None => ("", file.path.as_str()),
         };
         let next_name = shards::next_shard_name(name)?;
-        let listing = self.listings.cached(&file.repo, &file.commit, dir)?;
-        let e = listing.get(&next_name)?;
+        let e = self.cached_entry(file, dir, &next_name)?;
         if e.kind != EntryKind::File {
             return None;
         }
@@ -801,7 +660,7 @@ impl<C: HubClient> HubFs<C> {
                 format!("{dir}/{next_name}")
             },
             size: e.size,
-            etag: e.etag.clone(),
+            etag: e.etag.to_string(),
         });
         let key: Arc<str> = Arc::from(content_key(&next));
         Some(self.read_target(&next, &key))

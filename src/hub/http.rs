@@ -28,6 +28,7 @@ use crate::stats::Stats;
 use std::sync::Arc;
 
 mod buckets;
+mod meta;
 
 /// Most redirects followed for one request (Hub → resolve-cache or CDN, renamed repos).
 const MAX_REDIRECTS: usize = 8;
@@ -628,6 +629,34 @@ impl HubClient for HttpHub {
             url: redact_url(&url),
             message: format!("more than {MAX_PAGES} pages"),
         })
+    }
+
+    async fn list_page(
+        &self,
+        repo: &RepoId,
+        commit: &str,
+        path: &str,
+        cursor: Option<&str>,
+    ) -> Result<super::TreePage, HubError> {
+        self.tree_page(repo, commit, path, cursor).await
+    }
+
+    async fn paths_info(
+        &self,
+        repo: &RepoId,
+        commit: &str,
+        paths: &[String],
+    ) -> Result<Vec<TreeEntry>, HubError> {
+        self.post_paths_info(repo, commit, paths).await
+    }
+
+    async fn list_repos(
+        &self,
+        repo_type: super::RepoType,
+        author: &str,
+        cursor: Option<&str>,
+    ) -> Result<super::RepoPage, HubError> {
+        self.search_page(repo_type, author, cursor).await
     }
 
     async fn stream_range(

@@ -14,7 +14,7 @@ mod buckets;
 
 use super::{
     CommitInfo, EntryKind, FileRef, HttpContext, HubClient, HubError, NotFoundKind, PieceSink,
-    RepoId, TreeEntry,
+    RepoId, RepoPage, RepoType, TreeEntry, TreePage,
 };
 
 #[derive(Default)]
@@ -31,6 +31,12 @@ pub struct Calls {
     pub resolve: AtomicU64,
     /// `list_dir` calls.
     pub list: AtomicU64,
+    /// `list_page` calls (one per page).
+    pub pages: AtomicU64,
+    /// `paths_info` calls.
+    pub paths_info: AtomicU64,
+    /// `list_repos` calls (one per page).
+    pub search: AtomicU64,
     /// `read_range` calls.
     pub range: AtomicU64,
     /// Bytes returned by `read_range`.
@@ -49,6 +55,9 @@ pub struct MemoryHub {
     pub calls: Calls,
     range_delay: Mutex<Option<Duration>>,
     buckets: Mutex<BTreeMap<crate::hub::buckets::BucketId, buckets::MemBucket>>,
+    /// Entries per `list_page` and `list_repos` page (0 means 1000, the Hub's).
+    page_size: std::sync::atomic::AtomicUsize,
+    search_error: Mutex<Option<HubError>>,
 }
 
 fn not_found(kind: NotFoundKind, what: &str) -> HubError {
@@ -106,6 +115,23 @@ impl MemoryHub {
         *self.range_delay.lock() = d;
     }
 
+    /// Lists `page` entries per `list_page` page and repos per `list_repos` page.
+    pub fn set_page_size(&self, page: usize) {
+        self.page_size.store(page, Ordering::Relaxed);
+    }
+
+    /// Makes every `list_repos` fail with `err` (`None`: answer again).
+    pub fn fail_search(&self, err: Option<HubError>) {
+        *self.search_error.lock() = err;
+    }
+
+    fn page(&self) -> usize {
+        match self.page_size.load(Ordering::Relaxed) {
+            0 => 1000,
+            n => n,
+        }
+    }
+
     fn with_commit<T>(
         &self,
         repo: &RepoId,
@@ -159,41 +185,69 @@ impl HubClient for MemoryHub {
         path: &str,
     ) -> Result<Vec<TreeEntry>, HubError> {
         self.calls.list.fetch_add(1, Ordering::Relaxed);
+        self.with_commit(repo, commit, |files| children(files, path))
+    }
+
+    async fn list_page(
+        &self,
+        repo: &RepoId,
+        commit: &str,
+        path: &str,
+        cursor: Option<&str>,
+    ) -> Result<TreePage, HubError> {
+        self.calls.pages.fetch_add(1, Ordering::Relaxed);
+        let all = self.with_commit(repo, commit, |files| children(files, path))?;
+        let (entries, next) = page_of(all, cursor, self.page())?;
+        Ok(TreePage { entries, next })
+    }
+
+    async fn paths_info(
+        &self,
+        repo: &RepoId,
+        commit: &str,
+        paths: &[String],
+    ) -> Result<Vec<TreeEntry>, HubError> {
+        self.calls.paths_info.fetch_add(1, Ordering::Relaxed);
         self.with_commit(repo, commit, |files| {
-            let prefix = if path.is_empty() {
-                String::new()
-            } else {
-                format!("{path}/")
-            };
-            let mut dirs = BTreeSet::new();
             let mut out = Vec::new();
-            for (p, content) in files.iter() {
-                let Some(rest) = p.strip_prefix(&prefix) else {
-                    continue;
-                };
-                match rest.split_once('/') {
-                    Some((d, _)) => {
-                        dirs.insert(format!("{prefix}{d}"));
-                    }
-                    None => out.push(TreeEntry {
-                        path: p.clone(),
-                        kind: EntryKind::File,
-                        size: content.len() as u64,
-                        etag: format!("{:x}-{}", fxhash(content), content.len()),
-                    }),
+            for p in paths {
+                let p = p.trim_matches('/');
+                if let Some(c) = files.get(p) {
+                    out.push(file_entry(p, c));
+                } else if files
+                    .keys()
+                    .any(|k| k.strip_prefix(p).is_some_and(|r| r.starts_with('/')) && !p.is_empty())
+                {
+                    out.push(dir_entry(p.to_owned()));
                 }
             }
-            if out.is_empty() && dirs.is_empty() && !path.is_empty() {
-                return Err(not_found(NotFoundKind::Entry, path));
-            }
-            out.extend(dirs.into_iter().map(|d| TreeEntry {
-                path: d,
-                kind: EntryKind::Directory,
-                size: 0,
-                etag: String::new(),
-            }));
             Ok(out)
         })
+    }
+
+    async fn list_repos(
+        &self,
+        repo_type: RepoType,
+        author: &str,
+        cursor: Option<&str>,
+    ) -> Result<RepoPage, HubError> {
+        self.calls.search.fetch_add(1, Ordering::Relaxed);
+        if let Some(e) = self.search_error.lock().clone() {
+            return Err(e);
+        }
+        let names: Vec<String> = self
+            .repos
+            .lock()
+            .iter()
+            .filter(|(id, r)| {
+                id.repo_type == repo_type && id.namespace == author && r.denied.is_none()
+            })
+            .map(|(id, _)| id.name.clone())
+            .collect::<BTreeSet<_>>()
+            .into_iter()
+            .collect();
+        let (names, next) = page_of(names, cursor, self.page())?;
+        Ok(RepoPage { names, next })
     }
 
     async fn stream_range(
@@ -231,6 +285,76 @@ impl HubClient for MemoryHub {
         }
         Ok(())
     }
+}
+
+/// The direct children of `path` in `files`: files, then folders (sorted).
+fn children(files: &BTreeMap<String, Bytes>, path: &str) -> Result<Vec<TreeEntry>, HubError> {
+    let prefix = if path.is_empty() {
+        String::new()
+    } else {
+        format!("{path}/")
+    };
+    let mut dirs = BTreeSet::new();
+    let mut out = Vec::new();
+    for (p, content) in files.range(prefix.clone()..) {
+        let Some(rest) = p.strip_prefix(&prefix) else {
+            break;
+        };
+        match rest.split_once('/') {
+            Some((d, _)) => {
+                dirs.insert(format!("{prefix}{d}"));
+            }
+            None => out.push(file_entry(p, content)),
+        }
+    }
+    if out.is_empty() && dirs.is_empty() && !path.is_empty() {
+        return Err(not_found(NotFoundKind::Entry, path));
+    }
+    out.extend(dirs.into_iter().map(dir_entry));
+    Ok(out)
+}
+
+fn file_entry(path: &str, content: &Bytes) -> TreeEntry {
+    TreeEntry {
+        path: path.to_owned(),
+        kind: EntryKind::File,
+        size: content.len() as u64,
+        etag: format!("{:x}-{}", fxhash(content), content.len()),
+    }
+}
+
+fn dir_entry(path: String) -> TreeEntry {
+    TreeEntry {
+        path,
+        kind: EntryKind::Directory,
+        size: 0,
+        etag: String::new(),
+    }
+}
+
+/// The page of `all` a cursor names (`None`: the first), `page` items long, and the next cursor:
+/// the index of the next item, as text.
+fn page_of<T>(
+    all: Vec<T>,
+    cursor: Option<&str>,
+    page: usize,
+) -> Result<(Vec<T>, Option<String>), HubError> {
+    let start = match cursor {
+        None => 0,
+        Some(c) => c.parse::<usize>().map_err(|_| HubError::Protocol {
+            url: "memory://cursor".into(),
+            message: format!("bad cursor {c:?}"),
+        })?,
+    };
+    let end = all.len().min(start.saturating_add(page.max(1)));
+    let next = (end < all.len()).then(|| end.to_string());
+    Ok((
+        all.into_iter()
+            .skip(start)
+            .take(end.saturating_sub(start))
+            .collect(),
+        next,
+    ))
 }
 
 fn fxhash(b: &[u8]) -> u64 {

@@ -8,6 +8,7 @@ pub mod buckets;
 pub mod error;
 pub mod http;
 pub mod memory;
+pub mod meta;
 pub mod proxy;
 pub mod retry;
 pub mod tls;
@@ -119,6 +120,25 @@ pub struct TreeEntry {
     pub etag: String,
 }
 
+/// One page of a folder's tree listing: its entries in the Hub's order, and the cursor of the
+/// next page (`None` on the last page).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TreePage {
+    /// The direct children of the folder on this page.
+    pub entries: Vec<TreeEntry>,
+    /// Opaque: hand it to [`HubClient::list_page`] for the next page.
+    pub next: Option<String>,
+}
+
+/// One page of an org's repos of one type (the Hub's search API).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RepoPage {
+    /// Repo names without the org (`gpt2` for `openai-community/gpt2`).
+    pub names: Vec<String>,
+    /// Opaque: hand it to [`HubClient::list_repos`] for the next page.
+    pub next: Option<String>,
+}
+
 /// One file's bytes at one commit: everything a range read needs. `etag` identifies the content,
 /// so two paths or commits with the same content share cache blocks.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
@@ -213,6 +233,35 @@ pub trait HubClient: buckets::BucketClient + Send + Sync + 'static {
         commit: &str,
         path: &str,
     ) -> impl Future<Output = Result<Vec<TreeEntry>, HubError>> + Send;
+
+    /// One page of the direct children of directory `path` at `commit`: the first page when
+    /// `cursor` is `None`, else the page a previous [`TreePage::next`] named. A folder that does
+    /// not exist is `NotFound`.
+    fn list_page(
+        &self,
+        repo: &RepoId,
+        commit: &str,
+        path: &str,
+        cursor: Option<&str>,
+    ) -> impl Future<Output = Result<TreePage, HubError>> + Send;
+
+    /// The entries of these `paths` at `commit` (files and folders), in one request; paths that
+    /// do not exist are left out, not an error.
+    fn paths_info(
+        &self,
+        repo: &RepoId,
+        commit: &str,
+        paths: &[String],
+    ) -> impl Future<Output = Result<Vec<TreeEntry>, HubError>> + Send;
+
+    /// One page of the repos of `repo_type` owned by `author`: the first page when `cursor` is
+    /// `None`, else the page a previous [`RepoPage::next`] named.
+    fn list_repos(
+        &self,
+        repo_type: RepoType,
+        author: &str,
+        cursor: Option<&str>,
+    ) -> impl Future<Output = Result<RepoPage, HubError>> + Send;
 
     /// Reads exactly `len` bytes of `file` from `offset` and hands them to `sink` as they arrive:
     /// consecutive pieces of `piece` bytes (the last may be shorter), numbered from 0, each once

@@ -1,0 +1,196 @@
+//! [`HttpHub`]'s metadata requests beyond revisions: one tree page at a time, paths-info (a form
+//! POST) and repo search. The wire format is in [`crate::hub::meta`].
+
+use reqwest::header::{AUTHORIZATION, CONTENT_TYPE, LOCATION};
+use reqwest::{Method, StatusCode};
+use url::Url;
+
+use super::{error_from_response, next_link, parse_tree_page, read_body, HttpHub, Sent};
+use super::{Stats, MAX_REDIRECTS};
+use crate::hub::error::redact_url;
+use crate::hub::meta::{
+    parse_paths_info, parse_repo_page, paths_info_body, paths_info_url, search_url,
+};
+use crate::hub::{HubError, RepoId, RepoPage, RepoType, TreeEntry, TreePage};
+
+/// Largest metadata body accepted (a page of 1000 entries is about 200 KB).
+const MAX_META_BODY: u64 = 64 << 20;
+
+impl HttpHub {
+    /// One tree page: the first (`cursor` `None`) or the one a `next` cursor names. The cursor is
+    /// the next-page URL, already moved onto the endpoint by [`HttpHub::next_page_url`].
+    pub(super) async fn tree_page(
+        &self,
+        repo: &RepoId,
+        commit: &str,
+        path: &str,
+        cursor: Option<&str>,
+    ) -> Result<TreePage, HubError> {
+        let url = match cursor {
+            Some(c) => self.on_endpoint(c)?,
+            None => self.urls.tree(repo, commit, path)?,
+        };
+        let sent = self.get_ok(&url).await?;
+        let next = next_link(sent.resp.headers());
+        let shown = redact_url(&sent.url);
+        let body = read_body(sent.resp, &shown, self.cfg.request_timeout, MAX_META_BODY).await?;
+        let entries = parse_tree_page(&body, path).map_err(|message| HubError::Protocol {
+            url: shown.clone(),
+            message,
+        })?;
+        let next = match next {
+            Some(n) => Some(self.next_page_url(&n, &shown)?),
+            None => None,
+        };
+        Ok(TreePage { entries, next })
+    }
+
+    /// A cursor handed back to us must name the endpoint (it is one of our own next-page URLs).
+    fn on_endpoint(&self, cursor: &str) -> Result<String, HubError> {
+        match Url::parse(cursor) {
+            Ok(u) if self.same_origin(&u) => Ok(cursor.to_owned()),
+            _ => Err(HubError::Protocol {
+                url: redact_url(cursor),
+                message: "a listing cursor that does not name the endpoint".into(),
+            }),
+        }
+    }
+
+    /// `POST paths-info` for `paths` at `commit`, with retries of transient failures.
+    pub(super) async fn post_paths_info(
+        &self,
+        repo: &RepoId,
+        commit: &str,
+        paths: &[String],
+    ) -> Result<Vec<TreeEntry>, HubError> {
+        if paths.is_empty() {
+            return Ok(Vec::new());
+        }
+        let url = paths_info_url(&self.urls, repo, commit)?;
+        let body = paths_info_body(paths);
+        let sent = self
+            .cfg
+            .retry
+            .run("POST", || async {
+                let sent = self.post_form(&url, &body).await?;
+                if sent.resp.status().is_success() {
+                    Ok(sent)
+                } else {
+                    Err(error_from_response(sent.resp, &sent.url).await)
+                }
+            })
+            .await?;
+        let shown = redact_url(&sent.url);
+        let bytes = read_body(sent.resp, &shown, self.cfg.request_timeout, MAX_META_BODY).await?;
+        parse_paths_info(&bytes).map_err(|message| HubError::Protocol {
+            url: shown,
+            message,
+        })
+    }
+
+    /// One page of `author`'s repos of `repo_type`.
+    pub(super) async fn search_page(
+        &self,
+        repo_type: RepoType,
+        author: &str,
+        cursor: Option<&str>,
+    ) -> Result<RepoPage, HubError> {
+        let url = match cursor {
+            Some(c) => self.on_endpoint(c)?,
+            None => search_url(&self.urls, repo_type, author)?,
+        };
+        let sent = self.get_ok(&url).await?;
+        let next = next_link(sent.resp.headers());
+        let shown = redact_url(&sent.url);
+        let body = read_body(sent.resp, &shown, self.cfg.request_timeout, MAX_META_BODY).await?;
+        let names = parse_repo_page(&body, author).map_err(|message| HubError::Protocol {
+            url: shown.clone(),
+            message,
+        })?;
+        let next = match next {
+            Some(n) => Some(self.next_page_url(&n, &shown)?),
+            None => None,
+        };
+        Ok(RepoPage { names, next })
+    }
+
+    /// One form POST, the token to the endpoint's origin only; a 307/308 redirect is followed
+    /// with the same body (at most [`MAX_REDIRECTS`] hops); a 401 re-reads a token file once.
+    async fn post_form(&self, url: &str, body: &str) -> Result<Sent, HubError> {
+        let mut current = Url::parse(url).map_err(|e| HubError::Protocol {
+            url: redact_url(url),
+            message: format!("bad URL: {e}"),
+        })?;
+        let (mut hops, mut resent) = (0, false);
+        loop {
+            let shown = redact_url(current.as_str());
+            let hub_origin = self.same_origin(&current);
+            let token = if hub_origin {
+                self.cfg.credentials.current()
+            } else {
+                None
+            };
+            let mut req = self
+                .client
+                .request(Method::POST, current.clone())
+                .header(CONTENT_TYPE, "application/x-www-form-urlencoded")
+                .body(body.to_owned());
+            if let Some(t) = &token {
+                req = req.header(AUTHORIZATION, Self::bearer(t, &current)?);
+            }
+            Stats::add(&self.stats.http_requests, 1);
+            let resp = match tokio::time::timeout(self.cfg.request_timeout, req.send()).await {
+                Err(_) => {
+                    return Err(HubError::Timeout {
+                        url: shown,
+                        after: self.cfg.request_timeout,
+                    })
+                }
+                Ok(Err(e)) => {
+                    return Err(HubError::Network {
+                        url: shown,
+                        message: super::error_chain(&e),
+                    })
+                }
+                Ok(Ok(r)) => r,
+            };
+            if hub_origin
+                && resp.status() == StatusCode::UNAUTHORIZED
+                && !resent
+                && self.cfg.credentials.refresh() != token
+            {
+                resent = true;
+                continue;
+            }
+            let keeps_body = matches!(
+                resp.status(),
+                StatusCode::TEMPORARY_REDIRECT | StatusCode::PERMANENT_REDIRECT
+            );
+            if !keeps_body {
+                return Ok(Sent {
+                    resp,
+                    url: current.to_string(),
+                });
+            }
+            hops += 1;
+            let next = resp
+                .headers()
+                .get(LOCATION)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|l| current.join(l).ok())
+                .filter(|u| matches!(u.scheme(), "http" | "https"));
+            match next {
+                Some(n) if hops <= MAX_REDIRECTS => {
+                    current = n;
+                    resent = false;
+                }
+                _ => {
+                    return Err(HubError::Protocol {
+                        url: shown,
+                        message: "a paths-info redirect without a usable Location".into(),
+                    })
+                }
+            }
+        }
+    }
+}

@@ -37,6 +37,14 @@ pub enum MountError {
     /// Bad settings or a failure to start.
     #[error("{0}")]
     Setup(String),
+    /// The repo (folder) of a one-repo mount cannot be mounted.
+    #[error("cannot mount {root}: {source}{}", source.hint().map(|h| format!(" ({h})")).unwrap_or_default())]
+    Root {
+        /// The root asked for (`acme/m@main, folder x`).
+        root: String,
+        /// Why.
+        source: crate::fs::FsError,
+    },
     /// The kernel refused the mount.
     #[error("mount failed at {path}: {source}")]
     Mount {
@@ -47,10 +55,12 @@ pub enum MountError {
     },
 }
 
-/// Sets up logging from env `HUBFS_LOG` (RUST_LOG syntax), default `info`, to stderr.
-pub fn init_tracing() {
+/// Sets up logging from env `HUBFS_LOG` (RUST_LOG syntax), default `info` (`hubfs=debug,info`
+/// with `debug`), to stderr.
+pub fn init_tracing(debug: bool) {
+    let default = if debug { "hubfs=debug,info" } else { "info" };
     let filter = tracing_subscriber::EnvFilter::try_from_env("HUBFS_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_ansi(std::io::IsTerminal::is_terminal(&io::stderr()))
@@ -61,7 +71,10 @@ pub fn init_tracing() {
 /// The filesystem type of the mount at exactly `path`, if `path` is a mount point.
 pub fn mount_type(path: &Path) -> Option<String> {
     use std::os::unix::ffi::OsStrExt;
-    let canon = std::fs::canonicalize(path).ok()?;
+    // A dead FUSE mount cannot be resolved (ENOTCONN): its absolute path is looked for then.
+    let canon = std::fs::canonicalize(path)
+        .or_else(|_| std::path::absolute(path))
+        .ok()?;
     // As bytes: a mount point's name need not be UTF-8.
     let info = std::fs::read("/proc/self/mountinfo").ok()?;
     info.split(|&b| b == b'\n').rev().find_map(|l| {
@@ -79,12 +92,43 @@ pub fn mount_type(path: &Path) -> Option<String> {
 /// Lazily unmounts a dead FUSE mount at `path`, or says what to run.
 fn clear_stale(path: &Path) -> Result<(), MountError> {
     tracing::warn!(mountpoint = %path.display(), "stale FUSE mount found (its daemon died); unmounting it lazily");
-    nix::mount::umount2(path, nix::mount::MntFlags::MNT_DETACH)
-        .map_err(|_| MountError::Stale(path.to_owned()))?;
+    if let Err(e) = nix::mount::umount2(path, nix::mount::MntFlags::MNT_DETACH) {
+        // Not root: the setuid helper may detach a FUSE mount of the same user.
+        let helped = e == nix::errno::Errno::EPERM && fusermount(path, true).is_ok();
+        if !helped {
+            return Err(MountError::Stale(path.to_owned()));
+        }
+    }
     match std::fs::metadata(path) {
         Ok(m) if m.is_dir() && mount_type(path).is_none() => Ok(()),
         _ => Err(MountError::Stale(path.to_owned())),
     }
+}
+
+/// Unmounts the FUSE mount at `path` through the setuid helper (`fusermount3 -u`, else
+/// `fusermount -u`; `-z` for a lazy unmount), as a user that is not root must.
+pub fn fusermount(path: &Path, lazy: bool) -> Result<(), String> {
+    let mut last = String::new();
+    for bin in ["fusermount3", "fusermount"] {
+        let mut cmd = std::process::Command::new(bin);
+        cmd.arg("-u");
+        if lazy {
+            cmd.arg("-z");
+        }
+        match cmd.arg("--").arg(path).output() {
+            Ok(out) if out.status.success() => return Ok(()),
+            Ok(out) => {
+                return Err(format!(
+                    "{bin} -u{} {}: {}",
+                    if lazy { " -z" } else { "" },
+                    path.display(),
+                    String::from_utf8_lossy(&out.stderr).trim()
+                ))
+            }
+            Err(e) => last = format!("cannot run {bin}: {e}"),
+        }
+    }
+    Err(last)
 }
 
 /// A mountinfo field with the kernel's octal escapes (`\040` for a space, ...) undone, as the
@@ -209,6 +253,8 @@ pub fn spawn<C: HubClient>(
 /// `hubfs mount`: runs until SIGINT/SIGTERM or an external unmount. `on_ready` is called once the
 /// mount answers (systemd's READY=1, the mount helper's parent).
 pub fn run(args: MountArgs, on_ready: impl FnOnce()) -> Result<(), MountError> {
+    // A bad mountpoint is reported before anything asks the Hub.
+    check_mountpoint(&args.mountpoint)?;
     let endpoint = choose_endpoint(
         args.endpoint.as_deref(),
         std::env::var("HF_ENDPOINT").ok().as_deref(),
@@ -279,6 +325,10 @@ pub fn run(args: MountArgs, on_ready: impl FnOnce()) -> Result<(), MountError> {
         revision_ttl: args.revision_ttl,
         cache_bytes: plan.capacity,
         connections: plan.connections,
+        root: mount_root(&args)?,
+        file_mode: args.file_mode,
+        dir_mode: args.dir_mode,
+        read_deadline: args.read_timeout,
         ..defaults
     };
     // The kernel keeps up to MAX_BACKGROUND reads of one request size in flight for a reader;
@@ -294,7 +344,17 @@ pub fn run(args: MountArgs, on_ready: impl FnOnce()) -> Result<(), MountError> {
         cfg.gid = g;
     }
     tracing::debug!(?plan, "memory plan");
+    let root = cfg.root.describe();
     let fs = Arc::new(HubFs::new(hub, cfg, stats));
+    if let Some(commit) = rt
+        .block_on(fs.resolve_root())
+        .map_err(|source| MountError::Root {
+            root: root.clone(),
+            source,
+        })?
+    {
+        tracing::info!(%root, %commit, "the mount's root is this repo, pinned to this commit");
+    }
     let fs_for_ops = fs.clone();
     let session = spawn(
         fs,
@@ -309,7 +369,7 @@ pub fn run(args: MountArgs, on_ready: impl FnOnce()) -> Result<(), MountError> {
             args.mountpoint.display()
         )));
     }
-    tracing::info!(mountpoint = %args.mountpoint.display(), %endpoint, cache_size = args.cache_size, "mounted");
+    tracing::info!(mountpoint = %args.mountpoint.display(), %endpoint, %root, cache_size = args.cache_size, "mounted");
     if let Err(e) = crate::ops::sd_notify("READY=1") {
         tracing::warn!(error = %e, "cannot notify systemd");
     }
@@ -351,6 +411,15 @@ pub fn run(args: MountArgs, on_ready: impl FnOnce()) -> Result<(), MountError> {
     rt.shutdown_timeout(Duration::from_secs(2));
     tracing::info!("unmounted");
     Ok(())
+}
+
+/// The root `--repo`, `--repo-type` and `--subfolder` ask for.
+fn mount_root(args: &MountArgs) -> Result<crate::fs::MountRoot, MountError> {
+    let Some(spec) = &args.repo else {
+        return Ok(crate::fs::MountRoot::Hub);
+    };
+    let t = args.repo_type.map(crate::ops::repo_type);
+    crate::fs::MountRoot::parse_repo(spec, t, args.subfolder.as_deref()).map_err(MountError::Setup)
 }
 
 #[cfg(test)]

@@ -6,6 +6,7 @@ pub mod error;
 pub mod inode;
 pub mod listing;
 pub mod namespace;
+pub mod root;
 pub mod shards;
 
 use std::sync::atomic::Ordering;
@@ -17,6 +18,8 @@ use futures::FutureExt;
 use parking_lot::Mutex;
 
 pub use error::{FsError, FsResult};
+use error::read_timed_out;
+pub use root::MountRoot;
 use inode::{Inode, InodeTable, Node, NodeKey, RefName, Snapshot, ROOT_INO};
 use listing::{Listing, ListingCache};
 use namespace::{parse_repo_dir, parse_root_name, RootName};
@@ -58,6 +61,16 @@ pub struct FsConfig {
     /// How long a repo or revision the Hub said does not exist is answered ENOENT without asking
     /// again (loaders probe many names).
     pub negative_ttl: Duration,
+    /// What the root directory is: the whole Hub, or one repo (folder) pinned to a commit
+    /// (resolved by [`HubFs::resolve_root`] before mounting).
+    pub root: MountRoot,
+    /// Permission bits of every file (read and execute bits only; default 0444).
+    pub file_mode: u16,
+    /// Permission bits of every directory (read and execute bits only; default 0555).
+    pub dir_mode: u16,
+    /// No FUSE read waits longer than this for the next of its blocks (`--read-timeout`): it
+    /// fails with `EIO` instead, whatever the fetches under it do.
+    pub read_deadline: Duration,
 }
 
 impl Default for FsConfig {
@@ -73,6 +86,10 @@ impl Default for FsConfig {
             listing_entries: 1_000_000,
             prefetch: PrefetchConfig::default(),
             negative_ttl: Duration::from_secs(30),
+            root: MountRoot::Hub,
+            file_mode: 0o444,
+            dir_mode: 0o555,
+            read_deadline: Duration::from_secs(30),
         }
     }
 }
@@ -156,6 +173,8 @@ pub struct HubFs<C: HubClient> {
     stats: Arc<Stats>,
     started: Instant,
     mount_time: SystemTime,
+    /// For a one-repo mount: the repo (folder) inode the root stands for, once resolved.
+    mounted: Mutex<Option<Arc<Inode>>>,
 }
 
 impl<C: HubClient> HubFs<C> {
@@ -184,6 +203,7 @@ impl<C: HubClient> HubFs<C> {
             stats,
             started: Instant::now(),
             mount_time: SystemTime::now(),
+            mounted: Mutex::new(None),
         }
     }
 
@@ -227,7 +247,10 @@ impl<C: HubClient> HubFs<C> {
     }
 
     fn node(&self, ino: u64) -> FsResult<Arc<Inode>> {
-        let inode = self.inodes.get(ino).ok_or(FsError::StaleInode(ino))?;
+        let inode = match self.mounted_root(ino) {
+            Some(i) => i,
+            None => self.inodes.get(ino).ok_or(FsError::StaleInode(ino))?,
+        };
         if let Some(s) = inode.node.snapshot() {
             s.name_state
                 .last_access_ms
@@ -261,7 +284,11 @@ impl<C: HubClient> HubFs<C> {
             kind,
             size,
             mtime,
-            perm: if kind == Kind::Dir { 0o555 } else { 0o444 },
+            perm: if kind == Kind::Dir {
+                self.cfg.dir_mode
+            } else {
+                self.cfg.file_mode
+            },
             uid: self.cfg.uid,
             gid: self.cfg.gid,
             lifetime,
@@ -272,7 +299,7 @@ impl<C: HubClient> HubFs<C> {
     pub async fn lookup(&self, parent: u64, name: &str) -> FsResult<Attr> {
         let p = self.node(parent)?;
         let child = match &p.node {
-            Node::Root if name == CONTROL_DIR => self
+            _ if parent == ROOT_INO && name == CONTROL_DIR => self
                 .inodes
                 .get_or_insert(NodeKey::ControlDir, || Node::ControlDir),
             Node::ControlDir if name == STATS_FILE => self
@@ -473,7 +500,11 @@ impl<C: HubClient> HubFs<C> {
     /// Attributes of `ino`.
     pub fn getattr(&self, ino: u64) -> FsResult<Attr> {
         let inode = self.node(ino)?;
-        Ok(self.attr_of(&inode))
+        // The root of a one-repo mount is that repo's inode under the root's number.
+        Ok(Attr {
+            ino,
+            ..self.attr_of(&inode)
+        })
     }
 
     /// The entries of directory `ino` (without `.` and `..`). Inside a repo: the folder's tree at
@@ -657,17 +688,19 @@ impl<C: HubClient> HubFs<C> {
         let advice = self
             .prefetcher
             .on_read(&target, offset, size as u64, || self.next_shard(file));
-        let parts = self
-            .blocks
-            .read_parts(
-                content_key,
-                file.size,
-                offset,
-                size as u64,
-                &target.fetch,
-                advice.mode,
-            )
-            .await?;
+        // One deadline for the whole FUSE read, whatever retries, hedges and slow bodies happen
+        // under it (dropping the wait stops a fetch no one else waits for).
+        let wait = self.blocks.read_parts(
+            content_key,
+            file.size,
+            offset,
+            size as u64,
+            &target.fetch,
+            advice.mode,
+        );
+        let parts = tokio::time::timeout(self.cfg.read_deadline, wait)
+            .await
+            .map_err(|_| read_timed_out(file, offset, self.cfg.read_deadline))??;
         let served: usize = parts.iter().map(Bytes::len).sum();
         Stats::add(&self.stats.bytes_served, served as u64);
         Ok(parts)
@@ -720,20 +753,14 @@ impl<C: HubClient> HubFs<C> {
     /// The value of extended attribute `name` of `ino`.
     pub fn getxattr(&self, ino: u64, name: &str) -> FsResult<Vec<u8>> {
         let inode = self.node(ino)?;
-        match (name, inode.node.snapshot()) {
-            (XATTR_COMMIT, Some(s)) => Ok(s.commit.clone().into_bytes()),
-            _ => Err(FsError::NoAttr),
-        }
+        self.root_xattr(ino, &inode.node, name)
+            .ok_or(FsError::NoAttr)
     }
 
     /// The names of the extended attributes of `ino`.
     pub fn listxattr(&self, ino: u64) -> FsResult<Vec<String>> {
         let inode = self.node(ino)?;
-        Ok(if inode.node.snapshot().is_some() {
-            vec![XATTR_COMMIT.to_owned()]
-        } else {
-            vec![]
-        })
+        Ok(self.root_xattr_names(ino, &inode.node))
     }
 
     /// The kernel dropped `n` lookups of `ino`.

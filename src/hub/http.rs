@@ -667,11 +667,13 @@ impl HubClient for HttpHub {
                 }
             }
             let start = cached.as_deref().unwrap_or(&resolve);
-            let before = acc.got();
+            // Progress is a whole piece delivered: a body that sends a few bytes before each
+            // stall does not keep a read alive.
+            let before = acc.completed;
             let result = self
                 .range_once(start, &resolve, leader, file, offset, &mut acc)
                 .await;
-            if acc.got() > before {
+            if acc.completed > before {
                 // Progress: the deadline and the failure count start over; a cut body resumes
                 // from the first missing byte.
                 last_progress = Instant::now();

@@ -135,10 +135,10 @@ def _serve(fakehub_bin: Path, args: list[str], base: Path, env: dict, procs: lis
 
 
 def _mount(hubfs_bin: Path, mnt: Path, endpoint: str, args: list[str], log_path: Path, env: dict) -> subprocess.Popen:
-    """Starts `hubfs mount MNT --endpoint ENDPOINT ARGS` and waits until the mount answers."""
+    """Starts `hubfs mount MNT --foreground --endpoint ENDPOINT ARGS` and waits until the mount answers."""
     with open(log_path, "wb") as log:
         mount = subprocess.Popen(
-            [str(hubfs_bin), "mount", str(mnt), "--endpoint", endpoint, *args],
+            [str(hubfs_bin), "mount", str(mnt), "--foreground", "--endpoint", endpoint, *args],
             stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env,
         )
     deadline = time.monotonic() + MOUNT_TIMEOUT_S

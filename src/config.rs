@@ -115,9 +115,27 @@ pub fn parse_mode(s: &str) -> Result<u16, String> {
 /// mount(8)'s generic options (and FUSE's `default_permissions`, always on), which hubfs accepts
 /// and ignores in `-o`: the mount is always `ro,nosuid,nodev,noatime,default_permissions`.
 const GENERIC_OPTIONS: &[&str] = &[
-    "ro", "defaults", "auto", "noauto", "user", "nouser", "users", "_netdev", "nofail",
-    "dev", "nodev", "suid", "nosuid", "exec", "noexec", "atime", "noatime", "relatime", "async",
-    "sync", "default_permissions",
+    "ro",
+    "defaults",
+    "auto",
+    "noauto",
+    "user",
+    "nouser",
+    "users",
+    "_netdev",
+    "nofail",
+    "dev",
+    "nodev",
+    "suid",
+    "nosuid",
+    "exec",
+    "noexec",
+    "atime",
+    "noatime",
+    "relatime",
+    "async",
+    "sync",
+    "default_permissions",
 ];
 
 /// Replaces each `-o OPTS` / `-oOPTS` of a `hubfs mount` command line (`argv[1] == "mount"`,
@@ -204,7 +222,9 @@ pub fn option_flags(opts: &[String]) -> Result<Vec<String>, String> {
             continue;
         }
         if o == "rw" {
-            eprintln!("hubfs: warning: option rw ignored: hubfs is read-only (writes fail with EROFS)");
+            eprintln!(
+                "hubfs: warning: option rw ignored: hubfs is read-only (writes fail with EROFS)"
+            );
             continue;
         }
         let (k, v) = match o.split_once('=') {
@@ -240,7 +260,11 @@ pub fn option_flags(opts: &[String]) -> Result<Vec<String>, String> {
                 argv.push(format!("--{}", k.replace('_', "-")));
                 argv.push(v.to_owned());
             }
-            _ => return Err(format!("unknown mount option {o:?} (see: hubfs mount --help)")),
+            _ => {
+                return Err(format!(
+                    "unknown mount option {o:?} (see: hubfs mount --help)"
+                ))
+            }
         }
     }
     Ok(argv)
@@ -344,9 +368,11 @@ mod tests {
         );
         let e = expand_mount_options(&a(&["hubfs", "mount", "/m", "-o", "ro,bogus"])).unwrap_err();
         assert!(e.contains("unknown mount option \"bogus\""), "{e}");
-        assert!(expand_mount_options(&a(&["hubfs", "mount", "/m", "-o", "allow_root"]))
-            .unwrap_err()
-            .contains("allow_other"));
+        assert!(
+            expand_mount_options(&a(&["hubfs", "mount", "/m", "-o", "allow_root"]))
+                .unwrap_err()
+                .contains("allow_other")
+        );
         assert!(expand_mount_options(&a(&["hubfs", "mount", "/m", "-o"])).is_err());
         // Other commands are left alone.
         let st = a(&["hubfs", "status", "-o"]);

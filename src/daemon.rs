@@ -58,7 +58,11 @@ pub fn fork(log_file: Option<&Path>, wait: Duration) -> Result<Forked, String> {
     match unsafe { nix::unistd::fork() }.map_err(|e| format!("fork: {e}"))? {
         nix::unistd::ForkResult::Parent { child } => {
             drop(write_end);
-            Ok(Forked::Parent(wait_for_child(File::from(read_end), child, wait)))
+            Ok(Forked::Parent(wait_for_child(
+                File::from(read_end),
+                child,
+                wait,
+            )))
         }
         nix::unistd::ForkResult::Child => {
             drop(read_end);

@@ -168,7 +168,11 @@ pub fn unmount_command(mountpoint: &Path, lazy: bool) -> Result<(), String> {
                 "{shown} is not a hubfs mount (it is a {other} mount): nothing unmounted"
             ))
         }
-        None => return Err(format!("{shown} is not a mount point: hubfs is not mounted there")),
+        None => {
+            return Err(format!(
+                "{shown} is not a mount point: hubfs is not mounted there"
+            ))
+        }
     }
     if nix::unistd::geteuid().is_root() {
         let flags = if lazy {
@@ -202,10 +206,9 @@ pub fn status_command(mountpoint: &Path) -> (bool, String) {
         );
     }
     let root = match one_repo_root(mountpoint) {
-        Some(r) if r.folder.is_empty() => format!(
-            "root: repo {}@{} (commit {})",
-            r.repo, r.revision, r.commit
-        ),
+        Some(r) if r.folder.is_empty() => {
+            format!("root: repo {}@{} (commit {})", r.repo, r.revision, r.commit)
+        }
         Some(r) => format!(
             "root: folder {} of repo {}@{} (commit {})",
             r.folder, r.repo, r.revision, r.commit
@@ -215,7 +218,10 @@ pub fn status_command(mountpoint: &Path) -> (bool, String) {
     match std::fs::read_to_string(mountpoint.join(CONTROL_DIR).join(STATS_FILE)) {
         Ok(stats) => (
             true,
-            format!("hubfs is mounted at {}\n{root}\n{stats}", mountpoint.display()),
+            format!(
+                "hubfs is mounted at {}\n{root}\n{stats}",
+                mountpoint.display()
+            ),
         ),
         Err(e) => (
             false,

@@ -95,7 +95,11 @@ pub type FsResult<T> = Result<T, FsError>;
 
 /// A FUSE read of `file` at `offset` that did not complete within `after` (`--read-timeout`):
 /// `EIO`, logged with the file and the deadline.
-pub fn read_timed_out(file: &crate::hub::FileRef, offset: u64, after: std::time::Duration) -> FsError {
+pub fn read_timed_out(
+    file: &crate::hub::FileRef,
+    offset: u64,
+    after: std::time::Duration,
+) -> FsError {
     tracing::warn!(repo = %file.repo, path = %file.path, offset, ?after, "read not complete within --read-timeout; failing it (EIO)");
     FsError::Hub(HubError::Timeout {
         url: format!("{}@{}/{}", file.repo, file.commit, file.path),

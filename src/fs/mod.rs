@@ -2,6 +2,7 @@
 //! [`HubClient`]. It knows inodes and errors, not URLs or FUSE replies, so tests drive it directly
 //! with an in-memory Hub; the FUSE adapter (`crate::fuse`) is a thin layer over it.
 
+pub mod deadline;
 pub mod error;
 pub mod inode;
 pub mod listing;
@@ -17,12 +18,12 @@ use bytes::Bytes;
 use futures::FutureExt;
 use parking_lot::Mutex;
 
-pub use error::{FsError, FsResult};
 use error::read_timed_out;
-pub use root::MountRoot;
+pub use error::{FsError, FsResult};
 use inode::{Inode, InodeTable, Node, NodeKey, RefName, Snapshot, ROOT_INO};
 use listing::{Listing, ListingCache};
 use namespace::{parse_repo_dir, parse_root_name, RootName};
+pub use root::MountRoot;
 
 use crate::cache::{BlockCache, FetchFn, MemoryPlan, PrefetchConfig, Prefetcher, ReadTarget};
 use crate::hub::{CommitInfo, EntryKind, FileRef, HubClient, HubError, RepoId, RepoType};
@@ -175,6 +176,8 @@ pub struct HubFs<C: HubClient> {
     mount_time: SystemTime,
     /// For a one-repo mount: the repo (folder) inode the root stands for, once resolved.
     mounted: Mutex<Option<Arc<Inode>>>,
+    /// Reads that timed out lately (the kernel's retries of them share their deadline).
+    deadlines: deadline::ReadDeadlines,
 }
 
 impl<C: HubClient> HubFs<C> {
@@ -204,6 +207,7 @@ impl<C: HubClient> HubFs<C> {
             started: Instant::now(),
             mount_time: SystemTime::now(),
             mounted: Mutex::new(None),
+            deadlines: Default::default(),
         }
     }
 
@@ -698,9 +702,17 @@ impl<C: HubClient> HubFs<C> {
             &target.fetch,
             advice.mode,
         );
-        let parts = tokio::time::timeout(self.cfg.read_deadline, wait)
-            .await
-            .map_err(|_| read_timed_out(file, offset, self.cfg.read_deadline))??;
+        let end = offset.saturating_add(size as u64);
+        let (deadline, retry) =
+            self.deadlines
+                .deadline_for(content_key, offset, end, self.cfg.read_deadline);
+        let Ok(parts) = tokio::time::timeout(deadline, wait).await else {
+            if !retry {
+                self.deadlines.timed_out(content_key, offset, end);
+            }
+            return Err(read_timed_out(file, offset, self.cfg.read_deadline));
+        };
+        let parts = parts?;
         let served: usize = parts.iter().map(Bytes::len).sum();
         Stats::add(&self.stats.bytes_served, served as u64);
         Ok(parts)

@@ -159,7 +159,11 @@ impl<C: HubClient> HubFs<C> {
             name_state: Default::default(),
         });
         let org = self.org_inode(repo.repo_type, repo.namespace.clone());
-        let top = self.repo_inode(org.ino, &format!("{}@{}", repo.name, info.sha), snap.clone());
+        let top = self.repo_inode(
+            org.ino,
+            &format!("{}@{}", repo.name, info.sha),
+            snap.clone(),
+        );
         // The kernel never sees these inodes (it sees ino 1): one held lookup keeps them.
         self.inodes.add_lookup(&org);
         self.inodes.add_lookup(&top);
@@ -260,21 +264,32 @@ mod tests {
                 subfolder: String::new()
             }
         );
-        let r = repo("datasets/acme/corpus@refs%2Fpr%2F1", None, Some("/data//train/")).unwrap();
+        let r = repo(
+            "datasets/acme/corpus@refs%2Fpr%2F1",
+            None,
+            Some("/data//train/"),
+        )
+        .unwrap();
         assert_eq!(r.repo_and_revision().unwrap().1, "refs/pr/1");
         assert_eq!(r.subfolder(), "data/train");
-        assert_eq!(r.repo_and_revision().unwrap().0.repo_type, RepoType::Dataset);
+        assert_eq!(
+            r.repo_and_revision().unwrap().0.repo_type,
+            RepoType::Dataset
+        );
         let r = repo("acme/m@refs/pr/1", Some(RepoType::Space), None).unwrap();
         assert_eq!(r.repo_and_revision().unwrap().1, "refs/pr/1");
         assert_eq!(r.repo_and_revision().unwrap().0.repo_type, RepoType::Space);
-        assert_eq!(
-            r.describe(),
-            "spaces/acme/m@refs/pr/1",
-            "{}",
-            r.describe()
-        );
+        assert_eq!(r.describe(), "spaces/acme/m@refs/pr/1", "{}", r.describe());
         assert!(repo("datasets/acme/c", Some(RepoType::Model), None).is_err());
-        for bad in ["gpt2", "a/b/c", "../x", "a/..", "acme/m@", "acme/m@..", "acme/m@%ff"] {
+        for bad in [
+            "gpt2",
+            "a/b/c",
+            "../x",
+            "a/..",
+            "acme/m@",
+            "acme/m@..",
+            "acme/m@%ff",
+        ] {
             assert!(repo(bad, None, None).is_err(), "{bad}");
         }
         assert!(repo("acme/m", None, Some("a/../b")).is_err());

@@ -231,7 +231,11 @@ fn tune_readahead(mountpoint: &Path) {
     }
 }
 
-/// Mounts `fs` at `mountpoint` in the background; dropping the session unmounts.
+/// How long a new mount may take to get the kernel's INIT.
+const INIT_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Mounts `fs` at `mountpoint` in the background and returns once the kernel initialised the
+/// session (the mount answers); dropping the session unmounts.
 pub fn spawn<C: HubClient>(
     fs: Arc<HubFs<C>>,
     rt: tokio::runtime::Handle,
@@ -240,12 +244,20 @@ pub fn spawn<C: HubClient>(
     threads: usize,
 ) -> Result<fuser::BackgroundSession, MountError> {
     check_mountpoint(mountpoint)?;
-    let adapter = FuseAdapter::new(fs, rt);
+    let (tx, initialized) = std::sync::mpsc::sync_channel(1);
+    let adapter = FuseAdapter::new(fs, rt).with_init_signal(tx);
     let session = fuser::spawn_mount(adapter, mountpoint, &fuse_config(allow_other, threads))
         .map_err(|source| MountError::Mount {
             path: mountpoint.to_owned(),
             source,
         })?;
+    if initialized.recv_timeout(INIT_TIMEOUT).is_err() {
+        return Err(MountError::Setup(format!(
+            "the mount at {} did not answer within {} s (no FUSE INIT from the kernel)",
+            mountpoint.display(),
+            INIT_TIMEOUT.as_secs()
+        )));
+    }
     tune_readahead(mountpoint);
     Ok(session)
 }
@@ -363,12 +375,6 @@ pub fn run(args: MountArgs, on_ready: impl FnOnce()) -> Result<(), MountError> {
         args.allow_other,
         args.fuse_threads,
     )?;
-    if !crate::ops::wait_until_answering(&args.mountpoint, Duration::from_secs(30)) {
-        return Err(MountError::Setup(format!(
-            "the mount at {} did not answer within 30 s",
-            args.mountpoint.display()
-        )));
-    }
     tracing::info!(mountpoint = %args.mountpoint.display(), %endpoint, %root, cache_size = args.cache_size, "mounted");
     if let Err(e) = crate::ops::sd_notify("READY=1") {
         tracing::warn!(error = %e, "cannot notify systemd");

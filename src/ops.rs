@@ -247,19 +247,6 @@ pub fn sd_notify(msg: &str) -> io::Result<()> {
     Ok(())
 }
 
-/// Waits until the mount at `mountpoint` answers (its stats file can be read), up to `timeout`.
-pub fn wait_until_answering(mountpoint: &Path, timeout: Duration) -> bool {
-    let probe = mountpoint.join(CONTROL_DIR).join(STATS_FILE);
-    let start = std::time::Instant::now();
-    while start.elapsed() < timeout {
-        if std::fs::read(&probe).is_ok() {
-            return true;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    false
-}
-
 /// Serves Prometheus text at `addr` until the runtime stops. Loopback addresses only.
 pub async fn serve_metrics<C: HubClient>(
     addr: std::net::SocketAddr,

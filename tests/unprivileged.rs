@@ -178,7 +178,15 @@ fn a_user_who_is_not_root_mounts_reads_unmounts_and_recovers_a_stale_mount() {
     let mut d = user
         .command(
             &user.bin,
-            &["mount", m, "--foreground", "--endpoint", &ep, "--cache-size", "64MiB"],
+            &[
+                "mount",
+                m,
+                "--foreground",
+                "--endpoint",
+                &ep,
+                "--cache-size",
+                "64MiB",
+            ],
         )
         .stdout(Stdio::null())
         .stderr(std::fs::File::create(&log).unwrap())
@@ -186,7 +194,11 @@ fn a_user_who_is_not_root_mounts_reads_unmounts_and_recovers_a_stale_mount() {
         .unwrap();
     let t = Instant::now();
     while !std::fs::read_to_string(&log).unwrap().contains("mounted") {
-        assert!(d.try_wait().unwrap().is_none(), "{}", std::fs::read_to_string(&log).unwrap());
+        assert!(
+            d.try_wait().unwrap().is_none(),
+            "{}",
+            std::fs::read_to_string(&log).unwrap()
+        );
         assert!(t.elapsed() < Duration::from_secs(20), "no mount");
         std::thread::sleep(Duration::from_millis(50));
     }
@@ -195,10 +207,7 @@ fn a_user_who_is_not_root_mounts_reads_unmounts_and_recovers_a_stale_mount() {
     d.wait().unwrap();
     assert!(is_mounted(&mnt), "the dead mount is still there");
     // (stat may be answered from cached attributes; listing reaches the dead connection.)
-    let stat = user
-        .command(Path::new("/bin/ls"), &[m])
-        .output()
-        .unwrap();
+    let stat = user.command(Path::new("/bin/ls"), &[m]).output().unwrap();
     assert!(
         String::from_utf8_lossy(&stat.stderr).contains("not connected"),
         "{}",
@@ -217,7 +226,12 @@ fn a_user_who_is_not_root_mounts_reads_unmounts_and_recovers_a_stale_mount() {
         "--log-file",
         log.to_str().unwrap(),
     ]);
-    assert!(out.status.success(), "{}\nlog: {}", text(&out), std::fs::read_to_string(&log).unwrap_or_default());
+    assert!(
+        out.status.success(),
+        "{}\nlog: {}",
+        text(&out),
+        std::fs::read_to_string(&log).unwrap_or_default()
+    );
     assert_eq!(user.cat(&mnt.join(rel)), want);
     let logged = std::fs::read_to_string(&log).unwrap();
     assert!(logged.contains("stale"), "the recovery is logged: {logged}");

@@ -43,7 +43,7 @@ pub enum MountError {
         /// The root asked for (`acme/m@main, folder x`).
         root: String,
         /// Why.
-        source: crate::fs::FsError,
+        source: Box<crate::fs::FsError>,
     },
     /// The kernel refused the mount.
     #[error("mount failed at {path}: {source}")]
@@ -362,7 +362,7 @@ pub fn run(args: MountArgs, on_ready: impl FnOnce()) -> Result<(), MountError> {
         .block_on(fs.resolve_root())
         .map_err(|source| MountError::Root {
             root: root.clone(),
-            source,
+            source: Box::new(source),
         })?
     {
         tracing::info!(%root, %commit, "the mount's root is this repo, pinned to this commit");

@@ -343,6 +343,30 @@ fn a_subfolder_mount_from_an_fstab_line_whose_source_is_the_repo() {
     let out = hubfs(&["unmount", "--lazy", p(mnt.path())], home.path());
     assert!(out.status.success(), "{}", text(&out));
     assert!(!is_mounted(mnt.path()));
+
+    // The same with flags: --repo-type instead of the prefix, a folder two levels down.
+    let out = hubfs(
+        &[
+            "mount",
+            p(mnt.path()),
+            "--endpoint",
+            &hub.endpoint(),
+            "--repo",
+            "acme/corpus",
+            "--repo-type",
+            "dataset",
+            "--subfolder",
+            "data/train/extra",
+        ],
+        home.path(),
+    );
+    assert!(out.status.success(), "{}", text(&out));
+    assert_eq!(
+        std::fs::read(mnt.path().join("deep/file.txt")).unwrap(),
+        c.files["data/train/extra/deep/file.txt"].to_vec()
+    );
+    let out = hubfs(&["unmount", p(mnt.path())], home.path());
+    assert!(out.status.success(), "{}", text(&out));
 }
 
 /// Mounts in the foreground with `--read-timeout 5s`, then makes every byte response of the fake

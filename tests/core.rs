@@ -148,7 +148,12 @@ async fn commit_xattr_and_lifetimes() {
         fs.getxattr(f.ino, XATTR_COMMIT).unwrap(),
         fake_sha(1).into_bytes()
     );
-    assert_eq!(fs.listxattr(f.ino).unwrap(), vec![XATTR_COMMIT.to_owned()]);
+    assert_eq!(
+        fs.listxattr(f.ino).unwrap(),
+        ["user.hf.commit", "user.hf.repo", "user.hf.path"]
+    );
+    assert_eq!(fs.getxattr(f.ino, "user.hf.repo").unwrap(), b"acme/m");
+    assert_eq!(fs.getxattr(f.ino, "user.hf.path").unwrap(), b"config.json");
     assert_eq!(
         fs.getxattr(fs.root(), XATTR_COMMIT).unwrap_err().errno(),
         libc::ENODATA

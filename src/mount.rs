@@ -267,95 +267,20 @@ pub fn spawn<C: HubClient>(
 pub fn run(args: MountArgs, on_ready: impl FnOnce()) -> Result<(), MountError> {
     // A bad mountpoint is reported before anything asks the Hub.
     check_mountpoint(&args.mountpoint)?;
-    let endpoint = choose_endpoint(
-        args.endpoint.as_deref(),
-        std::env::var("HF_ENDPOINT").ok().as_deref(),
-    );
-    let (credentials, token_source) = find_credentials(
-        args.token_file.as_deref(),
-        &ProcessEnv,
-        TOKEN_CHECK_INTERVAL,
-    )
-    .map_err(|e| MountError::Setup(e.to_string()))?;
-    match (&token_source, &credentials) {
-        (Some(src), Credentials::File(_)) => {
-            tracing::info!(source = %src, "using a Hub token (the file is re-read when it changes)")
-        }
-        (Some(src), _) => tracing::info!(source = %src, "using a Hub token"),
-        (None, Credentials::File(f)) => tracing::info!(
-            watching = %f.path().display(),
-            "no Hub token found: public repos only until that file holds one"
-        ),
-        (None, _) => tracing::info!("no Hub token found: public repos only"),
-    }
-    let (ca_bundles, proxy) =
-        network_settings(args.ca_bundle.as_deref(), &ProcessEnv).map_err(MountError::Setup)?;
-    for b in &ca_bundles {
-        tracing::info!(file = %b.display(), "trusting the CAs in this bundle too");
-    }
-    if !proxy.is_direct() {
-        tracing::info!(proxies = %proxy.describe(), "using proxies from the environment");
-    }
+    let (endpoint, http) = http_config(&args)?;
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(std::thread::available_parallelism().map_or(4, |n| n.get().max(4)))
         .thread_name("hubfs-io")
         .enable_all()
         .build()
         .map_err(|e| MountError::Setup(format!("cannot start the runtime: {e}")))?;
-    let mut http = HttpConfig::new(&endpoint);
-    http.credentials = credentials;
-    http.ca_bundles = ca_bundles;
-    http.proxy = proxy;
-    // Attempts time out after a third of the no-progress deadline, so a hung connection is
-    // retried (and a stalled body resumed) before the read as a whole gives up.
-    http.request_timeout = (args.read_timeout / 3).max(Duration::from_secs(1));
-    http.read_timeout = args.read_timeout;
-    http.max_connections = args.max_connections.max(1);
     let stats = Arc::new(Stats::default());
     let hub = Arc::new(
         HttpHub::new(http)
             .map_err(|e| MountError::Setup(e.to_string()))?
             .with_stats(stats.clone()),
     );
-    // --cache-size bounds the daemon's data memory: the memory plan (cache::budget) divides it
-    // into a reserve for transient buffers and the capacity of cached and in-flight blocks.
-    let defaults = FsConfig::default();
-    let min_capacity = 16 << 20;
-    let plan = MemoryPlan::new(
-        args.cache_size,
-        defaults.block_size,
-        args.max_connections.max(1),
-        defaults.max_request_bytes,
-    );
-    if plan.capacity < min_capacity {
-        return Err(MountError::Setup(format!(
-            "--cache-size must be at least {}MiB (16 MiB for blocks plus the reserve for buffers)",
-            (min_capacity + min_capacity / 7).div_ceil(1 << 20)
-        )));
-    }
-    let mut cfg = FsConfig {
-        revision_ttl: args.revision_ttl,
-        cache_bytes: plan.capacity,
-        connections: plan.connections,
-        root: mount_root(&args)?,
-        file_mode: args.file_mode,
-        dir_mode: args.dir_mode,
-        read_deadline: args.read_timeout,
-        ..defaults
-    };
-    // The kernel keeps up to MAX_BACKGROUND reads of one request size in flight for a reader;
-    // read-ahead takes reads that far out of order as one stream.
-    let in_flight_span =
-        u64::from(crate::fuse::MAX_BACKGROUND) * u64::from(crate::fuse::readahead_to_ask());
-    cfg.prefetch.max_backward = cfg.prefetch.max_backward.max(in_flight_span);
-    cfg.prefetch.reorder_window = cfg.prefetch.reorder_window.max(in_flight_span);
-    if let Some(u) = args.uid {
-        cfg.uid = u;
-    }
-    if let Some(g) = args.gid {
-        cfg.gid = g;
-    }
-    tracing::debug!(?plan, "memory plan");
+    let cfg = fs_config(&args)?;
     let root = cfg.root.describe();
     let fs = Arc::new(HubFs::new(hub, cfg, stats));
     if let Some(commit) = rt
@@ -393,6 +318,103 @@ pub fn run(args: MountArgs, on_ready: impl FnOnce()) -> Result<(), MountError> {
         Duration::from_secs(30),
     ));
 
+    serve_until_stopped(rt, session)
+}
+
+/// The Hub client's settings from the flags and the environment (endpoint, token, CAs, proxies,
+/// deadlines), each source logged; and the endpoint.
+fn http_config(args: &MountArgs) -> Result<(String, HttpConfig), MountError> {
+    let endpoint = choose_endpoint(
+        args.endpoint.as_deref(),
+        std::env::var("HF_ENDPOINT").ok().as_deref(),
+    );
+    let (credentials, token_source) = find_credentials(
+        args.token_file.as_deref(),
+        &ProcessEnv,
+        TOKEN_CHECK_INTERVAL,
+    )
+    .map_err(|e| MountError::Setup(e.to_string()))?;
+    match (&token_source, &credentials) {
+        (Some(src), Credentials::File(_)) => {
+            tracing::info!(source = %src, "using a Hub token (the file is re-read when it changes)")
+        }
+        (Some(src), _) => tracing::info!(source = %src, "using a Hub token"),
+        (None, Credentials::File(f)) => tracing::info!(
+            watching = %f.path().display(),
+            "no Hub token found: public repos only until that file holds one"
+        ),
+        (None, _) => tracing::info!("no Hub token found: public repos only"),
+    }
+    let (ca_bundles, proxy) =
+        network_settings(args.ca_bundle.as_deref(), &ProcessEnv).map_err(MountError::Setup)?;
+    for b in &ca_bundles {
+        tracing::info!(file = %b.display(), "trusting the CAs in this bundle too");
+    }
+    if !proxy.is_direct() {
+        tracing::info!(proxies = %proxy.describe(), "using proxies from the environment");
+    }
+    let mut http = HttpConfig::new(&endpoint);
+    http.credentials = credentials;
+    http.ca_bundles = ca_bundles;
+    http.proxy = proxy;
+    // Attempts time out after a third of the no-progress deadline, so a hung connection is
+    // retried (and a stalled body resumed) before the read as a whole gives up.
+    http.request_timeout = (args.read_timeout / 3).max(Duration::from_secs(1));
+    http.read_timeout = args.read_timeout;
+    http.max_connections = args.max_connections.max(1);
+    Ok((endpoint, http))
+}
+
+/// The core's settings from the flags: the memory plan of `--cache-size`, the root, modes,
+/// owner and the read deadline.
+fn fs_config(args: &MountArgs) -> Result<FsConfig, MountError> {
+    // --cache-size bounds the daemon's data memory: the memory plan (cache::budget) divides it
+    // into a reserve for transient buffers and the capacity of cached and in-flight blocks.
+    let defaults = FsConfig::default();
+    let min_capacity = 16 << 20;
+    let plan = MemoryPlan::new(
+        args.cache_size,
+        defaults.block_size,
+        args.max_connections.max(1),
+        defaults.max_request_bytes,
+    );
+    if plan.capacity < min_capacity {
+        return Err(MountError::Setup(format!(
+            "--cache-size must be at least {}MiB (16 MiB for blocks plus the reserve for buffers)",
+            (min_capacity + min_capacity / 7).div_ceil(1 << 20)
+        )));
+    }
+    let mut cfg = FsConfig {
+        revision_ttl: args.revision_ttl,
+        cache_bytes: plan.capacity,
+        connections: plan.connections,
+        root: mount_root(args)?,
+        file_mode: args.file_mode,
+        dir_mode: args.dir_mode,
+        read_deadline: args.read_timeout,
+        ..defaults
+    };
+    // The kernel keeps up to MAX_BACKGROUND reads of one request size in flight for a reader;
+    // read-ahead takes reads that far out of order as one stream.
+    let in_flight_span =
+        u64::from(crate::fuse::MAX_BACKGROUND) * u64::from(crate::fuse::readahead_to_ask());
+    cfg.prefetch.max_backward = cfg.prefetch.max_backward.max(in_flight_span);
+    cfg.prefetch.reorder_window = cfg.prefetch.reorder_window.max(in_flight_span);
+    if let Some(u) = args.uid {
+        cfg.uid = u;
+    }
+    if let Some(g) = args.gid {
+        cfg.gid = g;
+    }
+    tracing::debug!(?plan, "memory plan");
+    Ok(cfg)
+}
+
+/// Serves until SIGTERM, SIGINT or an external unmount, then unmounts and stops the runtime.
+fn serve_until_stopped(
+    rt: tokio::runtime::Runtime,
+    session: fuser::BackgroundSession,
+) -> Result<(), MountError> {
     let ended_by = rt.block_on(async {
         let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
             .map_err(|e| MountError::Setup(format!("cannot handle SIGTERM: {e}")))?;

@@ -94,14 +94,21 @@ fn clear_stale(path: &Path) -> Result<(), MountError> {
     tracing::warn!(mountpoint = %path.display(), "stale FUSE mount found (its daemon died); unmounting it lazily");
     if let Err(e) = nix::mount::umount2(path, nix::mount::MntFlags::MNT_DETACH) {
         // Not root: the setuid helper may detach a FUSE mount of the same user.
-        let helped = e == nix::errno::Errno::EPERM && fusermount(path, true).is_ok();
-        if !helped {
+        let helped = match e {
+            nix::errno::Errno::EPERM => fusermount(path, true),
+            e => Err(e.to_string()),
+        };
+        if let Err(why) = helped {
+            tracing::warn!(mountpoint = %path.display(), error = %why, "cannot unmount the stale mount");
             return Err(MountError::Stale(path.to_owned()));
         }
     }
     match std::fs::metadata(path) {
         Ok(m) if m.is_dir() && mount_type(path).is_none() => Ok(()),
-        _ => Err(MountError::Stale(path.to_owned())),
+        other => {
+            tracing::warn!(mountpoint = %path.display(), stat = ?other.map(|m| m.is_dir()), mounted = ?mount_type(path), "the stale mount is still there after unmounting it");
+            Err(MountError::Stale(path.to_owned()))
+        }
     }
 }
 

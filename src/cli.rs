@@ -22,6 +22,8 @@ pub struct Cli {
 }
 
 /// The subcommands.
+// Parsed once per run: the size of the mount variant does not matter.
+#[allow(clippy::large_enum_variant)]
 #[derive(Subcommand, Debug)]
 pub enum Command {
     /// Mount the Hub (or, with --repo, one repo or folder) at MOUNTPOINT. Returns once the mount
@@ -50,6 +52,17 @@ pub enum RepoKind {
     Dataset,
     /// A space: /spaces/<org>/<repo>@<rev>.
     Space,
+}
+
+impl RepoKind {
+    /// The Hub's repo type of this `--type` / `--repo-type` value.
+    pub fn repo_type(self) -> crate::hub::RepoType {
+        match self {
+            RepoKind::Model => crate::hub::RepoType::Model,
+            RepoKind::Dataset => crate::hub::RepoType::Dataset,
+            RepoKind::Space => crate::hub::RepoType::Space,
+        }
+    }
 }
 
 /// Options of `hubfs path`.
@@ -147,6 +160,17 @@ pub struct MountArgs {
     #[arg(long, value_name = "DURATION", default_value = "60s", value_parser = parse_duration)]
     pub revision_ttl: Duration,
 
+    /// Listings and attributes under /buckets are used this long; then bucket info is asked
+    /// whether the bucket changed (its updatedAt), and only a changed bucket is listed again. A
+    /// new open after this long sees an overwritten object's new content.
+    #[arg(long, value_name = "DURATION", default_value = "5s", value_parser = parse_duration)]
+    pub bucket_ttl: Duration,
+
+    /// Mount one Storage Bucket (NS/NAME) at MOUNTPOINT instead of the whole Hub: its objects
+    /// appear at MOUNTPOINT/<path>.
+    #[arg(long, value_name = "NS/NAME")]
+    pub bucket: Option<String>,
+
     /// Let users other than the one mounting access the mount (needs user_allow_other in
     /// /etc/fuse.conf when not mounting as root). Off by default.
     #[arg(long)]
@@ -180,15 +204,16 @@ pub struct MountArgs {
     /// sha; a `/` in it may stay raw: acme/m@refs/pr/1) and a datasets/ or spaces/ prefix. The
     /// mount's root is that repo at the commit the revision resolves to when mounting, pinned
     /// for the life of the mount (remount to follow a branch).
-    #[arg(long, value_name = "ORG/NAME[@REV]")]
+    #[arg(long, value_name = "ORG/NAME[@REV]", conflicts_with = "bucket")]
     pub repo: Option<String>,
 
     /// The type of the --repo (default: model, or what its datasets/ or spaces/ prefix says).
     #[arg(long, value_enum, requires = "repo")]
     pub repo_type: Option<RepoKind>,
 
-    /// With --repo: mount only this folder of the repo (it must be a folder at the commit).
-    #[arg(long, value_name = "PATH", requires = "repo")]
+    /// With --repo or --bucket: mount only this folder of the repo (it must be a folder at the
+    /// commit) or of the bucket.
+    #[arg(long, value_name = "PATH")]
     pub subfolder: Option<String>,
 
     /// Stay in the foreground (logs on stderr) instead of returning once the mount answers.

@@ -393,6 +393,7 @@ fn fs_config(args: &MountArgs) -> Result<FsConfig, MountError> {
     }
     let mut cfg = FsConfig {
         revision_ttl: args.revision_ttl,
+        bucket_ttl: args.bucket_ttl,
         cache_bytes: plan.capacity,
         connections: plan.connections,
         root: mount_root(args)?,
@@ -407,6 +408,12 @@ fn fs_config(args: &MountArgs) -> Result<FsConfig, MountError> {
         u64::from(crate::fuse::MAX_BACKGROUND) * u64::from(crate::fuse::readahead_to_ask());
     cfg.prefetch.max_backward = cfg.prefetch.max_backward.max(in_flight_span);
     cfg.prefetch.reorder_window = cfg.prefetch.reorder_window.max(in_flight_span);
+    if let Some(b) = &args.bucket {
+        cfg.bucket_mount = Some(
+            crate::fs::buckets::parse_bucket_mount(b, args.subfolder.as_deref())
+                .map_err(MountError::Setup)?,
+        );
+    }
     if let Some(u) = args.uid {
         cfg.uid = u;
     }
@@ -451,9 +458,14 @@ fn serve_until_stopped(
 /// The root `--repo`, `--repo-type` and `--subfolder` ask for.
 fn mount_root(args: &MountArgs) -> Result<crate::fs::MountRoot, MountError> {
     let Some(spec) = &args.repo else {
+        if args.subfolder.is_some() && args.bucket.is_none() {
+            return Err(MountError::Setup(
+                "--subfolder needs --repo or --bucket (the folder of which repo or bucket?)".into(),
+            ));
+        }
         return Ok(crate::fs::MountRoot::Hub);
     };
-    let t = args.repo_type.map(crate::ops::repo_type);
+    let t = args.repo_type.map(crate::cli::RepoKind::repo_type);
     crate::fs::MountRoot::parse_repo(spec, t, args.subfolder.as_deref()).map_err(MountError::Setup)
 }
 

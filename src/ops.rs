@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::cli::{PathArgs, RepoKind};
+use crate::cli::PathArgs;
 use crate::fs::namespace::{is_valid_name, is_valid_revision};
 use crate::fs::{HubFs, CONTROL_DIR, STATS_FILE, XATTR_COMMIT};
 use crate::hub::{HubClient, RepoId, RepoType};
@@ -23,15 +23,6 @@ pub fn repo_path(repo_type: RepoType, repo_id: &str, revision: &str) -> Result<S
     }
     let rev = crate::hub::urls::encode_segment(revision).map_err(|e| e.to_string())?;
     Ok(format!("{}{org}/{name}@{rev}", repo_type.url_prefix()))
-}
-
-/// The Hub's repo type for a `--type` / `--repo-type` value.
-pub fn repo_type(k: RepoKind) -> RepoType {
-    match k {
-        RepoKind::Model => RepoType::Model,
-        RepoKind::Dataset => RepoType::Dataset,
-        RepoKind::Space => RepoType::Space,
-    }
 }
 
 /// Reads extended attribute `name` of `path`.
@@ -52,7 +43,7 @@ pub fn getxattr(path: &Path, name: &str) -> io::Result<Vec<u8>> {
 /// `hubfs path`: the repo's path under the mount; with `--pin`, at the commit it resolves to now
 /// (the mount's `user.hf.commit`, else one Hub request).
 pub fn path_command(args: &PathArgs) -> Result<PathBuf, String> {
-    let t = repo_type(args.repo_type);
+    let t = args.repo_type.repo_type();
     let rel = repo_path(t, &args.repo_id, &args.revision)?;
     if let Some(root) = one_repo_root(&args.mount) {
         return root.path_of(t, &args.repo_id, &args.revision, &args.mount);

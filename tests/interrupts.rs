@@ -253,7 +253,7 @@ print(h.hexdigest(), caught, len(names), flush=True)
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
         .spawn()
-        .expect("python3 (installed by .ci/run)");
+        .expect("python3 (installed by scripts/test)");
     let mut stdout = std::io::BufReader::new(child.stdout.take().unwrap());
     let mut line = String::new();
     std::io::BufRead::read_line(&mut stdout, &mut line).unwrap();

@@ -2,10 +2,10 @@
 
 use std::io::Write;
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use clap::{Args, Parser, Subcommand};
-use fakehub::{FakeHub, FakeHubOptions, FaultKind, Faults, Fixtures, Shaping, SlowKind};
+use fakehub::{FakeHub, FakeHubOptions, FaultKind, Faults, FileData, Fixtures, Shaping, SlowKind};
 
 #[derive(Parser, Debug)]
 #[command(
@@ -184,6 +184,47 @@ struct Extras {
     /// Path of the file inside --large-file's repo.
     #[arg(long, default_value = "large.bin")]
     large_file_path: String,
+    /// A local folder to serve as a Storage Bucket (pair each with --bucket, in order).
+    #[arg(long)]
+    bucket_folder: Vec<PathBuf>,
+    /// The bucket id (ns/name) for the matching --bucket-folder.
+    #[arg(long)]
+    bucket: Vec<String>,
+}
+
+/// Every file under `dir`, by its `/`-separated path relative to `base`.
+fn folder_files(base: &Path, dir: &Path, out: &mut Vec<(String, FileData)>) -> std::io::Result<()> {
+    for e in std::fs::read_dir(dir)? {
+        let e = e?;
+        let p = e.path();
+        if e.file_type()?.is_dir() {
+            folder_files(base, &p, out)?;
+        } else if let Ok(rel) = p.strip_prefix(base) {
+            let rel: Vec<String> = rel
+                .components()
+                .map(|c| c.as_os_str().to_string_lossy().into_owned())
+                .collect();
+            out.push((rel.join("/"), FileData::from_bytes(std::fs::read(&p)?)));
+        }
+    }
+    Ok(())
+}
+
+/// Loads each --bucket-folder into its --bucket.
+fn load_buckets(hub: &FakeHub, extras: &Extras) -> Result<(), String> {
+    if extras.bucket_folder.len() != extras.bucket.len() {
+        return Err("each --bucket-folder needs a matching --bucket".into());
+    }
+    for (dir, id) in extras.bucket_folder.iter().zip(&extras.bucket) {
+        let mut files = Vec::new();
+        folder_files(dir, dir, &mut files)
+            .map_err(|e| format!("--bucket-folder {}: {e}", dir.display()))?;
+        hub.create_bucket(id, false);
+        for (k, d) in files {
+            hub.put_bucket_object(id, &k, d);
+        }
+    }
+    Ok(())
 }
 
 fn fixtures(extras: &Extras) -> Result<Fixtures, String> {
@@ -251,6 +292,7 @@ fn main() {
             };
             let hub = FakeHub::start(fx, opts).map_err(|e| format!("start: {e}"))?;
             hub.set_faults(faults);
+            load_buckets(&hub, &extras)?;
             let mut out = std::io::stdout();
             let _ = writeln!(out, "HUB {}", hub.endpoint());
             let _ = writeln!(out, "CDN {}", hub.cdn_endpoint());

@@ -18,6 +18,9 @@ use parking_lot::{Mutex, RwLock};
 use percent_encoding::{percent_decode_str, utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
 use serde_json::{json, Value};
 
+mod buckets;
+pub use buckets::{xet_hash_of, Bucket, BucketObject, Buckets};
+
 use crate::admin;
 use crate::body::{shaped, tracked, BodyPlan};
 use crate::faults::{FaultKind, FaultState, Faults, ReqClass};
@@ -83,6 +86,8 @@ struct Shared {
     paused: tokio::sync::watch::Sender<bool>,
     /// The tokens accepted and what each may read ([`TOKEN_FULL`], [`TOKEN_UNAPPROVED`] at start).
     tokens: RwLock<HashMap<String, Auth>>,
+    /// Storage Buckets (see [`buckets`]).
+    buckets: RwLock<Buckets>,
 }
 
 /// A running fake Hub: two listeners on a background tokio runtime. Drop shuts both down.
@@ -128,6 +133,7 @@ impl FakeHub {
                 (TOKEN_FULL.to_owned(), Auth::Full),
                 (TOKEN_UNAPPROVED.to_owned(), Auth::Unapproved),
             ])),
+            buckets: RwLock::new(Buckets::default()),
         });
         let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
         let (ready_tx, ready_rx) = std::sync::mpsc::channel::<std::io::Result<()>>();
@@ -1011,6 +1017,9 @@ fn hub(
     let segs: Vec<&str> = path.split('/').skip(1).collect();
     let fx = s.fixtures.read();
     let get_or_head = method == Method::GET || method == Method::HEAD;
+    if let Some(r) = buckets::route(s, method, uri, &segs, body, auth) {
+        return r;
+    }
 
     if segs.first() == Some(&"api") {
         if segs.get(1) == Some(&"resolve-cache") {

@@ -18,7 +18,7 @@
 use std::collections::HashMap;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use bytes::{Bytes, BytesMut};
 use futures::future::{BoxFuture, FutureExt};
@@ -26,33 +26,32 @@ use parking_lot::Mutex;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use super::budget::MemoryPlan;
+use super::clock::RunClock;
+use super::error::CacheError;
 use super::lru::{BlockKey, Store};
 use super::pool::BufferPool;
-use super::runs::{drive, Demand, FetchFn, Run, RunClock};
+use super::runs::{drive, Demand, FetchFn, Run};
 use crate::hub::HubError;
 use crate::stats::Stats;
 
 /// Called once when a read-ahead run ends, however it ends.
 pub type OnDone = Arc<dyn Fn() + Send + Sync>;
 
-/// Read-ahead unread for this long may be evicted by other read-ahead (its reader left).
-const STALE_READAHEAD: Duration = Duration::from_secs(10);
-
-struct Inflight {
+pub(super) struct Inflight {
     run: Arc<Run>,
 }
 
-struct State {
-    store: Store,
-    inflight: HashMap<BlockKey, Inflight>,
-    inflight_bytes: u64,
-    next_run_id: u64,
+pub(super) struct State {
+    pub(super) store: Store,
+    pub(super) inflight: HashMap<BlockKey, Inflight>,
+    pub(super) inflight_bytes: u64,
+    pub(super) next_run_id: u64,
 }
 
 impl State {
     /// The in-flight run for `key`, unless it is being stopped (then the block counts as
     /// missing).
-    fn live_inflight(&self, key: &BlockKey) -> Option<&Arc<Run>> {
+    pub(super) fn live_inflight(&self, key: &BlockKey) -> Option<&Arc<Run>> {
         self.inflight
             .get(key)
             .map(|f| &f.run)
@@ -60,7 +59,7 @@ impl State {
     }
 
     /// True when `key` is cached or coming.
-    fn covered(&self, key: &BlockKey) -> bool {
+    pub(super) fn covered(&self, key: &BlockKey) -> bool {
         self.store.contains(key) || self.live_inflight(key).is_some()
     }
 }
@@ -94,14 +93,14 @@ impl Drop for Waiter {
 
 /// The cache. Share it behind an `Arc`.
 pub struct BlockCache {
-    plan: MemoryPlan,
-    state: Mutex<State>,
+    pub(super) plan: MemoryPlan,
+    pub(super) state: Mutex<State>,
     /// Bytes that may be in flight at once, as permits.
-    inflight_budget: Arc<Semaphore>,
-    clock: Arc<RunClock>,
+    pub(super) inflight_budget: Arc<Semaphore>,
+    pub(super) clock: Arc<RunClock>,
     /// Block buffers, reused (the heap if the pool could not be mapped).
-    pool: Option<Arc<BufferPool>>,
-    stats: Arc<Stats>,
+    pub(super) pool: Option<Arc<BufferPool>>,
+    pub(super) stats: Arc<Stats>,
 }
 
 enum Slot {
@@ -115,7 +114,7 @@ enum Slot {
 
 /// Why a run is started: a reader waits for it, or it is read-ahead.
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
-enum Purpose {
+pub(super) enum Purpose {
     Demand,
     Prefetch,
 }
@@ -128,15 +127,6 @@ pub struct ReadMode {
     /// Missing blocks right after the read, up to this offset, are fetched with it (in the same
     /// request) although the reader does not wait for them; 0 for none.
     pub extend_to: u64,
-}
-
-/// What [`BlockCache::prefetch`] did.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct Prefetched {
-    /// Read-ahead is cached or in flight up to here.
-    pub until: u64,
-    /// Runs started (each calls its `on_done` once).
-    pub runs: u32,
 }
 
 impl BlockCache {
@@ -220,7 +210,7 @@ impl BlockCache {
         (file_size - index * self.plan.block_size).min(self.plan.block_size)
     }
 
-    fn key(content: &Arc<str>, index: u64) -> BlockKey {
+    pub(super) fn key(content: &Arc<str>, index: u64) -> BlockKey {
         BlockKey {
             content: content.clone(),
             index,
@@ -243,7 +233,7 @@ impl BlockCache {
         len: u64,
         fetch: &FetchFn,
         mode: ReadMode,
-    ) -> Result<Bytes, HubError> {
+    ) -> Result<Bytes, CacheError> {
         let parts = self
             .read_parts(content, file_size, offset, len, fetch, mode)
             .await?;
@@ -260,7 +250,7 @@ impl BlockCache {
         len: u64,
         fetch: &FetchFn,
         mode: ReadMode,
-    ) -> Result<Vec<Bytes>, HubError> {
+    ) -> Result<Vec<Bytes>, CacheError> {
         let end = offset.saturating_add(len).min(file_size);
         if offset >= end {
             return Ok(Vec::new());
@@ -274,46 +264,78 @@ impl BlockCache {
             last
         };
         let content: Arc<str> = Arc::from(content);
-        let mut spare: Option<OwnedSemaphorePermit> = None;
-        // Slots found or started so far are kept across waits for budget, so a reader never
-        // loses blocks it already has (which would thrash a small cache under many readers).
-        let mut slots: Vec<Option<Slot>> = (first..=last).map(|_| None).collect();
-        loop {
-            match self.plan_read(
-                &content,
-                file_size,
-                first,
-                extend_last,
-                &mut slots,
-                fetch,
-                &mut spare,
-            ) {
-                Ok(()) => break,
-                Err(need) => {
-                    // Back-pressure: wait until that much may be in flight, holding nothing else.
-                    drop(spare.take());
-                    let p = self
-                        .inflight_budget
-                        .clone()
-                        .acquire_many_owned(need as u32)
-                        .await
-                        .map_err(|_| HubError::Protocol {
-                            url: String::new(),
-                            message: "cache shut down".into(),
-                        })?;
-                    spare = Some(p);
-                }
-            }
-        }
-        drop(spare);
-
+        let slots = self
+            .plan_with_backpressure(&content, file_size, first, last, extend_last, fetch)
+            .await?;
         let consumed =
             |index: u64| mode.sequential && index * bs + self.block_len(file_size, index) <= end;
+        let parts = self.collect(&content, first, slots, consumed).await?;
+        // Cut the requested range out of the blocks.
+        let head = (offset - first * bs) as usize;
+        let mut left = (end - offset) as usize;
+        let mut out = Vec::with_capacity(parts.len());
+        for (i, p) in parts.iter().enumerate() {
+            let from = if i == 0 { head } else { 0 };
+            let want = left.min(p.len() - from);
+            out.push(p.slice(from..from + want));
+            left -= want;
+        }
+        Ok(out)
+    }
+
+    /// A slot for each block `first..=last`, found cached or in flight, or fetched: plans under
+    /// the lock, and when a fetch finds no budget waits for it (back-pressure, holding nothing
+    /// else) and plans again. Slots found so far are kept across the waits, so a reader never
+    /// loses blocks it already has (which would thrash a small cache under many readers).
+    async fn plan_with_backpressure(
+        self: &Arc<Self>,
+        content: &Arc<str>,
+        file_size: u64,
+        first: u64,
+        last: u64,
+        extend_last: u64,
+        fetch: &FetchFn,
+    ) -> Result<Vec<Slot>, CacheError> {
+        let mut spare: Option<OwnedSemaphorePermit> = None;
+        let mut slots: Vec<Option<Slot>> = (first..=last).map(|_| None).collect();
+        while let Err(need) = self.plan_read(
+            content,
+            file_size,
+            first,
+            extend_last,
+            &mut slots,
+            fetch,
+            &mut spare,
+        ) {
+            drop(spare.take());
+            let p = self
+                .inflight_budget
+                .clone()
+                .acquire_many_owned(need as u32)
+                .await
+                .map_err(|_| CacheError::ShutDown)?;
+            spare = Some(p);
+        }
+        Ok(slots
+            .into_iter()
+            .map(|s| s.expect("every slot planned"))
+            .collect())
+    }
+
+    /// The blocks of `slots` (block `first` onwards) in order, waiting for those in flight; the
+    /// blocks `consumed` says were read to their end move to the front of eviction.
+    async fn collect(
+        &self,
+        content: &Arc<str>,
+        first: u64,
+        slots: Vec<Slot>,
+        consumed: impl Fn(u64) -> bool,
+    ) -> Result<Vec<Bytes>, CacheError> {
         let mut parts = Vec::with_capacity(slots.len());
         let mut touch = Vec::new();
         for (i, slot) in slots.into_iter().enumerate() {
             let index = first + i as u64;
-            match slot.expect("every slot planned") {
+            match slot {
                 Slot::Ready(b) => {
                     if consumed(index) {
                         touch.push(index);
@@ -332,114 +354,13 @@ impl BlockCache {
         if !touch.is_empty() {
             let mut s = self.state.lock();
             for index in touch {
-                s.store.touch(&Self::key(&content, index), consumed(index));
+                s.store.touch(&Self::key(content, index), consumed(index));
             }
         }
-        // Cut the requested range out of the blocks.
-        let head = (offset - first * bs) as usize;
-        let mut left = (end - offset) as usize;
-        let mut out = Vec::with_capacity(parts.len());
-        for (i, p) in parts.iter().enumerate() {
-            let from = if i == 0 { head } else { 0 };
-            let want = left.min(p.len() - from);
-            out.push(p.slice(from..from + want));
-            left -= want;
-        }
-        Ok(out)
+        Ok(parts)
     }
 
-    /// Starts read-ahead of the blocks of `[start, end)` that are neither cached nor in flight, in
-    /// runs of at most the plan's largest request, while the demand reserve stays free and room
-    /// can be made without evicting unread read-ahead. `on_done` is called as each run ends.
-    pub fn prefetch(
-        self: &Arc<Self>,
-        content: &str,
-        file_size: u64,
-        start: u64,
-        end: u64,
-        fetch: &FetchFn,
-        on_done: Option<OnDone>,
-    ) -> Prefetched {
-        let end = end.min(file_size);
-        let mut out = Prefetched {
-            until: start.max(end),
-            runs: 0,
-        };
-        if start >= end {
-            return out;
-        }
-        let bs = self.plan.block_size;
-        let first = start / bs;
-        let last = (end - 1) / bs;
-        let max_blocks = (self.plan.max_request / bs).max(1);
-        let content: Arc<str> = Arc::from(content);
-        let mut s = self.state.lock();
-        let mut index = first;
-        while index <= last {
-            let key = Self::key(&content, index);
-            if s.covered(&key) {
-                // A fetch for readers that read-ahead now counts on must not stop with them.
-                if let Some(d) = s.live_inflight(&key).and_then(|r| r.demand.as_ref()) {
-                    d.pin();
-                }
-                index += 1;
-                continue;
-            }
-            let mut run_last = index;
-            while run_last < last
-                && run_last + 1 - index < max_blocks
-                && !s.covered(&Self::key(&content, run_last + 1))
-            {
-                run_last += 1;
-            }
-            let run_len = self.run_len(file_size, index, run_last);
-            // Back-pressure: read-ahead starts only while the demand reserve stays free, and
-            // never evicts read-ahead that is still to be read.
-            let stop = |out: &mut Prefetched| {
-                out.until = index * bs;
-                *out
-            };
-            if (self.inflight_budget.available_permits() as u64)
-                < run_len + self.plan.demand_reserve
-            {
-                return stop(&mut out);
-            }
-            let inflight = s.inflight_bytes;
-            if !s.store.make_room_for_readahead(
-                run_len,
-                inflight,
-                self.plan.demand_reserve,
-                self.plan.capacity,
-                Instant::now(),
-                STALE_READAHEAD,
-            ) {
-                return stop(&mut out);
-            }
-            let Ok(permit) = self
-                .inflight_budget
-                .clone()
-                .try_acquire_many_owned(run_len as u32)
-            else {
-                return stop(&mut out);
-            };
-            self.start_run(
-                &mut s,
-                &content,
-                file_size,
-                index,
-                run_last,
-                Purpose::Prefetch,
-                fetch,
-                permit,
-                on_done.clone(),
-            );
-            out.runs += 1;
-            index = run_last + 1;
-        }
-        out
-    }
-
-    fn run_len(&self, file_size: u64, run_first: u64, run_last: u64) -> u64 {
+    pub(super) fn run_len(&self, file_size: u64, run_first: u64, run_last: u64) -> u64 {
         run_last * self.plan.block_size + self.block_len(file_size, run_last)
             - run_first * self.plan.block_size
     }
@@ -460,27 +381,7 @@ impl BlockCache {
         spare: &mut Option<OwnedSemaphorePermit>,
     ) -> Result<(), u64> {
         let mut s = self.state.lock();
-        let (mut hits, mut misses) = (0, 0);
-        for (i, slot) in slots.iter_mut().enumerate() {
-            if slot.is_some() {
-                continue;
-            }
-            let key = Self::key(content, first + i as u64);
-            if let Some(b) = s.store.get(&key) {
-                hits += 1;
-                *slot = Some(Slot::Ready(b));
-            } else if let Some(run) = s.live_inflight(&key) {
-                // (A run being stopped is not joined: a new fetch starts below instead.)
-                let waiter = run.demand.as_ref().map(|d| Waiter::join(self, d));
-                misses += 1;
-                *slot = Some(Slot::Wait {
-                    run: run.clone(),
-                    _waiter: waiter,
-                });
-            }
-        }
-        Stats::add(&self.stats.cache_hits, hits);
-        Stats::add(&self.stats.cache_misses, misses);
+        self.fill_known(&mut s, content, first, slots);
 
         // Start one fetch per run of missing blocks.
         let max_blocks = (self.plan.max_request / self.plan.block_size).max(1) as usize;
@@ -506,25 +407,7 @@ impl BlockCache {
                 }
             }
             let run_len = self.run_len(file_size, run_first, run_last);
-            let spare_permits = spare.as_ref().map_or(0, |p| p.num_permits() as u64);
-            let from_spare = if spare_permits == run_len {
-                spare.take()
-            } else if spare_permits > run_len {
-                spare.as_mut().and_then(|p| p.split(run_len as usize))
-            } else {
-                None
-            };
-            let permit = match from_spare {
-                Some(p) => p,
-                None => match self
-                    .inflight_budget
-                    .clone()
-                    .try_acquire_many_owned(run_len as u32)
-                {
-                    Ok(p) => p,
-                    Err(_) => return Err(run_len),
-                },
-            };
+            let permit = self.demand_budget(spare, run_len)?;
             Stats::add(&self.stats.cache_misses, (j - i) as u64);
             let run = self.start_run(
                 &mut s,
@@ -548,11 +431,67 @@ impl BlockCache {
         Ok(())
     }
 
+    /// Under the lock: fills the empty slots whose blocks are cached or in flight (a run being
+    /// stopped is not joined: the caller starts a new fetch instead).
+    fn fill_known(
+        self: &Arc<Self>,
+        s: &mut State,
+        content: &Arc<str>,
+        first: u64,
+        slots: &mut [Option<Slot>],
+    ) {
+        let (mut hits, mut misses) = (0, 0);
+        for (i, slot) in slots.iter_mut().enumerate() {
+            if slot.is_some() {
+                continue;
+            }
+            let key = Self::key(content, first + i as u64);
+            if let Some(b) = s.store.get(&key) {
+                hits += 1;
+                *slot = Some(Slot::Ready(b));
+            } else if let Some(run) = s.live_inflight(&key) {
+                let waiter = run.demand.as_ref().map(|d| Waiter::join(self, d));
+                misses += 1;
+                *slot = Some(Slot::Wait {
+                    run: run.clone(),
+                    _waiter: waiter,
+                });
+            }
+        }
+        Stats::add(&self.stats.cache_hits, hits);
+        Stats::add(&self.stats.cache_misses, misses);
+    }
+
+    /// The budget for a reader's run of `run_len` bytes: from `spare` (what the reader waited
+    /// for) when it holds enough, else from the semaphore; `Err(run_len)` when neither has it.
+    fn demand_budget(
+        &self,
+        spare: &mut Option<OwnedSemaphorePermit>,
+        run_len: u64,
+    ) -> Result<OwnedSemaphorePermit, u64> {
+        let spare_permits = spare.as_ref().map_or(0, |p| p.num_permits() as u64);
+        let from_spare = if spare_permits == run_len {
+            spare.take()
+        } else if spare_permits > run_len {
+            spare.as_mut().and_then(|p| p.split(run_len as usize))
+        } else {
+            None
+        };
+        match from_spare {
+            Some(p) => Ok(p),
+            None => self
+                .inflight_budget
+                .clone()
+                .try_acquire_many_owned(run_len as u32)
+                .map_err(|_| run_len),
+        }
+    }
+
     /// Under the lock: reserves room for blocks `run_first..=run_last`, registers them as in
     /// flight and spawns their fetch, which files them in the cache when it ends. A demand run
     /// comes with its [`Demand`], which the caller joins for each slot that waits for it.
     #[allow(clippy::too_many_arguments)]
-    fn start_run(
+    pub(super) fn start_run(
         self: &Arc<Self>,
         s: &mut State,
         content: &Arc<str>,
@@ -601,38 +540,11 @@ impl BlockCache {
             let run = task_run;
             let result = driven.await;
             if let Err(e) = &result {
-                if !matches!(e, HubError::Cancelled) {
+                if !e.is_cancelled() {
                     tracing::debug!(offset = run.offset, len = run.len, error = %e, "fetch failed");
                 }
             }
-            let mut fetched = 0;
-            {
-                let mut s = cache.state.lock();
-                s.inflight_bytes -= run.len;
-                let now = Instant::now();
-                for (index, block, read, consumed) in run.file() {
-                    let key = Self::key(&content, index);
-                    fetched += block.len() as u64;
-                    if s.inflight.get(&key).is_some_and(|f| f.run.id == run.id) {
-                        s.inflight.remove(&key);
-                    }
-                    if read {
-                        s.store.insert_read(key, block, consumed);
-                    } else {
-                        s.store.insert_unread(key, block, now);
-                    }
-                }
-                for index in run_first..=run_last {
-                    let key = Self::key(&content, index);
-                    if s.inflight.get(&key).is_some_and(|f| f.run.id == run.id) {
-                        s.inflight.remove(&key);
-                    }
-                }
-                debug_assert!(
-                    s.store.bytes() + s.inflight_bytes <= cache.plan.capacity,
-                    "cache over capacity"
-                );
-            }
+            let fetched = cache.file_run(&content, &run, run_first, run_last);
             drop(permit);
             Stats::add(&cache.stats.bytes_fetched, fetched);
             run.finish(result);
@@ -641,6 +553,40 @@ impl BlockCache {
             }
         });
         run
+    }
+}
+
+impl BlockCache {
+    /// Files the blocks `run` delivered (read or unread, as its readers took them) and takes
+    /// blocks `run_first..=run_last` off the in-flight map; the bytes it filed.
+    fn file_run(&self, content: &Arc<str>, run: &Run, run_first: u64, run_last: u64) -> u64 {
+        let mut fetched = 0;
+        let mut s = self.state.lock();
+        s.inflight_bytes -= run.len;
+        let now = Instant::now();
+        for (index, block, read, consumed) in run.file() {
+            let key = Self::key(content, index);
+            fetched += block.len() as u64;
+            if s.inflight.get(&key).is_some_and(|f| f.run.id == run.id) {
+                s.inflight.remove(&key);
+            }
+            if read {
+                s.store.insert_read(key, block, consumed);
+            } else {
+                s.store.insert_unread(key, block, now);
+            }
+        }
+        for index in run_first..=run_last {
+            let key = Self::key(content, index);
+            if s.inflight.get(&key).is_some_and(|f| f.run.id == run.id) {
+                s.inflight.remove(&key);
+            }
+        }
+        debug_assert!(
+            s.store.bytes() + s.inflight_bytes <= self.plan.capacity,
+            "cache over capacity"
+        );
+        fetched
     }
 }
 

@@ -2,6 +2,7 @@
 
 use super::*;
 use std::sync::atomic::AtomicU64;
+use std::time::Duration;
 
 const SEQ: ReadMode = ReadMode {
     sequential: true,
@@ -105,7 +106,7 @@ struct Gated {
     f: FetchFn,
 }
 
-type ReadTask = tokio::task::JoinHandle<Result<Bytes, HubError>>;
+type ReadTask = tokio::task::JoinHandle<Result<Bytes, crate::cache::CacheError>>;
 
 impl Gated {
     fn new(size: usize, block: u64) -> Gated {

@@ -4,9 +4,14 @@
 //!
 //! A fresh heap allocation per block means touching fresh pages for every block the cache
 //! fills: a page fault and a page of zeroes per 4 KiB, which on a virtual machine costs more
-//! than the copy itself. The pool's region is mapped once (asking the kernel for huge pages, so
-//! the first touch is one fault per 2 MiB), each buffer is touched once, and then recycled; no
-//! buffer is zero-filled before it is written.
+//! than the copy itself. The pool's region is mapped once, each buffer is touched once (the most
+//! recently returned buffer is reused first, so a small working set stays small), and then
+//! recycled; no buffer is zero-filled by us before it is written.
+//!
+//! The region is advised `MADV_NOHUGEPAGE`. Huge pages make fewer faults, but on a virtual
+//! machine a 2 MiB page comes from memory the guest has not touched since boot, and the host backs
+//! it page by page while the kernel zeroes it: measured here, a cold 1 GiB read cost the daemon
+//! 1.9-3.3 CPU s/GiB with huge pages against 1.2-1.7 without (docs/benchmarks.md, "Huge pages").
 //!
 //! The pool holds at most `count` buffers, never more: a fetch that finds it empty gets a heap
 //! buffer (counted) instead of waiting, so the pool is never a cause of back-pressure; the cache's
@@ -62,9 +67,10 @@ impl BufferPool {
         if p == libc::MAP_FAILED {
             return None;
         }
-        // Huge pages where the kernel allows them (advice only: failure changes nothing).
+        // No huge pages, even where transparent huge pages are `always` (see the module doc).
+        // Advice only: failure changes nothing.
         // SAFETY: advice on the mapping just made.
-        unsafe { libc::madvise(p, region_len, libc::MADV_HUGEPAGE) };
+        unsafe { libc::madvise(p, region_len, libc::MADV_NOHUGEPAGE) };
         Some(Arc::new(BufferPool {
             region: NonNull::new(p.cast())?,
             region_len,

@@ -41,7 +41,8 @@ use lru::LruCache;
 use parking_lot::Mutex;
 
 use super::blocks::{BlockCache, ReadMode};
-use super::runs::FetchFn;
+pub use super::streams::ReadTarget;
+use super::streams::{FileStreams, Stream};
 
 /// Read-ahead settings (the sizes come from the cache's [`super::budget::MemoryPlan`]).
 #[derive(Clone, Debug)]
@@ -82,88 +83,6 @@ impl Default for PrefetchConfig {
     }
 }
 
-/// A file as read-ahead sees it: its content key, size, and how to fetch it.
-#[derive(Clone)]
-pub struct ReadTarget {
-    /// The cache key of the content.
-    pub content: Arc<str>,
-    /// Its size.
-    pub size: u64,
-    /// How to fetch its bytes.
-    pub fetch: FetchFn,
-}
-
-#[derive(Clone, Debug)]
-struct Stream {
-    id: u64,
-    /// Where the stream began.
-    origin: u64,
-    /// The end of what was read contiguously.
-    frontier: u64,
-    /// Reads past the frontier, waiting for the gap before them to fill.
-    pending: Vec<(u64, u64)>,
-    /// Bytes read contiguously.
-    contiguous: u64,
-    /// Reads that continued the stream.
-    hits: u32,
-    /// Began at offset 0 (or was predicted as the next shard): full window once proven.
-    from_zero: bool,
-    proven: bool,
-    /// Predicted (next shard) and not read yet.
-    predicted: bool,
-    /// Read-ahead is scheduled up to here.
-    scheduled: u64,
-    /// Read-ahead runs in flight.
-    inflight: u32,
-    /// The next file was given its first window.
-    next_done: bool,
-    last_used: Instant,
-}
-
-impl Stream {
-    fn new(id: u64, offset: u64, end: u64, now: Instant) -> Self {
-        Stream {
-            id,
-            origin: offset,
-            frontier: end,
-            pending: Vec::new(),
-            contiguous: end.saturating_sub(offset),
-            hits: 0,
-            from_zero: offset == 0,
-            proven: false,
-            predicted: false,
-            scheduled: end,
-            inflight: 0,
-            next_done: false,
-            last_used: now,
-        }
-    }
-
-    /// Moves the frontier to `end` and takes in the pending reads the gap no longer separates.
-    fn advance(&mut self, start: u64, end: u64, skip: impl Fn(u64) -> u64) {
-        if end > self.frontier {
-            self.contiguous += end - start.max(self.frontier);
-            self.frontier = end;
-        }
-        loop {
-            let f = self.frontier;
-            let Some(i) = self.pending.iter().position(|&(a, b)| a <= f + skip(b - a)) else {
-                break;
-            };
-            let (a, b) = self.pending.swap_remove(i);
-            if b > self.frontier {
-                self.contiguous += b - a.max(self.frontier);
-                self.frontier = b;
-            }
-        }
-    }
-}
-
-struct FileStreams {
-    target: ReadTarget,
-    streams: Vec<Stream>,
-}
-
 struct Inner {
     files: LruCache<Arc<str>, FileStreams>,
     /// Proven streams by id, with their last read: the streams sharing the window.
@@ -182,6 +101,27 @@ pub struct Advice {
     pub mode: ReadMode,
     /// The read continued a proven stream.
     pub proven: bool,
+}
+
+/// One read, as the scheduler sees it.
+struct Read {
+    offset: u64,
+    /// Its end, clamped to the file's size.
+    end: u64,
+    /// Its length as asked.
+    len: u64,
+    /// The file's size.
+    size: u64,
+}
+
+/// The fields of [`Inner`] a new stream touches, borrowed beside its files.
+struct InnerParts<'a> {
+    next_id: &'a mut u64,
+    active: &'a mut HashMap<u64, Instant>,
+}
+
+fn inner_parts<'a>(next_id: &'a mut u64, active: &'a mut HashMap<u64, Instant>) -> InnerParts<'a> {
+    InnerParts { next_id, active }
 }
 
 /// The read-ahead state of all files, scheduling into one block cache.
@@ -231,13 +171,17 @@ impl Prefetcher {
         next: impl FnOnce() -> Option<ReadTarget>,
     ) -> Advice {
         let now = Instant::now();
-        let size = target.size;
-        let end = offset.saturating_add(len).min(size);
+        let read = Read {
+            offset,
+            end: offset.saturating_add(len).min(target.size),
+            len,
+            size: target.size,
+        };
         let mut advice = Advice {
             mode: ReadMode::default(),
             proven: false,
         };
-        if offset >= end {
+        if read.offset >= read.end {
             return advice;
         }
         let mut inner = self.inner.lock();
@@ -247,22 +191,7 @@ impl Prefetcher {
         }
         let inner = &mut *inner;
         let key = target.content.clone();
-        let file = match inner.files.get_mut(&key) {
-            Some(f) => {
-                f.target = target.clone();
-                f
-            }
-            None => {
-                inner.files.put(
-                    key.clone(),
-                    FileStreams {
-                        target: target.clone(),
-                        streams: Vec::new(),
-                    },
-                );
-                inner.files.get_mut(&key).expect("just inserted")
-            }
-        };
+        let file = Self::file_streams(&mut inner.files, target);
         let cfg = &self.cfg;
         let contiguous = file.streams.iter().position(|s| {
             offset.saturating_add(cfg.max_backward) >= s.frontier
@@ -270,127 +199,200 @@ impl Prefetcher {
         });
         let idx = match contiguous {
             Some(i) => {
-                let s = &mut file.streams[i];
-                s.last_used = now;
-                // A read that moves the frontier, or ends where the stream began (reads reach
-                // hubfs out of order: it began earlier than it seemed), continues the stream; a
-                // late read inside what it covers changes nothing.
-                let extends = end > s.frontier;
-                let before = offset < s.origin && end.saturating_add(Self::skip(len)) >= s.origin;
-                if extends || before {
-                    s.hits += 1;
-                    s.predicted = false;
-                }
-                if before {
-                    s.contiguous += end.min(s.origin) - offset;
-                    s.origin = offset;
-                    s.from_zero |= offset == 0;
-                }
-                s.advance(offset, end, Self::skip);
-                if !s.proven && s.contiguous >= cfg.proven_bytes {
-                    s.proven = true;
-                }
-                if !s.proven && s.hits >= 2 && extends {
-                    // Still unproven, but it keeps going: fetch as much again as it has read.
-                    let more = s.contiguous.min(self.cache.plan().part_size);
-                    advice.mode.extend_to = end.saturating_add(more).min(size);
-                }
-                advice.mode.sequential = s.proven || extends;
+                self.continue_stream(&mut file.streams[i], &read, now, &mut advice);
                 Some(i)
             }
-            None => {
-                // A read continuing a pending read: that range grows; once it is long enough,
-                // the gap before it was a seek and the stream goes on from there.
-                let growing = file.streams.iter().enumerate().find_map(|(i, s)| {
-                    s.pending
-                        .iter()
-                        .position(|&(a, b)| offset >= a && offset <= b + Self::skip(len))
-                        .map(|j| (i, j))
-                });
-                let reordered = file
-                    .streams
-                    .iter()
-                    .position(|s| offset > s.frontier && offset <= s.frontier + cfg.reorder_window);
-                match (growing, reordered) {
-                    (Some((i, j)), _) => {
-                        let s = &mut file.streams[i];
-                        s.pending[j].1 = s.pending[j].1.max(end);
-                        let (a, b) = s.pending[j];
-                        if b - a >= cfg.proven_bytes {
-                            s.pending.swap_remove(j);
-                            s.frontier = b;
-                            s.contiguous += b - a;
-                            let f = s.frontier;
-                            s.pending.retain(|&(_, e)| e > f);
-                            s.advance(f, f, Self::skip);
-                            s.proven |= s.contiguous >= cfg.proven_bytes;
-                        }
-                        s.hits += 1;
-                        s.last_used = now;
-                        advice.mode.sequential = s.proven;
-                        Some(i)
-                    }
-                    (None, Some(i)) if file.streams[i].pending.len() < cfg.pending_limit => {
-                        let s = &mut file.streams[i];
-                        s.pending.push((offset, end));
-                        s.last_used = now;
-                        advice.mode.sequential = s.proven;
-                        Some(i)
-                    }
-                    (None, other) => {
-                        // A new stream; a stream whose gaps never fill (strided) is replaced.
-                        let id = inner.next_id;
-                        inner.next_id += 1;
-                        let stream = Stream::new(id, offset, end, now);
-                        tracing::debug!(
-                            content = %key,
-                            offset,
-                            len,
-                            frontiers = ?file.streams.iter().map(|s| (s.frontier, s.pending.len())).collect::<Vec<_>>(),
-                            "read starts a new stream"
-                        );
-                        if offset == 0 && end >= cfg.first_read_hint {
-                            // A file read from its start: cover the kernel's next read-ahead
-                            // in the same request.
-                            advice.mode.extend_to = end
-                                .saturating_add(end)
-                                .min(size)
-                                .min(self.cache.plan().part_size.max(end));
-                        }
-                        if let Some(i) = other {
-                            inner.active.remove(&file.streams[i].id);
-                            file.streams[i] = stream;
-                        } else if file.streams.len() < cfg.streams_per_file {
-                            file.streams.push(stream);
-                        } else if let Some(old) =
-                            file.streams.iter_mut().min_by_key(|s| s.last_used)
-                        {
-                            inner.active.remove(&old.id);
-                            *old = stream;
-                        }
-                        None
-                    }
-                }
+            None => self.off_frontier(
+                inner_parts(&mut inner.next_id, &mut inner.active),
+                file,
+                &key,
+                &read,
+                now,
+                &mut advice,
+            ),
+        };
+        match idx {
+            Some(i) if file.streams[i].proven => {
+                advice.proven = true;
+                let id = file.streams[i].id;
+                inner.active.insert(id, now);
+                self.pump(inner, &key, id, now);
+                self.maybe_predict_next(inner, &key, id, read.size, now, next);
+                advice
             }
-        };
-        let Some(i) = idx else {
-            return advice;
-        };
-        if !file.streams[i].proven {
-            return advice;
+            _ => advice,
         }
-        advice.proven = true;
-        let id = file.streams[i].id;
-        inner.active.insert(id, now);
-        self.pump(inner, &key, id, now);
-        // The next shard, once this file is scheduled to its end.
-        let s = match inner
+    }
+
+    /// The streams of `target`'s content, made empty when it has none yet.
+    fn file_streams<'a>(
+        files: &'a mut LruCache<Arc<str>, FileStreams>,
+        target: &ReadTarget,
+    ) -> &'a mut FileStreams {
+        let key = target.content.clone();
+        if files.contains(&key) {
+            let f = files.get_mut(&key).expect("just checked");
+            f.target = target.clone();
+            return f;
+        }
+        files.put(
+            key.clone(),
+            FileStreams {
+                target: target.clone(),
+                streams: Vec::new(),
+            },
+        );
+        files.get_mut(&key).expect("just inserted")
+    }
+
+    /// A read at or near stream `s`'s frontier: it moves the frontier, or extends the stream
+    /// backwards (reads reach hubfs out of order: it began earlier than it seemed); a late read
+    /// inside what the stream covers changes nothing.
+    fn continue_stream(&self, s: &mut Stream, read: &Read, now: Instant, advice: &mut Advice) {
+        let cfg = &self.cfg;
+        let (offset, end, len) = (read.offset, read.end, read.len);
+        s.last_used = now;
+        let extends = end > s.frontier;
+        let before = offset < s.origin && end.saturating_add(Self::skip(len)) >= s.origin;
+        if extends || before {
+            s.hits += 1;
+            s.predicted = false;
+        }
+        if before {
+            s.contiguous += end.min(s.origin) - offset;
+            s.origin = offset;
+            s.from_zero |= offset == 0;
+        }
+        s.advance(offset, end, Self::skip);
+        if !s.proven && s.contiguous >= cfg.proven_bytes {
+            s.proven = true;
+        }
+        if !s.proven && s.hits >= 2 && extends {
+            // Still unproven, but it keeps going: fetch as much again as it has read.
+            let more = s.contiguous.min(self.cache.plan().part_size);
+            advice.mode.extend_to = end.saturating_add(more).min(read.size);
+        }
+        advice.mode.sequential = s.proven || extends;
+    }
+
+    /// A read away from every frontier: it grows a pending range of a stream (and once that is
+    /// long enough, the gap before it was a seek and the stream goes on from there), or is kept
+    /// pending as a reordered read ahead of a frontier, or starts a new stream. The index of the
+    /// stream it continued, if any.
+    fn off_frontier(
+        &self,
+        mut ids: InnerParts<'_>,
+        file: &mut FileStreams,
+        key: &Arc<str>,
+        read: &Read,
+        now: Instant,
+        advice: &mut Advice,
+    ) -> Option<usize> {
+        let cfg = &self.cfg;
+        let (offset, end, len) = (read.offset, read.end, read.len);
+        let growing = file.streams.iter().enumerate().find_map(|(i, s)| {
+            s.pending
+                .iter()
+                .position(|&(a, b)| offset >= a && offset <= b + Self::skip(len))
+                .map(|j| (i, j))
+        });
+        let reordered = file
+            .streams
+            .iter()
+            .position(|s| offset > s.frontier && offset <= s.frontier + cfg.reorder_window);
+        match (growing, reordered) {
+            (Some((i, j)), _) => {
+                let s = &mut file.streams[i];
+                s.pending[j].1 = s.pending[j].1.max(end);
+                let (a, b) = s.pending[j];
+                if b - a >= cfg.proven_bytes {
+                    s.pending.swap_remove(j);
+                    s.frontier = b;
+                    s.contiguous += b - a;
+                    let f = s.frontier;
+                    s.pending.retain(|&(_, e)| e > f);
+                    s.advance(f, f, Self::skip);
+                    s.proven |= s.contiguous >= cfg.proven_bytes;
+                }
+                s.hits += 1;
+                s.last_used = now;
+                advice.mode.sequential = s.proven;
+                Some(i)
+            }
+            (None, Some(i)) if file.streams[i].pending.len() < cfg.pending_limit => {
+                let s = &mut file.streams[i];
+                s.pending.push((offset, end));
+                s.last_used = now;
+                advice.mode.sequential = s.proven;
+                Some(i)
+            }
+            (None, replace) => {
+                self.start_stream(&mut ids, file, key, read, replace, now, advice);
+                None
+            }
+        }
+    }
+
+    /// A new stream at `read`, in place of stream `replace` (a stream whose gaps never fill:
+    /// strided), else beside the others, else in place of the least recently used.
+    #[allow(clippy::too_many_arguments)]
+    fn start_stream(
+        &self,
+        ids: &mut InnerParts<'_>,
+        file: &mut FileStreams,
+        key: &Arc<str>,
+        read: &Read,
+        replace: Option<usize>,
+        now: Instant,
+        advice: &mut Advice,
+    ) {
+        let cfg = &self.cfg;
+        let (offset, end) = (read.offset, read.end);
+        let id = *ids.next_id;
+        *ids.next_id += 1;
+        let stream = Stream::new(id, offset, end, now);
+        tracing::debug!(
+            content = %key,
+            offset,
+            len = read.len,
+            frontiers = ?file.streams.iter().map(|s| (s.frontier, s.pending.len())).collect::<Vec<_>>(),
+            "read starts a new stream"
+        );
+        if offset == 0 && end >= cfg.first_read_hint {
+            // A file read from its start: cover the kernel's next read-ahead in the same request.
+            advice.mode.extend_to = end
+                .saturating_add(end)
+                .min(read.size)
+                .min(self.cache.plan().part_size.max(end));
+        }
+        if let Some(i) = replace {
+            ids.active.remove(&file.streams[i].id);
+            file.streams[i] = stream;
+        } else if file.streams.len() < cfg.streams_per_file {
+            file.streams.push(stream);
+        } else if let Some(old) = file.streams.iter_mut().min_by_key(|s| s.last_used) {
+            ids.active.remove(&old.id);
+            *old = stream;
+        }
+    }
+
+    /// Once stream `id` of `key` is scheduled to the end of its file, the next shard (asked of
+    /// `next` once) gets a predicted stream.
+    fn maybe_predict_next(
+        &self,
+        inner: &mut Inner,
+        key: &Arc<str>,
+        id: u64,
+        size: u64,
+        now: Instant,
+        next: impl FnOnce() -> Option<ReadTarget>,
+    ) {
+        let Some(s) = inner
             .files
-            .peek_mut(&key)
+            .peek_mut(key)
             .and_then(|f| f.streams.iter_mut().find(|s| s.id == id))
-        {
-            Some(s) => s,
-            None => return advice,
+        else {
+            return;
         };
         if s.scheduled >= size && !s.next_done {
             s.next_done = true;
@@ -398,7 +400,6 @@ impl Prefetcher {
                 self.predict(inner, t, now);
             }
         }
-        advice
     }
 
     /// Gives `target` a predicted stream from offset 0 with a first window.
@@ -445,17 +446,7 @@ impl Prefetcher {
         let Some(s) = file.streams.iter().find(|s| s.id == id) else {
             return;
         };
-        let frontier = s.frontier;
-        // Read-ahead stops where another stream's reads begin at or after the frontier (at the
-        // frontier itself when it is inside what another stream read).
-        let limit = file
-            .streams
-            .iter()
-            .filter(|t| t.id != id && t.frontier > frontier)
-            .map(|t| t.origin.max(frontier))
-            .min()
-            .unwrap_or(size)
-            .min(size);
+        let limit = file.read_ahead_limit(s);
         if s.scheduled >= limit {
             // Nothing left for this stream to read ahead: it no longer takes a share.
             inner.active.remove(&id);
@@ -471,13 +462,7 @@ impl Prefetcher {
         let Some(s) = file.streams.iter_mut().find(|s| s.id == id) else {
             return;
         };
-        let window = if s.predicted {
-            share.min(plan.parts_in_flight() * plan.part_size / 2)
-        } else if s.from_zero {
-            share
-        } else {
-            share.min(s.contiguous.max(plan.part_size))
-        };
+        let window = s.window(share, plan);
         let want = s.frontier.saturating_add(window).min(limit).min(size);
         let part = plan.part_size.min(window).max(plan.block_size);
         let mut start = s.scheduled.max(s.frontier);

@@ -19,6 +19,8 @@ use parking_lot::Mutex;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
+use super::clock::{Patience, RunClock};
+use super::error::CacheError;
 use super::pool::BufferPool;
 use crate::hub::{HeapBuffer, HubError, PieceBuffer, PieceSink};
 use crate::stats::Stats;
@@ -75,7 +77,7 @@ struct RunState {
     /// When the first block arrived.
     first_at: Option<tokio::time::Instant>,
     /// Set once the run ended: `Some(Ok)` complete, `Some(Err)` failed (filled slots stay good).
-    outcome: Option<Result<(), HubError>>,
+    outcome: Option<Result<(), CacheError>>,
     /// Its blocks were handed to the cache (under the cache's lock).
     filed: bool,
 }
@@ -87,7 +89,7 @@ pub(crate) enum Take {
     /// Not yet: wait for the run to change.
     Pending,
     /// The run ended without this block.
-    Failed(HubError),
+    Failed(CacheError),
 }
 
 /// One range request in flight for blocks `first..first + len_blocks`.
@@ -208,7 +210,7 @@ impl Run {
     }
 
     /// Records how the run ended and wakes every waiter.
-    pub(crate) fn finish(&self, outcome: Result<(), HubError>) {
+    pub(crate) fn finish(&self, outcome: Result<(), CacheError>) {
         self.state.lock().outcome = Some(outcome);
         for a in self.arrived.iter() {
             a.notify_waiters();
@@ -240,8 +242,9 @@ impl Run {
         let i = (index - self.first) as usize;
         let Some(slot) = s.slots.get_mut(i) else {
             return (
-                Take::Failed(HubError::Protocol {
-                    url: String::new(),
+                Take::Failed(CacheError::Incomplete {
+                    offset: self.offset,
+                    len: self.len,
                     message: format!("block {index} is not in run {}", self.id),
                 }),
                 filed,
@@ -255,8 +258,9 @@ impl Run {
         let t = match &s.outcome {
             None => Take::Pending,
             Some(Err(e)) => Take::Failed(e.clone()),
-            Some(Ok(())) => Take::Failed(HubError::Protocol {
-                url: String::new(),
+            Some(Ok(())) => Take::Failed(CacheError::Incomplete {
+                offset: self.offset,
+                len: self.len,
                 message: format!("run {} completed without block {index}", self.id),
             }),
         };
@@ -264,7 +268,11 @@ impl Run {
     }
 
     /// Waits for block `index` (see [`Run::take`]).
-    pub(crate) async fn wait(&self, index: u64, consumed: bool) -> (Result<Bytes, HubError>, bool) {
+    pub(crate) async fn wait(
+        &self,
+        index: u64,
+        consumed: bool,
+    ) -> (Result<Bytes, CacheError>, bool) {
         let slot = (index.saturating_sub(self.first) as usize).min(self.arrived.len() - 1);
         loop {
             // Registered before looking, so an arrival in between is not missed.
@@ -320,137 +328,6 @@ impl PieceSink for RunSink {
     }
 }
 
-/// How long a run may take before it is hedged.
-#[derive(Clone, Copy, Debug, PartialEq)]
-pub(crate) struct Patience {
-    /// From its start to its end.
-    pub(crate) total: Duration,
-    /// From its start to its first block (the latency).
-    pub(crate) first: Duration,
-    /// Between two blocks (a body that stalls).
-    pub(crate) silence: Duration,
-}
-
-/// A ring of recent samples and its median.
-struct Ring(Vec<f64>, usize);
-
-impl Ring {
-    fn push(&mut self, x: f64) {
-        if self.0.len() < SAMPLES {
-            self.0.push(x);
-        } else {
-            self.0[self.1] = x;
-        }
-        self.1 = (self.1 + 1) % SAMPLES;
-    }
-
-    fn median(&self) -> Option<f64> {
-        if self.0.len() < MIN_SAMPLES {
-            return None;
-        }
-        let mut v = self.0.clone();
-        v.sort_by(|a, b| a.total_cmp(b));
-        Some(v[v.len() / 2])
-    }
-}
-
-/// Recent run timings (the latency to a first block, and the rate after it), to tell a
-/// straggler from a run that is merely large.
-pub(crate) struct RunClock {
-    /// Seconds to the first block, and seconds per byte after it, of recent runs.
-    samples: Mutex<(Ring, Ring)>,
-    /// Bytes fetched by hedges, and bytes fetched in all.
-    hedged_bytes: AtomicU64,
-    fetched_bytes: AtomicU64,
-    /// Hedges may fetch this fraction of the bytes fetched, plus `allowance` bytes.
-    fraction: f64,
-    allowance: u64,
-    /// A run is a straggler after this many times the median time for its size, or its
-    /// latency...
-    factor: f64,
-    /// ...or after half its expected transfer time without a block, and never before this.
-    floor: Duration,
-    /// Runs at least this large give rate samples (smaller ones are mostly latency).
-    rate_len: u64,
-}
-
-const SAMPLES: usize = 64;
-/// Samples needed before hedging starts.
-const MIN_SAMPLES: usize = 8;
-
-impl RunClock {
-    /// A clock hedging runs after `factor` × the median time for their size (latency plus bytes
-    /// at the median rate, measured from runs of at least `rate_len` bytes), with hedges capped
-    /// at `fraction` of the bytes fetched plus `allowance`.
-    pub(crate) fn new(rate_len: u64, factor: f64, fraction: f64, allowance: u64) -> Self {
-        RunClock {
-            samples: Mutex::new((Ring(Vec::new(), 0), Ring(Vec::new(), 0))),
-            hedged_bytes: AtomicU64::new(0),
-            fetched_bytes: AtomicU64::new(0),
-            fraction,
-            allowance,
-            factor,
-            floor: Duration::from_millis(100),
-            rate_len,
-        }
-    }
-
-    /// Records a run of `len` bytes (not hedged) whose first block came after `first` and the
-    /// whole after `took`.
-    pub(crate) fn record(&self, len: u64, first: Duration, took: Duration) {
-        self.fetched_bytes.fetch_add(len, Ordering::Relaxed);
-        let mut s = self.samples.lock();
-        s.0.push(first.as_secs_f64());
-        if len >= self.rate_len {
-            s.1.push(took.saturating_sub(first).as_secs_f64() / len as f64);
-        }
-    }
-
-    /// When a run of `len` bytes started now counts as a straggler: after `total` in all, or
-    /// after `first` without a first block, or `silence` between blocks (a stalled body).
-    /// `None` until the clock has samples.
-    pub(crate) fn patience(&self, len: u64) -> Option<Patience> {
-        let s = self.samples.lock();
-        let latency = s.0.median()?;
-        // A run large enough to be timed by its rate waits for rate samples: without them its
-        // transfer time is unknown, not zero.
-        let per_byte = match s.1.median() {
-            Some(r) => r,
-            None if len >= self.rate_len => return None,
-            None => 0.0,
-        };
-        drop(s);
-        let transfer = Duration::from_secs_f64(per_byte * len as f64);
-        let latency = Duration::from_secs_f64(latency);
-        Some(Patience {
-            total: (latency + transfer).mul_f64(self.factor).max(self.floor),
-            first: latency.mul_f64(self.factor).max(self.floor),
-            silence: (transfer / 2).max(self.floor),
-        })
-    }
-
-    /// Takes `len` bytes of the hedge allowance, if there is room.
-    pub(crate) fn try_hedge(&self, len: u64) -> bool {
-        let cap = self.allowance
-            + (self.fetched_bytes.load(Ordering::Relaxed) as f64 * self.fraction) as u64;
-        let mut cur = self.hedged_bytes.load(Ordering::Relaxed);
-        loop {
-            if cur + len > cap {
-                return false;
-            }
-            match self.hedged_bytes.compare_exchange(
-                cur,
-                cur + len,
-                Ordering::Relaxed,
-                Ordering::Relaxed,
-            ) {
-                Ok(_) => return true,
-                Err(c) => cur = c,
-            }
-        }
-    }
-}
-
 /// Starts the request of `run` (the fetch is called at once) and returns the future that drives
 /// it until every block is in, the requests fail, or `cancel` fires; it hedges a straggler once,
 /// per `clock`.
@@ -460,7 +337,7 @@ pub(crate) fn drive(
     clock: Arc<RunClock>,
     stats: Arc<Stats>,
     cancel: Option<CancellationToken>,
-) -> impl std::future::Future<Output = Result<(), HubError>> + Send + 'static {
+) -> impl std::future::Future<Output = Result<(), CacheError>> + Send + 'static {
     let started = tokio::time::Instant::now();
     let errors = Arc::new(Mutex::new(None));
     let primary = fetch(
@@ -470,6 +347,95 @@ pub(crate) fn drive(
         run.sink(0, errors.clone()),
     );
     drive_started(run, fetch, clock, stats, cancel, started, errors, primary)
+}
+
+/// The straggler watch of one run: when its request got a connection (the clock starts then:
+/// time queued for a connection is not the CDN's latency), the progress seen (blocks delivered,
+/// and when that count grew), and the patience the clock gives it.
+struct Watch {
+    patience: Option<Patience>,
+    t0: Option<tokio::time::Instant>,
+    seen: usize,
+    seen_at: tokio::time::Instant,
+}
+
+impl Watch {
+    fn new(clock: &RunClock, len: u64) -> Self {
+        Watch {
+            patience: clock.patience(len),
+            t0: None,
+            seen: 0,
+            seen_at: tokio::time::Instant::now(),
+        }
+    }
+
+    /// Notes when the request got its connection, once it has.
+    fn observe_start(&mut self, run: &Run) {
+        if self.t0.is_none() {
+            self.t0 = run.started_at();
+            if let Some(t) = self.t0 {
+                self.seen_at = self.seen_at.max(t);
+            }
+        }
+    }
+
+    /// When to look at the run next: its first block's or its end's deadline, or its silence's;
+    /// every 100 ms until the request has a connection and the clock has samples (the first
+    /// parts of a mount).
+    fn check_at(&self) -> tokio::time::Instant {
+        match (self.patience, self.t0) {
+            (Some(p), Some(t0)) if self.seen == 0 => (t0 + p.total).min(t0 + p.first),
+            (Some(p), Some(t0)) => (t0 + p.total).min(self.seen_at + p.silence),
+            _ => tokio::time::Instant::now() + Duration::from_millis(100),
+        }
+    }
+
+    /// At a check: true when the run is late (out of patience, or silent too long) and should be
+    /// hedged; false when it is still arriving in time or cannot be judged yet.
+    fn is_late(&mut self, run: &Run, clock: &RunClock) -> bool {
+        let now = tokio::time::Instant::now();
+        let filled = run.filled();
+        let Some(t0) = self.t0.filter(|_| self.patience.is_some()) else {
+            self.patience = clock.patience(run.len);
+            if filled > self.seen {
+                (self.seen, self.seen_at) = (filled, now);
+            }
+            return false;
+        };
+        if filled > self.seen && self.patience.is_some_and(|p| now < t0 + p.total) {
+            // Still arriving, and not yet late in all: look again later.
+            (self.seen, self.seen_at) = (filled, now);
+            return false;
+        }
+        true
+    }
+}
+
+/// A second request for the blocks of `run` from its first missing one on, if the clock allows
+/// another hedge now.
+fn hedge_of(
+    run: &Arc<Run>,
+    fetch: &FetchFn,
+    clock: &RunClock,
+    stats: &Stats,
+    errors: &Arc<Mutex<Option<String>>>,
+    started: tokio::time::Instant,
+) -> Option<BoxFuture<'static, Result<(), HubError>>> {
+    let k = run.first_missing()?;
+    let from = run.offset + k as u64 * run.block_size;
+    let len = run.offset + run.len - from;
+    if !clock.try_hedge(len) {
+        return None;
+    }
+    Stats::add(&stats.hedges, 1);
+    Stats::add(&stats.hedge_bytes, len);
+    tracing::debug!(offset = run.offset, len = run.len, missing_from = from, after = ?started.elapsed(), "straggler: hedging its remaining bytes");
+    Some(fetch(
+        from,
+        len,
+        run.block_size,
+        run.sink(k, errors.clone()),
+    ))
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -482,12 +448,8 @@ async fn drive_started(
     started: tokio::time::Instant,
     errors: Arc<Mutex<Option<String>>>,
     mut primary: BoxFuture<'static, Result<(), HubError>>,
-) -> Result<(), HubError> {
-    let mut patience = clock.patience(run.len);
-    // When the request got its connection (the clock starts then: time queued for a connection
-    // is not the CDN's latency), and progress seen: blocks delivered, and when that count grew.
-    let mut t0: Option<tokio::time::Instant> = None;
-    let (mut seen, mut seen_at) = (0, tokio::time::Instant::now());
+) -> Result<(), CacheError> {
+    let mut watch = Watch::new(&clock, run.len);
     let mut hedge: Option<BoxFuture<'static, Result<(), HubError>>> = None;
     let mut hedged = false;
     let mut primary_failed: Option<HubError> = None;
@@ -499,25 +461,13 @@ async fn drive_started(
     };
     tokio::pin!(cancelled);
     let result = loop {
-        if t0.is_none() {
-            t0 = run.started_at();
-            if let Some(t) = t0 {
-                seen_at = seen_at.max(t);
-            }
-        }
-        // Until the request has a connection and the clock has samples (the first parts of a
-        // mount), look again every 100 ms.
-        let check_at = match (patience, t0) {
-            (Some(p), Some(t0)) if seen == 0 => (t0 + p.total).min(t0 + p.first),
-            (Some(p), Some(t0)) => (t0 + p.total).min(seen_at + p.silence),
-            _ => tokio::time::Instant::now() + Duration::from_millis(100),
-        };
-        let can_hedge = !hedged;
+        watch.observe_start(&run);
+        let check_at = watch.check_at();
         tokio::select! {
             r = &mut primary, if primary_failed.is_none() => match r {
                 Ok(()) => break Ok(()),
                 Err(e) if hedge.is_some() => primary_failed = Some(e),
-                Err(e) => break Err(e),
+                Err(e) => break Err(CacheError::Fetch(e)),
             },
             r = async { hedge.as_mut().expect("guarded").await }, if hedge.is_some() => match r {
                 Ok(()) => {
@@ -527,56 +477,25 @@ async fn drive_started(
                 Err(e) => {
                     hedge = None;
                     if let Some(p) = primary_failed.take() {
-                        break Err(p);
+                        break Err(CacheError::Fetch(p));
                     }
                     tracing::debug!(offset = run.offset, error = %e, "hedge failed; the first request goes on");
                 }
             },
-            () = tokio::time::sleep_until(check_at), if can_hedge => {
-                let now = tokio::time::Instant::now();
-                let filled = run.filled();
-                let Some(t0) = t0.filter(|_| patience.is_some()) else {
-                    patience = clock.patience(run.len);
-                    if filled > seen {
-                        (seen, seen_at) = (filled, now);
-                    }
-                    continue;
-                };
-                if filled > seen && patience.is_some_and(|p| now < t0 + p.total) {
-                    // Still arriving, and not yet late in all: look again later.
-                    (seen, seen_at) = (filled, now);
-                    continue;
-                }
-                hedged = true;
-                if let Some(k) = run.first_missing() {
-                    let from = run.offset + k as u64 * run.block_size;
-                    let len = run.offset + run.len - from;
-                    if clock.try_hedge(len) {
-                        Stats::add(&stats.hedges, 1);
-                        Stats::add(&stats.hedge_bytes, len);
-                        tracing::debug!(offset = run.offset, len = run.len, missing_from = from, after = ?started.elapsed(), "straggler: hedging its remaining bytes");
-                        hedge = Some(fetch(from, len, run.block_size, run.sink(k, errors.clone())));
-                    }
+            () = tokio::time::sleep_until(check_at), if !hedged => {
+                if watch.is_late(&run, &clock) {
+                    hedged = true;
+                    hedge = hedge_of(&run, &fetch, &clock, &stats, &errors, started);
                 }
             },
             () = &mut cancelled => {
                 Stats::add(&stats.fetches_cancelled, 1);
                 tracing::debug!(offset = run.offset, len = run.len, "fetch cancelled: no reader waits for it");
-                break Err(HubError::Cancelled);
+                break Err(CacheError::Cancelled);
             }
         }
     };
-    let result = result.and_then(|()| match errors.lock().take() {
-        Some(message) => Err(HubError::Protocol {
-            url: String::new(),
-            message,
-        }),
-        None if run.complete() => Ok(()),
-        None => Err(HubError::Protocol {
-            url: String::new(),
-            message: format!("run of {} bytes ended incomplete", run.len),
-        }),
-    });
+    let result = result.and_then(|()| check_complete(&run, &errors));
     if result.is_ok() && !hedged {
         let from = run.started_at().unwrap_or(started);
         let first = run
@@ -584,14 +503,33 @@ async fn drive_started(
             .map_or(Duration::ZERO, |t| t.saturating_duration_since(from));
         clock.record(run.len, first, from.elapsed());
     } else if result.is_ok() {
-        clock.fetched_bytes.fetch_add(run.len, Ordering::Relaxed);
+        clock.record_hedged(run.len);
     }
     result
+}
+
+/// A run whose requests ended well is complete only if its sinks saw no error and every block
+/// arrived.
+fn check_complete(run: &Run, errors: &Mutex<Option<String>>) -> Result<(), CacheError> {
+    match errors.lock().take() {
+        Some(message) => Err(CacheError::Incomplete {
+            offset: run.offset,
+            len: run.len,
+            message,
+        }),
+        None if run.complete() => Ok(()),
+        None => Err(CacheError::Incomplete {
+            offset: run.offset,
+            len: run.len,
+            message: "the request ended before every block arrived".into(),
+        }),
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::cache::clock::MIN_SAMPLES;
     use futures::FutureExt;
 
     const BS: u64 = 4;

@@ -1,5 +1,6 @@
 //! The filesystem's error type, and the one place where errors become errno values.
 
+use crate::cache::CacheError;
 use crate::hub::{HubError, NotFoundKind};
 
 /// Why a filesystem operation failed.
@@ -26,6 +27,20 @@ pub enum FsError {
     /// The Hub said no or failed.
     #[error(transparent)]
     Hub(#[from] HubError),
+    /// The block cache failed a read for a reason of its own (see [`CacheError`]).
+    #[error(transparent)]
+    Cache(CacheError),
+}
+
+impl From<CacheError> for FsError {
+    /// A failed fetch is the client's error (so it maps to errno as any Hub failure does);
+    /// the cache's own failures stay the cache's.
+    fn from(e: CacheError) -> Self {
+        match e {
+            CacheError::Fetch(h) => FsError::Hub(h),
+            other => FsError::Cache(other),
+        }
+    }
 }
 
 impl FsError {
@@ -51,6 +66,12 @@ impl FsError {
                 | HubError::Protocol { .. }
                 | HubError::Tls { .. } => libc::EIO,
             },
+            FsError::Cache(c) => match c {
+                CacheError::Cancelled => libc::EINTR,
+                CacheError::Fetch(_) | CacheError::Incomplete { .. } | CacheError::ShutDown => {
+                    libc::EIO
+                }
+            },
         }
     }
 
@@ -66,6 +87,7 @@ impl FsError {
                 | FsError::Hub(HubError::NotFound { .. })
                 | FsError::Hub(HubError::InvalidName(_))
                 | FsError::Hub(HubError::Cancelled)
+                | FsError::Cache(CacheError::Cancelled)
         )
     }
 
@@ -93,16 +115,12 @@ impl FsError {
 /// A filesystem result.
 pub type FsResult<T> = Result<T, FsError>;
 
-/// A FUSE read of `file` at `offset` that did not complete within `after` (`--read-timeout`):
-/// `EIO`, logged with the file and the deadline.
-pub fn read_timed_out(
-    file: &crate::hub::FileRef,
-    offset: u64,
-    after: std::time::Duration,
-) -> FsError {
-    tracing::warn!(repo = %file.repo, path = %file.path, offset, ?after, "read not complete within --read-timeout; failing it (EIO)");
+/// A FUSE read of the content `what` (its cache key) at `offset` that did not complete within
+/// `after` (`--read-timeout`): `EIO`, logged with the content and the deadline.
+pub fn read_timed_out(what: &str, offset: u64, after: std::time::Duration) -> FsError {
+    tracing::warn!(content = %what, offset, ?after, "read not complete within --read-timeout; failing it (EIO)");
     FsError::Hub(HubError::Timeout {
-        url: format!("{}@{}/{}", file.repo, file.commit, file.path),
+        url: what.to_owned(),
         after,
     })
 }

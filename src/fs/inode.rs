@@ -76,6 +76,8 @@ pub enum Node {
         /// without an etag. Computed once, not on every read.
         content: Arc<str>,
     },
+    /// Anything under `/buckets` (see [`crate::fs::buckets`]).
+    Bucket(crate::fs::buckets::node::BucketNode),
 }
 
 impl Node {
@@ -89,7 +91,23 @@ impl Node {
 
     /// True for everything but files.
     pub fn is_dir(&self) -> bool {
-        !matches!(self, Node::File { .. } | Node::StatsFile)
+        !matches!(
+            self,
+            Node::File { .. }
+                | Node::StatsFile
+                | Node::Bucket(crate::fs::buckets::node::BucketNode::File { .. })
+        )
+    }
+
+    /// The block cache key of a file's content (repo or bucket file).
+    pub fn content(&self) -> Option<&Arc<str>> {
+        match self {
+            Node::File { content, .. }
+            | Node::Bucket(crate::fs::buckets::node::BucketNode::File { content, .. }) => {
+                Some(content)
+            }
+            _ => None,
+        }
     }
 }
 
@@ -122,6 +140,8 @@ pub enum NodeKey {
         /// Full path in the repo.
         path: String,
     },
+    /// Anything under `/buckets`.
+    Bucket(crate::fs::buckets::node::BucketKey),
 }
 
 /// An inode: its number, what it is, and how many lookups the kernel holds.

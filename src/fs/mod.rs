@@ -2,6 +2,7 @@
 //! [`HubClient`]. It knows inodes and errors, not URLs or FUSE replies, so tests drive it directly
 //! with an in-memory Hub; the FUSE adapter (`crate::fuse`) is a thin layer over it.
 
+pub mod buckets;
 pub mod deadline;
 pub mod error;
 pub mod inode;
@@ -30,8 +31,7 @@ use crate::hub::{CommitInfo, EntryKind, FileRef, HubClient, HubError, RepoId, Re
 use crate::singleflight::SingleFlight;
 use crate::stats::Stats;
 
-/// The extended attribute holding the commit of anything inside a repo directory.
-pub const XATTR_COMMIT: &str = "user.hf.commit";
+pub use root::XATTR_COMMIT;
 /// The daemon's own directory at the mount root (hidden from `readdir`).
 pub const CONTROL_DIR: &str = ".hubfs";
 /// The counters file in [`CONTROL_DIR`].
@@ -72,6 +72,12 @@ pub struct FsConfig {
     /// No FUSE read waits longer than this for the next of its blocks (`--read-timeout`): it
     /// fails with `EIO` instead, whatever the fetches under it do.
     pub read_deadline: Duration,
+    /// How long listings and attributes under `/buckets` are used before bucket info is asked
+    /// whether the bucket changed (`--bucket-ttl`).
+    pub bucket_ttl: Duration,
+    /// `hubfs mount --bucket NS/NAME [--subfolder P]`: the mount's root is this bucket folder
+    /// instead of the Hub (`.hubfs` stays at the root).
+    pub bucket_mount: Option<(crate::hub::buckets::BucketId, String)>,
 }
 
 impl Default for FsConfig {
@@ -91,6 +97,8 @@ impl Default for FsConfig {
             file_mode: 0o444,
             dir_mode: 0o555,
             read_deadline: Duration::from_secs(30),
+            bucket_ttl: Duration::from_secs(5),
+            bucket_mount: None,
         }
     }
 }
@@ -178,6 +186,7 @@ pub struct HubFs<C: HubClient> {
     mounted: Mutex<Option<Arc<Inode>>>,
     /// Reads that timed out lately (the kernel's retries of them share their deadline).
     deadlines: deadline::ReadDeadlines,
+    buckets: buckets::Buckets,
 }
 
 impl<C: HubClient> HubFs<C> {
@@ -191,6 +200,7 @@ impl<C: HubClient> HubFs<C> {
         );
         let blocks = BlockCache::new(plan, stats.clone());
         HubFs {
+            buckets: buckets::Buckets::new(cfg.bucket_ttl, cfg.listing_entries),
             hub,
             prefetcher: Prefetcher::new(cfg.prefetch.clone(), blocks.clone()),
             open_files: Mutex::new(Default::default()),
@@ -264,6 +274,20 @@ impl<C: HubClient> HubFs<C> {
     }
 
     fn attr_of(&self, inode: &Inode) -> Attr {
+        if let Node::Bucket(b) = &inode.node {
+            let (dir, size, mtime) = b.attr_parts(self.mount_time);
+            return Attr {
+                ino: inode.ino,
+                kind: if dir { Kind::Dir } else { Kind::File },
+                size,
+                mtime,
+                perm: if dir { 0o555 } else { 0o444 },
+                uid: self.cfg.uid,
+                gid: self.cfg.gid,
+                // A bucket can change at any time.
+                lifetime: Lifetime::Short,
+            };
+        }
         let (kind, size, mtime, lifetime) = match &inode.node {
             Node::Root | Node::TypeDir(_) | Node::Org { .. } | Node::ControlDir => {
                 (Kind::Dir, 0, self.mount_time, Lifetime::Short)
@@ -282,6 +306,7 @@ impl<C: HubClient> HubFs<C> {
             Node::File { snap, file, .. } => {
                 (Kind::File, file.size, snap.date, Lifetime::Immutable)
             }
+            Node::Bucket(_) => unreachable!("answered above"),
         };
         Attr {
             ino: inode.ino,
@@ -306,10 +331,16 @@ impl<C: HubClient> HubFs<C> {
             _ if parent == ROOT_INO && name == CONTROL_DIR => self
                 .inodes
                 .get_or_insert(NodeKey::ControlDir, || Node::ControlDir),
+            Node::Root if self.cfg.bucket_mount.is_some() => {
+                let root = self.bucket_fs().mount_root().ok_or(FsError::NotFound)?;
+                self.bucket_fs().lookup(&root, name).await?
+            }
             Node::ControlDir if name == STATS_FILE => self
                 .inodes
                 .get_or_insert(NodeKey::StatsFile, || Node::StatsFile),
             Node::ControlDir => return Err(FsError::NotFound),
+            Node::Root if name == buckets::BUCKETS_DIR => self.bucket_fs().root(),
+            Node::Bucket(b) => self.bucket_fs().lookup(b, name).await?,
             Node::Root => match parse_root_name(name).ok_or(FsError::NotFound)? {
                 RootName::TypeDir(t) => self
                     .inodes
@@ -386,7 +417,7 @@ impl<C: HubClient> HubFs<C> {
             .await;
         let info = match info {
             Ok(i) => i,
-            Err(e) if crate::hub::retry::RetryPolicy::is_retryable(&e) && current.is_some() => {
+            Err(e) if e.is_transient() && current.is_some() => {
                 // The Hub is unreachable or failing: keep serving the commit the name is bound to
                 // (its content is immutable) rather than failing every path under it.
                 let (snap, _) = current.expect("checked");
@@ -517,6 +548,10 @@ impl<C: HubClient> HubFs<C> {
         let inode = self.node(ino)?;
         let mut out = Vec::new();
         match &inode.node {
+            Node::Root if self.cfg.bucket_mount.is_some() => {
+                let root = self.bucket_fs().mount_root().ok_or(FsError::NotFound)?;
+                out = self.bucket_entries(&root).await?;
+            }
             Node::Root => {
                 for (t, n) in [(RepoType::Dataset, "datasets"), (RepoType::Space, "spaces")] {
                     let i = self
@@ -528,6 +563,11 @@ impl<C: HubClient> HubFs<C> {
                         name: n.to_owned(),
                     });
                 }
+                out.push(DirEntry {
+                    ino: self.bucket_fs().root().ino,
+                    kind: Kind::Dir,
+                    name: buckets::BUCKETS_DIR.to_owned(),
+                });
                 out.extend(self.known_orgs(RepoType::Model));
             }
             Node::TypeDir(t) => out.extend(self.known_orgs(*t)),
@@ -567,9 +607,37 @@ impl<C: HubClient> HubFs<C> {
                 let root = Self::root_ino_of(&inode)?;
                 out = self.list_entries(root, snap, path).await?;
             }
+            Node::Bucket(b) => out = self.bucket_entries(b).await?,
             Node::File { .. } | Node::StatsFile => return Err(FsError::NotDir),
         }
         Ok(out)
+    }
+
+    /// The bucket logic over this core's parts.
+    fn bucket_fs(&self) -> buckets::BucketFs<'_, C> {
+        buckets::BucketFs {
+            hub: &self.hub,
+            inodes: &self.inodes,
+            caches: &self.buckets,
+            mount_time: self.mount_time,
+            mount: self.cfg.bucket_mount.as_ref(),
+        }
+    }
+
+    async fn bucket_entries(&self, b: &buckets::BucketNode) -> FsResult<Vec<DirEntry>> {
+        let entries = self.bucket_fs().readdir(b).await?;
+        Ok(entries
+            .into_iter()
+            .map(|(i, name)| DirEntry {
+                ino: i.ino,
+                kind: if i.node.is_dir() {
+                    Kind::Dir
+                } else {
+                    Kind::File
+                },
+                name,
+            })
+            .collect())
     }
 
     fn known_orgs(&self, t: RepoType) -> Vec<DirEntry> {
@@ -625,7 +693,7 @@ impl<C: HubClient> HubFs<C> {
         if inode.node.is_dir() {
             return Err(FsError::IsDir);
         }
-        if let Node::File { content, .. } = &inode.node {
+        if let Some(content) = inode.node.content() {
             let first = {
                 let mut open = self.open_files.lock();
                 let n = open.entry(content.clone()).or_insert(0);
@@ -645,7 +713,7 @@ impl<C: HubClient> HubFs<C> {
         let Ok(inode) = self.node(ino) else {
             return;
         };
-        let Node::File { content, .. } = &inode.node else {
+        let Some(content) = inode.node.content() else {
             return;
         };
         let last = {
@@ -680,6 +748,16 @@ impl<C: HubClient> HubFs<C> {
         let inode = self.node(ino)?;
         let (file, content_key) = match &inode.node {
             Node::File { file, content, .. } => (file, content),
+            Node::Bucket(buckets::BucketNode::File {
+                file,
+                content,
+                bucket,
+                ..
+            }) => {
+                let target = self.bucket_fs().target(bucket, file, content);
+                let next = || self.bucket_fs().next_shard(bucket, file);
+                return self.read_target_parts(&target, offset, size, next).await;
+            }
             Node::StatsFile => {
                 let doc = Bytes::from(self.stats_json());
                 let start = (offset as usize).min(doc.len());
@@ -689,14 +767,25 @@ impl<C: HubClient> HubFs<C> {
             _ => return Err(FsError::IsDir),
         };
         let target = self.read_target(file, content_key);
-        let advice = self
-            .prefetcher
-            .on_read(&target, offset, size as u64, || self.next_shard(file));
+        self.read_target_parts(&target, offset, size, || self.next_shard(file))
+            .await
+    }
+
+    /// Reads through read-ahead and the block cache; `next` names the file a loader reads after
+    /// this one (the next shard), for read-ahead to move on to.
+    async fn read_target_parts(
+        &self,
+        target: &ReadTarget,
+        offset: u64,
+        size: u32,
+        next: impl FnOnce() -> Option<ReadTarget>,
+    ) -> FsResult<Vec<Bytes>> {
+        let advice = self.prefetcher.on_read(target, offset, size as u64, next);
         // One deadline for the whole FUSE read, whatever retries, hedges and slow bodies happen
         // under it (dropping the wait stops a fetch no one else waits for).
         let wait = self.blocks.read_parts(
-            content_key,
-            file.size,
+            &target.content,
+            target.size,
             offset,
             size as u64,
             &target.fetch,
@@ -705,12 +794,16 @@ impl<C: HubClient> HubFs<C> {
         let end = offset.saturating_add(size as u64);
         let (deadline, retry) =
             self.deadlines
-                .deadline_for(content_key, offset, end, self.cfg.read_deadline);
+                .deadline_for(&target.content, offset, end, self.cfg.read_deadline);
         let Ok(parts) = tokio::time::timeout(deadline, wait).await else {
             if !retry {
-                self.deadlines.timed_out(content_key, offset, end);
+                self.deadlines.timed_out(&target.content, offset, end);
             }
-            return Err(read_timed_out(file, offset, self.cfg.read_deadline));
+            return Err(read_timed_out(
+                &target.content,
+                offset,
+                self.cfg.read_deadline,
+            ));
         };
         let parts = parts?;
         let served: usize = parts.iter().map(Bytes::len).sum();
@@ -765,6 +858,12 @@ impl<C: HubClient> HubFs<C> {
     /// The value of extended attribute `name` of `ino`.
     pub fn getxattr(&self, ino: u64, name: &str) -> FsResult<Vec<u8>> {
         let inode = self.node(ino)?;
+        if let Node::Bucket(buckets::BucketNode::File { file, .. }) = &inode.node {
+            return match name {
+                buckets::XATTR_XET_HASH => Ok(file.xet_hash.clone().into_bytes()),
+                _ => Err(FsError::NoAttr),
+            };
+        }
         self.root_xattr(ino, &inode.node, name)
             .ok_or(FsError::NoAttr)
     }
@@ -772,12 +871,20 @@ impl<C: HubClient> HubFs<C> {
     /// The names of the extended attributes of `ino`.
     pub fn listxattr(&self, ino: u64) -> FsResult<Vec<String>> {
         let inode = self.node(ino)?;
+        if let Node::Bucket(buckets::BucketNode::File { .. }) = &inode.node {
+            return Ok(vec![buckets::XATTR_XET_HASH.to_owned()]);
+        }
         Ok(self.root_xattr_names(ino, &inode.node))
     }
 
     /// The kernel dropped `n` lookups of `ino`.
     pub fn forget(&self, ino: u64, n: u64) {
         self.inodes.forget(ino, n);
+    }
+
+    /// Opens of files not yet released, over all files (for stats and tests).
+    pub fn open_handles(&self) -> u64 {
+        self.open_files.lock().values().sum()
     }
 
     /// Number of live inodes (for stats and tests).
@@ -788,5 +895,91 @@ impl<C: HubClient> HubFs<C> {
     /// The root inode number.
     pub fn root(&self) -> u64 {
         ROOT_INO
+    }
+}
+
+// The root of a one-repo mount (see fs/root.rs).
+impl<C: HubClient> HubFs<C> {
+    /// For a one-repo mount, the inode the root (`ino` 1) stands for, once resolved.
+    fn mounted_root(&self, ino: u64) -> Option<Arc<Inode>> {
+        if ino != ROOT_INO {
+            return None;
+        }
+        self.mounted.lock().clone()
+    }
+
+    /// Binds the root of a one-repo mount: resolves its revision to a commit once (the mount is
+    /// pinned to it for its life) and walks to its subfolder, which must be a folder at that
+    /// commit. Returns the commit, or `None` for a whole-Hub mount (nothing to do). Call it
+    /// before mounting: until it succeeds, the root is the whole Hub.
+    pub async fn resolve_root(&self) -> FsResult<Option<String>> {
+        let MountRoot::Repo {
+            repo,
+            revision,
+            subfolder,
+        } = self.cfg.root.clone()
+        else {
+            return Ok(None);
+        };
+        let info = self.hub.resolve_revision(&repo, &revision).await?;
+        if crate::hub::urls::is_commit_sha(&revision) && info.sha != revision {
+            return Err(FsError::NotFound);
+        }
+        let snap = Arc::new(Snapshot {
+            repo: repo.clone(),
+            // Pinned: the root never re-resolves (its inode cannot change under the kernel).
+            revision: info.sha.clone(),
+            commit: info.sha.clone(),
+            date: info.date.unwrap_or(UNIX_EPOCH),
+            name_state: Default::default(),
+        });
+        let org = self.org_inode(repo.repo_type, repo.namespace.clone());
+        let top = self.repo_inode(
+            org.ino,
+            &format!("{}@{}", repo.name, info.sha),
+            snap.clone(),
+        );
+        // The kernel never sees these inodes (it sees ino 1): one held lookup keeps them.
+        self.inodes.add_lookup(&org);
+        self.inodes.add_lookup(&top);
+        let mut at = top.clone();
+        let mut dir = String::new();
+        for seg in subfolder.split('/').filter(|s| !s.is_empty()) {
+            let child = self.entry(top.ino, &snap, &dir, seg).await?;
+            if !child.node.is_dir() {
+                return Err(FsError::NotDir);
+            }
+            self.inodes.add_lookup(&child);
+            dir = if dir.is_empty() {
+                seg.to_owned()
+            } else {
+                format!("{dir}/{seg}")
+            };
+            at = child;
+        }
+        *self.mounted.lock() = Some(at);
+        Ok(Some(info.sha))
+    }
+}
+
+impl<C: HubClient> HubFs<C> {
+    /// The value of extended attribute `name` of inode `ino`, which is `node`: see [`xattr`];
+    /// the root of a one-repo mount also has [`root::XATTR_REVISION`].
+    fn root_xattr(&self, ino: u64, node: &Node, name: &str) -> Option<Vec<u8>> {
+        match (&self.cfg.root, name) {
+            (MountRoot::Repo { revision, .. }, root::XATTR_REVISION) if ino == ROOT_INO => {
+                Some(revision.clone().into_bytes())
+            }
+            _ => root::xattr(node, name),
+        }
+    }
+
+    /// The extended attributes inode `ino` (which is `node`) has.
+    fn root_xattr_names(&self, ino: u64, node: &Node) -> Vec<String> {
+        let mut names = root::xattr_names(node);
+        if ino == ROOT_INO && matches!(self.cfg.root, MountRoot::Repo { .. }) {
+            names.push(root::XATTR_REVISION.to_owned());
+        }
+        names
     }
 }

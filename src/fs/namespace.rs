@@ -41,7 +41,7 @@ pub struct RepoDirName {
 impl RepoDirName {
     /// True when the revision is a full commit sha: the directory is immutable.
     pub fn is_pinned(&self) -> bool {
-        crate::hub::http::is_commit_sha(&self.revision)
+        crate::hub::urls::is_commit_sha(&self.revision)
     }
 }
 

@@ -1,16 +1,14 @@
 //! What the mount's root directory is: the whole Hub (`/<org>/<repo>@<rev>/...`), or one repo (or
 //! one folder of it) pinned to a commit. A new shape (a Storage Bucket) is one more variant of
-//! [`MountRoot`]; the core asks only [`MountRoot::repo_and_revision`] and
-//! [`MountRoot::subfolder`].
+//! [`MountRoot`]; the core (`HubFs::resolve_root`, in `fs/mod.rs`) asks only
+//! [`MountRoot::repo_and_revision`] and [`MountRoot::subfolder`].
 
-use std::sync::Arc;
-use std::time::UNIX_EPOCH;
-
-use crate::fs::inode::{Inode, Node, Snapshot, ROOT_INO};
+use crate::fs::inode::Node;
 use crate::fs::namespace::{is_valid_entry_name, is_valid_name, is_valid_revision};
-use crate::fs::{FsError, FsResult, HubFs, XATTR_COMMIT};
-use crate::hub::{HubClient, RepoId, RepoType};
+use crate::hub::{RepoId, RepoType};
 
+/// The extended attribute holding the commit of anything inside a repo directory.
+pub const XATTR_COMMIT: &str = "user.hf.commit";
 /// The extended attribute naming the repo of anything inside one: `acme/m`,
 /// `datasets/acme/corpus`.
 pub const XATTR_REPO: &str = "user.hf.repo";
@@ -124,91 +122,6 @@ impl MountRoot {
     }
 }
 
-impl<C: HubClient> HubFs<C> {
-    /// For a one-repo mount, the inode the root (`ino` 1) stands for, once resolved.
-    pub(super) fn mounted_root(&self, ino: u64) -> Option<Arc<Inode>> {
-        if ino != ROOT_INO {
-            return None;
-        }
-        self.mounted.lock().clone()
-    }
-
-    /// Binds the root of a one-repo mount: resolves its revision to a commit once (the mount is
-    /// pinned to it for its life) and walks to its subfolder, which must be a folder at that
-    /// commit. Returns the commit, or `None` for a whole-Hub mount (nothing to do). Call it
-    /// before mounting: until it succeeds, the root is the whole Hub.
-    pub async fn resolve_root(&self) -> FsResult<Option<String>> {
-        let MountRoot::Repo {
-            repo,
-            revision,
-            subfolder,
-        } = self.cfg.root.clone()
-        else {
-            return Ok(None);
-        };
-        let info = self.hub.resolve_revision(&repo, &revision).await?;
-        if crate::hub::http::is_commit_sha(&revision) && info.sha != revision {
-            return Err(FsError::NotFound);
-        }
-        let snap = Arc::new(Snapshot {
-            repo: repo.clone(),
-            // Pinned: the root never re-resolves (its inode cannot change under the kernel).
-            revision: info.sha.clone(),
-            commit: info.sha.clone(),
-            date: info.date.unwrap_or(UNIX_EPOCH),
-            name_state: Default::default(),
-        });
-        let org = self.org_inode(repo.repo_type, repo.namespace.clone());
-        let top = self.repo_inode(
-            org.ino,
-            &format!("{}@{}", repo.name, info.sha),
-            snap.clone(),
-        );
-        // The kernel never sees these inodes (it sees ino 1): one held lookup keeps them.
-        self.inodes.add_lookup(&org);
-        self.inodes.add_lookup(&top);
-        let mut at = top.clone();
-        let mut dir = String::new();
-        for seg in subfolder.split('/').filter(|s| !s.is_empty()) {
-            let child = self.entry(top.ino, &snap, &dir, seg).await?;
-            if !child.node.is_dir() {
-                return Err(FsError::NotDir);
-            }
-            self.inodes.add_lookup(&child);
-            dir = if dir.is_empty() {
-                seg.to_owned()
-            } else {
-                format!("{dir}/{seg}")
-            };
-            at = child;
-        }
-        *self.mounted.lock() = Some(at);
-        Ok(Some(info.sha))
-    }
-}
-
-impl<C: HubClient> HubFs<C> {
-    /// The value of extended attribute `name` of inode `ino`, which is `node`: see [`xattr`];
-    /// the root of a one-repo mount also has [`XATTR_REVISION`].
-    pub(super) fn root_xattr(&self, ino: u64, node: &Node, name: &str) -> Option<Vec<u8>> {
-        match (&self.cfg.root, name) {
-            (MountRoot::Repo { revision, .. }, XATTR_REVISION) if ino == ROOT_INO => {
-                Some(revision.clone().into_bytes())
-            }
-            _ => xattr(node, name),
-        }
-    }
-
-    /// The extended attributes inode `ino` (which is `node`) has.
-    pub(super) fn root_xattr_names(&self, ino: u64, node: &Node) -> Vec<String> {
-        let mut names = xattr_names(node);
-        if ino == ROOT_INO && matches!(self.cfg.root, MountRoot::Repo { .. }) {
-            names.push(XATTR_REVISION.to_owned());
-        }
-        names
-    }
-}
-
 /// The value of extended attribute `name` of `node`: its commit, repo or path inside a repo.
 pub fn xattr(node: &Node, name: &str) -> Option<Vec<u8>> {
     let snap = node.snapshot()?;
@@ -249,83 +162,6 @@ pub fn normalize_subfolder(s: &str) -> Result<String, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::fs::{FsConfig, Kind, Lifetime};
-    use crate::hub::memory::{fake_sha, MemoryHub};
-
-    fn one_repo_fs(subfolder: &str) -> (Arc<MemoryHub>, HubFs<MemoryHub>) {
-        let hub = MemoryHub::new();
-        let m = RepoId::new(RepoType::Model, "acme", "m");
-        hub.add_commit(
-            &m,
-            &fake_sha(1),
-            &[("config.json", b"{}"), ("ckpt/step-1/w.bin", b"weights")],
-        );
-        hub.add_commit(&m, &fake_sha(2), &[("config.json", b"{\"v\":2}")]);
-        hub.set_ref(&m, "main", &fake_sha(1));
-        let cfg = FsConfig {
-            root: MountRoot::parse_repo("acme/m@main", None, Some(subfolder)).unwrap(),
-            revision_ttl: std::time::Duration::ZERO,
-            ..FsConfig::default()
-        };
-        let fs = HubFs::new(hub.clone(), cfg, Default::default());
-        (hub, fs)
-    }
-
-    #[tokio::test]
-    async fn the_root_of_a_one_repo_mount_is_the_repo_pinned_to_its_commit() {
-        let (hub, fs) = one_repo_fs("");
-        assert_eq!(fs.resolve_root().await.unwrap(), Some(fake_sha(1)));
-        let root = fs.getattr(ROOT_INO).unwrap();
-        assert_eq!(
-            (root.ino, root.kind, root.lifetime),
-            (ROOT_INO, Kind::Dir, Lifetime::Immutable)
-        );
-        let mut names: Vec<String> = fs
-            .readdir(ROOT_INO)
-            .await
-            .unwrap()
-            .into_iter()
-            .map(|e| e.name)
-            .collect();
-        names.sort();
-        assert_eq!(names, ["ckpt", "config.json"]);
-        assert_eq!(
-            fs.getxattr(ROOT_INO, XATTR_COMMIT).unwrap(),
-            fake_sha(1).into_bytes()
-        );
-        assert_eq!(fs.getxattr(ROOT_INO, XATTR_REVISION).unwrap(), b"main");
-        assert_eq!(fs.getxattr(ROOT_INO, XATTR_REPO).unwrap(), b"acme/m");
-        // The control directory is still at the root.
-        assert_eq!(
-            fs.lookup(ROOT_INO, crate::fs::CONTROL_DIR)
-                .await
-                .unwrap()
-                .kind,
-            Kind::Dir
-        );
-        // The branch moves: the mount stays on its commit (revision_ttl 0 would re-resolve a
-        // branch directory of a whole-Hub mount at once).
-        hub.set_ref(
-            &RepoId::new(RepoType::Model, "acme", "m"),
-            "main",
-            &fake_sha(2),
-        );
-        let c = fs.lookup(ROOT_INO, "config.json").await.unwrap();
-        assert_eq!(fs.read(c.ino, 0, 100).await.unwrap(), &b"{}"[..]);
-    }
-
-    #[tokio::test]
-    async fn a_subfolder_mount_walks_to_the_folder_and_refuses_a_file() {
-        let (_, fs) = one_repo_fs("ckpt/step-1");
-        fs.resolve_root().await.unwrap();
-        let w = fs.lookup(ROOT_INO, "w.bin").await.unwrap();
-        assert_eq!(fs.read(w.ino, 0, 100).await.unwrap(), &b"weights"[..]);
-        assert_eq!(fs.getxattr(ROOT_INO, XATTR_PATH).unwrap(), b"ckpt/step-1");
-        let (_, fs) = one_repo_fs("config.json");
-        assert!(matches!(fs.resolve_root().await, Err(FsError::NotDir)));
-        let (_, fs) = one_repo_fs("nope");
-        assert_eq!(fs.resolve_root().await.unwrap_err().errno(), libc::ENOENT);
-    }
 
     fn repo(spec: &str, t: Option<RepoType>, sub: Option<&str>) -> Result<MountRoot, String> {
         MountRoot::parse_repo(spec, t, sub)

@@ -140,6 +140,21 @@ pub enum HubError {
 }
 
 impl HubError {
+    /// True for failures that may pass on another try: network errors, timeouts, 5xx, 408, 429
+    /// and responses that broke the protocol (a cut body, a wrong `Content-Range`). Not-found,
+    /// access, TLS and stale-content errors are final. The retry policy and the core (which keeps
+    /// serving a bound commit when the Hub fails transiently) both ask this.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            HubError::Network { .. }
+            | HubError::Timeout { .. }
+            | HubError::Protocol { .. }
+            | HubError::RateLimited { .. } => true,
+            HubError::Status { context } => context.status >= 500 || context.status == 408,
+            _ => false,
+        }
+    }
+
     /// The HTTP status behind this error, if it came from a response.
     pub fn status(&self) -> Option<u16> {
         match self {

@@ -27,6 +27,8 @@ use super::{
 use crate::stats::Stats;
 use std::sync::Arc;
 
+mod buckets;
+
 /// Most redirects followed for one request (Hub → resolve-cache or CDN, renamed repos).
 const MAX_REDIRECTS: usize = 8;
 /// Most tree pages followed for one folder (1000 entries each).
@@ -238,7 +240,7 @@ impl HttpHub {
         method: Method,
         url: &str,
         range: Option<&str>,
-        expect: Option<&FileRef>,
+        expect: Option<&Expect<'_>>,
     ) -> Result<Sent, HubError> {
         let mut current = Url::parse(url).map_err(|e| HubError::Protocol {
             url: redact_url(url),
@@ -292,7 +294,7 @@ impl HttpHub {
                 }
             }
             if let (Some(file), true) = (expect, hub_origin) {
-                check_identity(resp.headers(), file, &shown)?;
+                file.check(resp.headers(), resp.status(), &shown)?;
             }
             if resp.status().is_redirection() {
                 hops += 1;
@@ -399,13 +401,15 @@ impl HttpHub {
 
     /// One ranged GET of the bytes `acc` still lacks, from `start_url` (the resolve URL or a
     /// remembered CDN URL), checked; what arrives is added to `acc` even when the body is cut.
-    /// Returns the URL that served the bytes.
+    /// The URL that serves them is remembered under `key`. Returns the URL that served the bytes.
+    #[allow(clippy::too_many_arguments)]
     async fn range_once(
         &self,
         start_url: &str,
         resolve: &str,
+        key: &str,
         leader: Option<tokio::sync::OwnedMutexGuard<()>>,
-        file: &FileRef,
+        file: &Expect<'_>,
         base: u64,
         acc: &mut Pieces<'_>,
     ) -> Result<String, HubError> {
@@ -446,17 +450,17 @@ impl HttpHub {
                     url: url.clone(),
                     message: format!("bad Content-Range {cr:?}"),
                 })?;
-                if a != offset || b != end || total.is_some_and(|t| t != file.size) {
+                if a != offset || b != end || total.is_some_and(|t| t != file.size()) {
                     return Err(HubError::Protocol {
                         url,
                         message: format!(
                             "Content-Range {cr:?} does not match bytes {offset}-{end}/{}",
-                            file.size
+                            file.size()
                         ),
                     });
                 }
             }
-            StatusCode::OK if offset == 0 && len == file.size => {}
+            StatusCode::OK if offset == 0 && len == file.size() => {}
             StatusCode::OK => {
                 return Err(HubError::Protocol {
                     url,
@@ -468,7 +472,7 @@ impl HttpHub {
         if start_url == resolve {
             // The bytes are coming: the URL that serves them is good for the other parts now,
             // not only once this body ends (a Hub answering bytes itself is remembered too).
-            self.remember_redirect(resolve, &sent.url);
+            self.remember_redirect(key, &sent.url);
         }
         drop(leader);
         read_pieces(sent.resp, &url, self.cfg.request_timeout, acc).await?;
@@ -586,7 +590,7 @@ impl HubClient for HttpHub {
         let info: RevisionJson = self.body_json(sent).await?;
         let sha = info
             .sha
-            .filter(|s| is_commit_sha(s))
+            .filter(|s| super::urls::is_commit_sha(s))
             .ok_or(HubError::Protocol {
                 url: shown,
                 message: "revision info without a 40-hex sha".into(),
@@ -644,6 +648,58 @@ impl HubClient for HttpHub {
             });
         }
         let resolve = self.urls.resolve(&file.repo, &file.commit, &file.path)?;
+        let file = Expect::Repo(file);
+        self.stream_via(&resolve, &resolve, &file, offset, len, piece, sink)
+            .await
+    }
+}
+
+/// What the bytes being read must be, checked on every answer from the Hub's origin: a repo file
+/// at a commit, or one version of a bucket object.
+pub(crate) enum Expect<'a> {
+    /// See [`check_identity`].
+    Repo(&'a FileRef),
+    /// `X-Xet-Hash` must be the version's hash (see `buckets::check_version`).
+    Bucket(&'a super::buckets::BucketFile),
+}
+
+impl Expect<'_> {
+    fn size(&self) -> u64 {
+        match self {
+            Expect::Repo(f) => f.size,
+            Expect::Bucket(f) => f.size,
+        }
+    }
+
+    fn path(&self) -> &str {
+        match self {
+            Expect::Repo(f) => &f.path,
+            Expect::Bucket(f) => &f.path,
+        }
+    }
+
+    fn check(&self, headers: &HeaderMap, status: StatusCode, url: &str) -> Result<(), HubError> {
+        match self {
+            Expect::Repo(f) => check_identity(headers, f, url),
+            Expect::Bucket(f) => buckets::check_version(headers, status, f, url),
+        }
+    }
+}
+
+impl HttpHub {
+    /// Reads `len` bytes from `offset` of what `resolve` serves, checked against `file`, with
+    /// retries and resumes; a CDN URL is remembered under `key` (which names the content).
+    #[allow(clippy::too_many_arguments)]
+    async fn stream_via(
+        &self,
+        resolve: &str,
+        key: &str,
+        file: &Expect<'_>,
+        offset: u64,
+        len: u64,
+        piece: u64,
+        sink: &dyn PieceSink,
+    ) -> Result<(), HubError> {
         let policy = &self.cfg.retry;
         let deadline = self.cfg.read_timeout;
         let mut acc = Pieces::streaming(len, piece, sink);
@@ -651,31 +707,29 @@ impl HubClient for HttpHub {
         let mut last_progress = Instant::now();
         let mut reresolved = false;
         loop {
-            let mut cached = self.cached_redirect(&resolve);
+            let mut cached = self.cached_redirect(key);
             let mut leader = None;
             if cached.is_none() {
                 // One request asks the Hub where the bytes are; the others wait for its answer.
                 let lock = self
                     .resolving
                     .lock()
-                    .get_or_insert(resolve.clone(), Default::default)
+                    .get_or_insert(key.to_owned(), Default::default)
                     .clone();
                 let guard = lock.lock_owned().await;
-                cached = self.cached_redirect(&resolve);
+                cached = self.cached_redirect(key);
                 if cached.is_none() {
                     leader = Some(guard);
                 }
             }
-            let start = cached.as_deref().unwrap_or(&resolve);
-            // Progress is a whole piece delivered: a body that sends a few bytes before each
-            // stall does not keep a read alive.
+            let start = cached.as_deref().unwrap_or(resolve);
             let before = acc.completed;
             let result = self
-                .range_once(start, &resolve, leader, file, offset, &mut acc)
+                .range_once(start, resolve, key, leader, file, offset, &mut acc)
                 .await;
             if acc.completed > before {
-                // Progress: the deadline and the failure count start over; a cut body resumes
-                // from the first missing byte.
+                // Progress (a whole piece: a few bytes before each stall are not): the deadline
+                // and the failure count start over; a cut body resumes from the first missing byte.
                 last_progress = Instant::now();
                 failures = 0;
             }
@@ -700,7 +754,7 @@ impl HubClient for HttpHub {
                 // A remembered CDN URL that failed (expired, refused, unreachable), or a CDN that
                 // refused a fresh URL (403/410): the URL is not reused and the Hub is asked for a
                 // new one, once without counting as a failure.
-                self.forget_redirect(&resolve);
+                self.forget_redirect(key);
                 if !reresolved {
                     reresolved = true;
                     tracing::debug!(error = %err, "remembered redirect failed; re-resolving");
@@ -709,18 +763,15 @@ impl HubClient for HttpHub {
             }
             failures += 1;
             let idle = last_progress.elapsed();
-            if !RetryPolicy::is_retryable(&err)
-                || failures >= policy.max_attempts
-                || idle >= deadline
-            {
+            if !err.is_transient() || failures >= policy.max_attempts || idle >= deadline {
                 if idle >= deadline {
-                    tracing::warn!(path = %file.path, ?idle, error = %err, "no progress within the read timeout");
+                    tracing::warn!(path = %file.path(), ?idle, error = %err, "no progress within the read timeout");
                 }
                 return Err(err);
             }
             let wait = policy.delay(failures, &err).min(deadline - idle);
             Stats::add(&self.stats.retries, 1);
-            tracing::warn!(path = %file.path, offset = offset + acc.got(), missing = acc.missing(), failures, ?wait, error = %err, "range read failed; retrying");
+            tracing::warn!(path = %file.path(), offset = offset + acc.got(), missing = acc.missing(), failures, ?wait, error = %err, "range read failed; retrying");
             tokio::time::sleep(wait).await;
         }
     }
@@ -1051,13 +1102,6 @@ fn redirect_ttl(target: &str) -> Duration {
             Duration::from_secs(e.saturating_sub(now)).saturating_sub(EXPIRY_MARGIN)
         }
     }
-}
-
-/// True for a 40-character lowercase hex string.
-pub fn is_commit_sha(s: &str) -> bool {
-    s.len() == 40
-        && s.bytes()
-            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
 }
 
 /// Parses `2024-01-02T12:00:00.000Z` (RFC 3339, UTC or with an offset).

@@ -10,6 +10,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use bytes::Bytes;
 use parking_lot::Mutex;
 
+mod buckets;
+
 use super::{
     CommitInfo, EntryKind, FileRef, HttpContext, HubClient, HubError, NotFoundKind, PieceSink,
     RepoId, TreeEntry,
@@ -33,6 +35,10 @@ pub struct Calls {
     pub range: AtomicU64,
     /// Bytes returned by `read_range`.
     pub bytes: AtomicU64,
+    /// `bucket_info` calls.
+    pub bucket_info: AtomicU64,
+    /// Bucket objects put (numbers the versions).
+    pub puts: AtomicU64,
 }
 
 /// The in-memory Hub.
@@ -42,6 +48,7 @@ pub struct MemoryHub {
     /// Counters of answered calls.
     pub calls: Calls,
     range_delay: Mutex<Option<Duration>>,
+    buckets: Mutex<BTreeMap<crate::hub::buckets::BucketId, buckets::MemBucket>>,
 }
 
 fn not_found(kind: NotFoundKind, what: &str) -> HubError {

@@ -4,6 +4,7 @@
 //! This layer knows HTTP and JSON. It knows nothing of FUSE, inodes or errno.
 
 pub mod auth;
+pub mod buckets;
 pub mod error;
 pub mod http;
 pub mod memory;
@@ -196,7 +197,8 @@ impl<F: Fn(usize, Bytes) + Send + Sync> PieceSink for F {
 
 /// What the filesystem needs from the Hub. Implemented over HTTP by [`http::HttpHub`] and in memory
 /// by [`memory::MemoryHub`]. Every method is bounded in time by the implementation.
-pub trait HubClient: Send + Sync + 'static {
+/// Storage Buckets are part of it ([`buckets::BucketClient`]).
+pub trait HubClient: buckets::BucketClient + Send + Sync + 'static {
     /// Resolves a branch, tag or commit sha to a commit.
     fn resolve_revision(
         &self,

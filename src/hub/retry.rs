@@ -29,20 +29,6 @@ impl Default for RetryPolicy {
 }
 
 impl RetryPolicy {
-    /// True for failures that may pass: network errors, timeouts, 5xx, 408, 429 and responses that
-    /// broke the protocol (a cut body, a wrong `Content-Range`). Not-found, access, TLS and
-    /// stale-content errors are final.
-    pub fn is_retryable(err: &HubError) -> bool {
-        match err {
-            HubError::Network { .. }
-            | HubError::Timeout { .. }
-            | HubError::Protocol { .. }
-            | HubError::RateLimited { .. } => true,
-            HubError::Status { context } => context.status >= 500 || context.status == 408,
-            _ => false,
-        }
-    }
-
     /// The wait before try number `attempt + 1` (`attempt` counts from 1) after `err`.
     pub fn delay(&self, attempt: u32, err: &HubError) -> Duration {
         if let HubError::RateLimited {
@@ -71,7 +57,7 @@ impl RetryPolicy {
         loop {
             match op().await {
                 Ok(v) => return Ok(v),
-                Err(e) if attempt < self.max_attempts && Self::is_retryable(&e) => {
+                Err(e) if attempt < self.max_attempts && e.is_transient() => {
                     let wait = self.delay(attempt, &e);
                     tracing::warn!(%what, attempt, ?wait, error = %e, "retrying");
                     tokio::time::sleep(wait).await;
@@ -111,24 +97,24 @@ mod tests {
     fn retry_decision_over_every_status_code() {
         for s in 100..600u16 {
             let want = s >= 500 || s == 408 || s == 429;
-            assert_eq!(RetryPolicy::is_retryable(&status(s)), want, "status {s}");
+            assert_eq!(status(s).is_transient(), want, "status {s}");
         }
         let net = HubError::Network {
             url: "u".into(),
             message: "reset".into(),
         };
-        assert!(RetryPolicy::is_retryable(&net));
+        assert!(net.is_transient());
         let stale = HubError::Stale {
             url: "u".into(),
             message: "m".into(),
         };
-        assert!(!RetryPolicy::is_retryable(&stale));
+        assert!(!stale.is_transient());
         let untrusted = HubError::Tls {
             url: "u".into(),
             message: "UnknownIssuer".into(),
         };
         assert!(
-            !RetryPolicy::is_retryable(&untrusted),
+            !untrusted.is_transient(),
             "a certificate hubfs does not trust stays untrusted"
         );
     }

@@ -14,6 +14,14 @@ const SEGMENT: &AsciiSet = &NON_ALPHANUMERIC
     .remove(b'_')
     .remove(b'~');
 
+/// True for a full commit sha: 40 lowercase hex digits (what the Hub returns in `sha` and
+/// `X-Repo-Commit`; a revision written so is pinned and never re-resolved).
+pub fn is_commit_sha(s: &str) -> bool {
+    s.len() == 40
+        && s.bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+}
+
 /// Encodes one path segment (or a whole revision): `/` becomes `%2F`. Refuses the empty string,
 /// `.`, `..` and anything with NUL.
 pub fn encode_segment(s: &str) -> Result<String, HubError> {

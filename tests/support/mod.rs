@@ -1,9 +1,11 @@
-//! Test support: a mounted hubfs in a temp dir that unmounts on drop, and FUSE availability checks
-//! that fail loudly under CI instead of skipping.
+//! Test support: a mounted hubfs in a temp dir that unmounts on drop, and prerequisite checks that
+//! fail loudly instead of skipping (a skip is allowed only when asked for with
+//! `HUBFS_ALLOW_SKIP=1`, and never under `CI=true`).
 
 #![allow(dead_code)]
 
 pub mod daemon;
+pub mod mounted;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -13,14 +15,27 @@ use hubfs::fs::{FsConfig, HubFs};
 use hubfs::hub::HubClient;
 use hubfs::stats::Stats;
 
-/// True when this machine can mount FUSE. Under `CI=true`, a missing FUSE is a failure.
+/// A test's prerequisite is missing: a failure, unless `HUBFS_ALLOW_SKIP=1` asks for a skip (and
+/// `CI` is not `true`), in which case it prints `SKIPPED: <why>` and returns.
+pub fn missing_prerequisite(why: &str) {
+    let ci = std::env::var("CI").as_deref() == Ok("true");
+    let allow = std::env::var("HUBFS_ALLOW_SKIP").as_deref() == Ok("1");
+    if ci || !allow {
+        panic!(
+            "{why}: this test cannot run here, and a test that cannot run fails \
+             (`HUBFS_ALLOW_SKIP=1` turns this into a skip outside CI; `scripts/test` installs \
+             every prerequisite)"
+        );
+    }
+    eprintln!("SKIPPED (HUBFS_ALLOW_SKIP=1): {why}");
+}
+
+/// True when this machine can mount FUSE (`/dev/fuse` and root). Otherwise a failure, or a
+/// skip with `HUBFS_ALLOW_SKIP=1` (see [`missing_prerequisite`]).
 pub fn fuse_available() -> bool {
     let ok = Path::new("/dev/fuse").exists() && nix::unistd::geteuid().is_root();
     if !ok {
-        if std::env::var("CI").as_deref() == Ok("true") {
-            panic!("FUSE tests need /dev/fuse and root, and CI=true forbids skipping them");
-        }
-        eprintln!("SKIPPED: no /dev/fuse or not root (set CI=true to make this a failure)");
+        missing_prerequisite("FUSE tests need /dev/fuse and root");
     }
     ok
 }

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 
-use crate::config::{parse_duration, parse_size};
+use crate::config::{parse_duration, parse_mode, parse_size};
 
 /// hubfs: the Hugging Face Hub as a read-only filesystem.
 ///
@@ -22,11 +22,19 @@ pub struct Cli {
 }
 
 /// The subcommands.
+// Parsed once per run: the size of the mount variant does not matter.
+#[allow(clippy::large_enum_variant)]
 #[derive(Subcommand, Debug)]
 pub enum Command {
-    /// Mount the Hub at MOUNTPOINT and serve it in the foreground until SIGINT/SIGTERM (or an
-    /// external umount), then unmount cleanly.
+    /// Mount the Hub (or, with --repo, one repo or folder) at MOUNTPOINT. Returns once the mount
+    /// answers, the daemon serving it in the background (exit status 0), or with the reason it
+    /// could not mount (non-zero). With --foreground it serves in the foreground until
+    /// SIGINT/SIGTERM or an external unmount, then unmounts cleanly.
+    #[command(after_help = MOUNT_AFTER_HELP)]
     Mount(MountArgs),
+    /// Unmount the hubfs mount at MOUNTPOINT (umount as root, fusermount3 -u otherwise); its
+    /// daemon then exits. Fails, changing nothing, if MOUNTPOINT is not a hubfs mount.
+    Unmount(UnmountArgs),
     /// Print the mount path of a repo, e.g. `hubfs path meta-llama/Llama-2-7b` prints
     /// /mnt/hf/meta-llama/Llama-2-7b@main.
     Path(PathArgs),
@@ -44,6 +52,17 @@ pub enum RepoKind {
     Dataset,
     /// A space: /spaces/<org>/<repo>@<rev>.
     Space,
+}
+
+impl RepoKind {
+    /// The Hub's repo type of this `--type` / `--repo-type` value.
+    pub fn repo_type(self) -> crate::hub::RepoType {
+        match self {
+            RepoKind::Model => crate::hub::RepoType::Model,
+            RepoKind::Dataset => crate::hub::RepoType::Dataset,
+            RepoKind::Space => crate::hub::RepoType::Space,
+        }
+    }
 }
 
 /// Options of `hubfs path`.
@@ -68,6 +87,36 @@ pub struct PathArgs {
     /// https://huggingface.co.
     #[arg(long, value_name = "URL")]
     pub endpoint: Option<String>,
+}
+
+/// What `hubfs mount --help` says after the flags: the `-o` options.
+const MOUNT_AFTER_HELP: &str = "\
+Mount options (-o OPT[,OPT...], as in fstab; may be repeated):
+  Each flag as an option named with '_': cache_size=1GiB, read_timeout=10s, repo=org/name@rev,
+  repo_type=dataset, subfolder=PATH, file_mode=0440, dir_mode=0550, log_file=PATH, uid=N, gid=N,
+  endpoint=URL, token_file=PATH, ca_bundle=PATH, revision_ttl=DUR, max_connections=N,
+  fuse_threads=N, metrics_addr=ADDR; allow_other, debug.
+  Accepted and ignored (the mount is always ro,nosuid,nodev,noatime,default_permissions): ro,
+  defaults, auto, noauto, user, nouser, users, _netdev, nofail, dev, nodev, suid, nosuid, exec,
+  noexec, atime, noatime, relatime, async, sync, default_permissions, x-*.
+  rw is accepted with a warning (writes still fail with EROFS). Anything else is refused.
+
+Examples:
+  hubfs mount /mnt/hf
+  hubfs mount --repo openai-community/gpt2@main /models/gpt2
+  hubfs mount --repo acme/corpus --repo-type dataset --subfolder data/train /data/train
+  hubfs mount -o ro,allow_other,cache_size=1GiB --log-file /var/log/hubfs.log /mnt/hf
+  hubfs unmount /mnt/hf";
+
+/// Options of `hubfs unmount`.
+#[derive(clap::Args, Debug, Clone)]
+pub struct UnmountArgs {
+    /// Where hubfs is mounted.
+    pub mountpoint: PathBuf,
+    /// Detach the mount now even if files in it are open (umount -l / fusermount3 -u -z); it goes
+    /// away when they are closed.
+    #[arg(short = 'l', long)]
+    pub lazy: bool,
 }
 
 /// Options of `hubfs status`.
@@ -127,10 +176,6 @@ pub struct MountArgs {
     #[arg(long, value_name = "NS/NAME")]
     pub bucket: Option<String>,
 
-    /// With --bucket: show only this folder of the bucket at MOUNTPOINT.
-    #[arg(long, value_name = "PATH", requires = "bucket")]
-    pub subfolder: Option<String>,
-
     /// Let users other than the one mounting access the mount (needs user_allow_other in
     /// /etc/fuse.conf when not mounting as root). Off by default.
     #[arg(long)]
@@ -159,4 +204,44 @@ pub struct MountArgs {
     /// FUSE worker threads reading requests from the kernel (network work runs on async tasks).
     #[arg(long, default_value_t = 4, value_name = "N")]
     pub fuse_threads: usize,
+
+    /// Mount one repo instead of the whole Hub: org/name, optionally @revision (a branch, tag or
+    /// sha; a `/` in it may stay raw: acme/m@refs/pr/1) and a datasets/ or spaces/ prefix. The
+    /// mount's root is that repo at the commit the revision resolves to when mounting, pinned
+    /// for the life of the mount (remount to follow a branch).
+    #[arg(long, value_name = "ORG/NAME[@REV]", conflicts_with = "bucket")]
+    pub repo: Option<String>,
+
+    /// The type of the --repo (default: model, or what its datasets/ or spaces/ prefix says).
+    #[arg(long, value_enum, requires = "repo")]
+    pub repo_type: Option<RepoKind>,
+
+    /// With --repo or --bucket: mount only this folder of the repo (it must be a folder at the
+    /// commit) or of the bucket.
+    #[arg(long, value_name = "PATH")]
+    pub subfolder: Option<String>,
+
+    /// Stay in the foreground (logs on stderr) instead of returning once the mount answers.
+    /// systemd units use it.
+    #[arg(short = 'f', long)]
+    pub foreground: bool,
+
+    /// Debug logs: hubfs's own at debug level, other crates at info (HUBFS_LOG=hubfs=debug,info).
+    /// HUBFS_LOG, when set, wins.
+    #[arg(long)]
+    pub debug: bool,
+
+    /// Append the logs to this file instead of stderr. Without it a daemon in the background
+    /// logs nothing (its errors before the mount answers are still printed by `hubfs mount`).
+    #[arg(long, value_name = "PATH")]
+    pub log_file: Option<PathBuf>,
+
+    /// Permission bits of every file, octal. Read and execute bits only: write bits, setuid,
+    /// setgid and sticky are refused.
+    #[arg(long, value_name = "OCTAL", default_value = "0444", value_parser = parse_mode)]
+    pub file_mode: u16,
+
+    /// Permission bits of every directory, octal. Read and execute bits only, as --file-mode.
+    #[arg(long, value_name = "OCTAL", default_value = "0555", value_parser = parse_mode)]
+    pub dir_mode: u16,
 }

@@ -88,17 +88,91 @@ pub fn network_settings(
     Ok((ca_bundles(ca_flag, env), ProxyConfig::from_env(env)?))
 }
 
-/// mount(8)'s generic options, which hubfs accepts and ignores in `-o`.
+/// Parses permission bits given in octal (`0444`, `444`, `0o550`): read and execute bits only,
+/// since hubfs is read-only (write bits, setuid, setgid and sticky are refused).
+pub fn parse_mode(s: &str) -> Result<u16, String> {
+    let t = s.trim();
+    let digits = t.strip_prefix("0o").unwrap_or(t);
+    let m = u16::from_str_radix(digits, 8)
+        .ok()
+        .filter(|m| *m <= 0o7777)
+        .ok_or_else(|| format!("invalid mode {s:?}: expected octal permission bits like 0444"))?;
+    if m & 0o222 != 0 {
+        return Err(format!(
+            "mode {s} has write bits ({:#o}): hubfs is read-only; use read and execute bits only, e.g. {:04o}",
+            m & 0o222,
+            m & 0o555
+        ));
+    }
+    if m & 0o7000 != 0 {
+        return Err(format!(
+            "mode {s} has setuid, setgid or sticky bits: only read and execute bits are accepted"
+        ));
+    }
+    Ok(m)
+}
+
+/// mount(8)'s generic options (and FUSE's `default_permissions`, always on), which hubfs accepts
+/// and ignores in `-o`: the mount is always `ro,nosuid,nodev,noatime,default_permissions`.
 const GENERIC_OPTIONS: &[&str] = &[
-    "ro", "rw", "defaults", "auto", "noauto", "user", "nouser", "users", "_netdev", "nofail",
-    "dev", "nodev", "suid", "nosuid", "exec", "noexec", "atime", "noatime", "relatime", "async",
+    "ro",
+    "defaults",
+    "auto",
+    "noauto",
+    "user",
+    "nouser",
+    "users",
+    "_netdev",
+    "nofail",
+    "dev",
+    "nodev",
+    "suid",
+    "nosuid",
+    "exec",
+    "noexec",
+    "atime",
+    "noatime",
+    "relatime",
+    "async",
     "sync",
+    "default_permissions",
 ];
+
+/// Replaces each `-o OPTS` / `-oOPTS` of a `hubfs mount` command line (`argv[1] == "mount"`,
+/// before any `--`) with the flags the options stand for ([`option_flags`]); other command
+/// lines are returned as they are.
+pub fn expand_mount_options(argv: &[String]) -> Result<Vec<String>, String> {
+    if argv.get(1).map(String::as_str) != Some("mount") {
+        return Ok(argv.to_vec());
+    }
+    let mut out = argv[..2].to_vec();
+    let mut opts = Vec::new();
+    let mut it = argv[2..].iter();
+    while let Some(a) = it.next() {
+        match a.as_str() {
+            "--" => {
+                out.push(a.clone());
+                out.extend(it.by_ref().cloned());
+            }
+            "-o" => opts.extend(
+                it.next()
+                    .ok_or("-o needs options, e.g. -o ro,allow_other")?
+                    .split(',')
+                    .map(str::to_owned),
+            ),
+            s if s.starts_with("-o") => opts.extend(s[2..].split(',').map(str::to_owned)),
+            _ => out.push(a.clone()),
+        }
+    }
+    out.extend(option_flags(&opts)?);
+    Ok(out)
+}
 
 /// Turns a mount helper's arguments (`SOURCE MOUNTPOINT [-o OPTS] [-f] [-n] [-s] [-v]`, as
 /// mount(8) passes them for an fstab line of type `fuse.hubfs`) into `hubfs mount` arguments.
-/// Options are named like the flags with `_` (`cache_size=1GiB`, `allow_other`); mount(8)'s
-/// generic ones and `x-systemd.*` are ignored. Returns (foreground, argv).
+/// SOURCE `hubfs` (or `none`) mounts the whole Hub; any other SOURCE is a repo id, as `--repo`
+/// takes it (`acme/m@main`, `datasets/acme/corpus`). Options as [`option_flags`] reads them.
+/// Returns (foreground, argv); `-f` also adds `--foreground`.
 pub fn helper_args(args: &[String]) -> Result<(bool, Vec<String>), String> {
     let mut positional = Vec::new();
     let mut opts: Vec<String> = Vec::new();
@@ -122,12 +196,35 @@ pub fn helper_args(args: &[String]) -> Result<(bool, Vec<String>), String> {
             s => positional.push(s.to_owned()),
         }
     }
-    let [_, mountpoint] = positional.as_slice() else {
+    let [source, mountpoint] = positional.as_slice() else {
         return Err("usage: mount.fuse.hubfs SOURCE MOUNTPOINT [-o OPTIONS]".into());
     };
     let mut argv = vec!["hubfs".to_owned(), "mount".to_owned(), mountpoint.clone()];
+    if !matches!(source.as_str(), "hubfs" | "none" | "") {
+        argv.push("--repo".into());
+        argv.push(source.clone());
+    }
+    if foreground {
+        argv.push("--foreground".into());
+    }
+    argv.extend(option_flags(&opts)?);
+    Ok((foreground, argv))
+}
+
+/// The `hubfs mount` flags that mount options stand for: each flag named with `_`
+/// (`cache_size=1GiB`, `allow_other`, `debug`); mount(8)'s generic ones, `default_permissions`
+/// and `x-*` (`x-systemd.*`) are ignored; `rw` is ignored with a warning on stderr (hubfs is
+/// read-only). Anything else is an error naming the option.
+pub fn option_flags(opts: &[String]) -> Result<Vec<String>, String> {
+    let mut argv = Vec::new();
     for o in opts.iter().map(|o| o.trim()).filter(|o| !o.is_empty()) {
         if GENERIC_OPTIONS.contains(&o) || o.starts_with("x-systemd.") || o.starts_with("x-") {
+            continue;
+        }
+        if o == "rw" {
+            eprintln!(
+                "hubfs: warning: option rw ignored: hubfs is read-only (writes fail with EROFS)"
+            );
             continue;
         }
         let (k, v) = match o.split_once('=') {
@@ -148,17 +245,32 @@ pub fn helper_args(args: &[String]) -> Result<(bool, Vec<String>), String> {
             "gid",
             "fuse_threads",
             "metrics_addr",
+            "bucket",
+            "repo",
+            "repo_type",
+            "subfolder",
+            "file_mode",
+            "dir_mode",
+            "log_file",
         ];
         match (k, v) {
             ("allow_other", None) => argv.push("--allow-other".into()),
+            ("debug", None) => argv.push("--debug".into()),
+            ("allow_root", None) => {
+                return Err("mount option allow_root is not supported: use allow_other".into())
+            }
             (k, Some(v)) if known_value.contains(&k) => {
                 argv.push(format!("--{}", k.replace('_', "-")));
                 argv.push(v.to_owned());
             }
-            _ => return Err(format!("unknown mount option {o:?}")),
+            _ => {
+                return Err(format!(
+                    "unknown mount option {o:?} (see: hubfs mount --help)"
+                ))
+            }
         }
     }
-    Ok((foreground, argv))
+    Ok(argv)
 }
 
 #[cfg(test)]
@@ -192,6 +304,95 @@ mod tests {
         assert!(helper_args(&a(&["hubfs", "/m", "-o", "bogus=1"])).is_err());
         assert!(helper_args(&a(&["/m"])).is_err());
         assert!(helper_args(&a(&["hubfs", "/m", "-f"])).unwrap().0);
+    }
+
+    #[test]
+    fn an_fstab_source_other_than_hubfs_is_the_repo_to_mount() {
+        let a = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        let (fg, argv) = helper_args(&a(&[
+            "datasets/acme/corpus@main",
+            "/data",
+            "-f",
+            "-o",
+            "ro,subfolder=data/train,file_mode=0440",
+        ]))
+        .unwrap();
+        assert!(fg);
+        assert_eq!(
+            argv,
+            a(&[
+                "hubfs",
+                "mount",
+                "/data",
+                "--repo",
+                "datasets/acme/corpus@main",
+                "--foreground",
+                "--subfolder",
+                "data/train",
+                "--file-mode",
+                "0440"
+            ])
+        );
+        let (_, argv) = helper_args(&a(&["none", "/m"])).unwrap();
+        assert_eq!(argv, a(&["hubfs", "mount", "/m"]));
+    }
+
+    #[test]
+    fn dash_o_on_hubfs_mount_becomes_flags_and_unknown_options_are_refused() {
+        let a = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        assert_eq!(
+            expand_mount_options(&a(&[
+                "hubfs",
+                "mount",
+                "-o",
+                "ro,nodev,nosuid,noatime,_netdev,default_permissions,allow_other,uid=7",
+                "/m",
+                "-odebug,cache_size=64MiB",
+                "--foreground"
+            ]))
+            .unwrap(),
+            a(&[
+                "hubfs",
+                "mount",
+                "/m",
+                "--foreground",
+                "--allow-other",
+                "--uid",
+                "7",
+                "--debug",
+                "--cache-size",
+                "64MiB"
+            ])
+        );
+        // rw is ignored (with a warning): the mount stays read-only.
+        assert_eq!(
+            expand_mount_options(&a(&["hubfs", "mount", "/m", "-o", "rw"])).unwrap(),
+            a(&["hubfs", "mount", "/m"])
+        );
+        let e = expand_mount_options(&a(&["hubfs", "mount", "/m", "-o", "ro,bogus"])).unwrap_err();
+        assert!(e.contains("unknown mount option \"bogus\""), "{e}");
+        assert!(
+            expand_mount_options(&a(&["hubfs", "mount", "/m", "-o", "allow_root"]))
+                .unwrap_err()
+                .contains("allow_other")
+        );
+        assert!(expand_mount_options(&a(&["hubfs", "mount", "/m", "-o"])).is_err());
+        // Other commands are left alone.
+        let st = a(&["hubfs", "status", "-o"]);
+        assert_eq!(expand_mount_options(&st).unwrap(), st);
+    }
+
+    #[test]
+    fn modes_take_read_and_execute_bits_only() {
+        assert_eq!(parse_mode("0444"), Ok(0o444));
+        assert_eq!(parse_mode("550"), Ok(0o550));
+        assert_eq!(parse_mode("0o400"), Ok(0o400));
+        let e = parse_mode("0644").unwrap_err();
+        assert!(e.contains("read-only") && e.contains("0444"), "{e}");
+        assert!(parse_mode("4555").is_err());
+        assert!(parse_mode("0999").is_err());
+        assert!(parse_mode("rw").is_err());
+        assert!(parse_mode("17777").is_err());
     }
 
     #[test]

@@ -55,6 +55,8 @@ pub struct FuseAdapter<C: HubClient> {
     fs: Arc<HubFs<C>>,
     rt: tokio::runtime::Handle,
     interrupts: Arc<Interrupts>,
+    /// Told once the kernel's INIT is handled (from then on the mount answers).
+    initialized: Option<std::sync::mpsc::SyncSender<()>>,
 }
 
 /// A reply that can carry an errno (every reply type of the operations run as tasks).
@@ -80,7 +82,16 @@ impl<C: HubClient> FuseAdapter<C> {
             fs,
             rt,
             interrupts: Interrupts::new(),
+            initialized: None,
         }
+    }
+
+    /// Sends `()` on `tx` once the kernel's INIT is handled: the mount answers from then on
+    /// (requests made earlier wait in the kernel for it), so the daemon never has to read its own
+    /// mount to know (a daemon killed in such a read would hang in the kernel for good).
+    pub fn with_init_signal(mut self, tx: std::sync::mpsc::SyncSender<()>) -> Self {
+        self.initialized = Some(tx);
+        self
     }
 
     /// Runs `work` for `req` as a task and answers with `finish(result, reply)`; if the thread
@@ -219,6 +230,9 @@ impl<C: HubClient> Filesystem for FuseAdapter<C> {
         let _ = config.set_max_background(MAX_BACKGROUND);
         let _ = config.set_congestion_threshold(MAX_BACKGROUND * 3 / 4);
         tracing::debug!("FUSE session initialised");
+        if let Some(tx) = self.initialized.take() {
+            let _ = tx.try_send(());
+        }
         Ok(())
     }
 

@@ -1,9 +1,14 @@
 use std::ffi::OsString;
 use std::process::ExitCode;
+use std::time::Duration;
 
 use clap::Parser;
 
 use hubfs::cli::{Cli, Command, MountArgs};
+use hubfs::daemon::Forked;
+
+/// How long `hubfs mount` waits for its daemon to say the mount answers.
+const MOUNT_WAIT: Duration = Duration::from_secs(90);
 
 /// Limits glibc to two malloc arenas: with one per busy thread (the default), freed block buffers
 /// scattered over many arenas stay resident and the daemon's RSS drifts above the cache cap.
@@ -32,21 +37,44 @@ fn main() -> ExitCode {
     if invoked_as.starts_with("mount.") {
         return mount_helper(&argv);
     }
-    let cli = Cli::parse();
-    hubfs::mount::init_tracing();
-    match cli.command {
-        Command::Mount(args) => match hubfs::mount::run(args, || {}) {
-            Ok(()) => ExitCode::SUCCESS,
-            Err(e) => fail(e),
-        },
-        Command::Path(args) => match hubfs::ops::path_command(&args) {
-            Ok(p) => {
-                println!("{}", p.display());
-                ExitCode::SUCCESS
+    // `-o OPTS` of `hubfs mount` become the flags they stand for (only on a UTF-8 command line;
+    // any other is parsed as it is).
+    let argv: Vec<OsString> = match argv
+        .iter()
+        .map(|a| a.clone().into_string())
+        .collect::<Result<Vec<String>, _>>()
+    {
+        Ok(strs) => match hubfs::config::expand_mount_options(&strs) {
+            Ok(v) => v.into_iter().map(OsString::from).collect(),
+            Err(e) => {
+                eprintln!("hubfs: {e}");
+                return ExitCode::from(2);
             }
-            Err(e) => fail(e),
         },
+        Err(_) => argv,
+    };
+    let cli = Cli::parse_from(argv);
+    match cli.command {
+        Command::Mount(args) => mount_command(args),
+        Command::Unmount(args) => {
+            hubfs::mount::init_tracing(false);
+            match hubfs::ops::unmount_command(&args.mountpoint, args.lazy) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => fail(e),
+            }
+        }
+        Command::Path(args) => {
+            hubfs::mount::init_tracing(false);
+            match hubfs::ops::path_command(&args) {
+                Ok(p) => {
+                    println!("{}", p.display());
+                    ExitCode::SUCCESS
+                }
+                Err(e) => fail(e),
+            }
+        }
         Command::Status(args) => {
+            hubfs::mount::init_tracing(false);
             let (up, text) = hubfs::ops::status_command(&args.mountpoint);
             print!("{text}");
             if up {
@@ -58,82 +86,83 @@ fn main() -> ExitCode {
     }
 }
 
+/// `hubfs mount`: in the foreground with `--foreground`; otherwise forks (before any thread
+/// exists), and this process exits 0 once the daemon says the mount answers, or 1 with its
+/// reason.
+fn mount_command(mut args: MountArgs) -> ExitCode {
+    // The daemon works from `/`: relative paths are made absolute first.
+    for p in [
+        Some(&mut args.mountpoint),
+        args.token_file.as_mut(),
+        args.ca_bundle.as_mut(),
+        args.log_file.as_mut(),
+    ]
+    .into_iter()
+    .flatten()
+    {
+        if let Ok(abs) = std::path::absolute(&*p) {
+            *p = abs;
+        }
+    }
+    if args.foreground {
+        if let Some(log) = &args.log_file {
+            if let Err(e) = hubfs::daemon::redirect_stderr(log) {
+                eprintln!("hubfs: {e}");
+                return ExitCode::FAILURE;
+            }
+        }
+        hubfs::mount::init_tracing(args.debug);
+        return match hubfs::mount::run(args, || {}) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => fail(e),
+        };
+    }
+    match hubfs::daemon::fork(args.log_file.as_deref(), MOUNT_WAIT) {
+        Err(e) => fail(e),
+        Ok(Forked::Parent(Ok(()))) => ExitCode::SUCCESS,
+        Ok(Forked::Parent(Err(why))) => {
+            eprintln!("hubfs: {why}");
+            ExitCode::FAILURE
+        }
+        Ok(Forked::Child(mut readiness)) => {
+            hubfs::mount::init_tracing(args.debug);
+            let result = hubfs::mount::run(args, || readiness.ready());
+            match result {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    readiness.failed(&e.to_string());
+                    tracing::error!("{e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+    }
+}
+
 /// Run by mount(8) for fstab lines of type `fuse.hubfs`:
-/// `mount.fuse.hubfs SOURCE MOUNTPOINT [-o OPTIONS] [-f] [-n] [-s] [-v]`. It detaches once the
-/// mount answers (mount(8) waits for it), unless `-f`.
+/// `mount.fuse.hubfs SOURCE MOUNTPOINT [-o OPTIONS] [-f] [-n] [-s] [-v]`. SOURCE `hubfs` mounts
+/// the Hub, any other is the repo to mount. It detaches once the mount answers (mount(8) waits
+/// for it), unless `-f`.
 fn mount_helper(argv: &[OsString]) -> ExitCode {
     let strs: Vec<String> = argv
         .iter()
         .map(|a| a.to_string_lossy().into_owned())
         .collect();
-    let (foreground, args) = match hubfs::config::helper_args(&strs[1..]) {
+    let (_foreground, args) = match hubfs::config::helper_args(&strs[1..]) {
         Ok(v) => v,
         Err(e) => {
             eprintln!("mount.fuse.hubfs: {e}");
             return ExitCode::from(1);
         }
     };
-    let args = match Cli::try_parse_from(&args) {
+    match Cli::try_parse_from(&args) {
         Ok(Cli {
             command: Command::Mount(m),
-        }) => m,
-        Ok(_) => return ExitCode::from(1),
+        }) => mount_command(m),
+        Ok(_) => ExitCode::from(1),
         Err(e) => {
             eprintln!("mount.fuse.hubfs: {e}");
-            return ExitCode::from(1);
-        }
-    };
-    hubfs::mount::init_tracing();
-    if foreground {
-        return match hubfs::mount::run(args, || {}) {
-            Ok(()) => ExitCode::SUCCESS,
-            Err(e) => fail(e),
-        };
-    }
-    detach_and_run(args)
-}
-
-/// Forks: the child serves the mount; the parent exits 0 once the child says the mount answers,
-/// or 1 if the child dies first.
-fn detach_and_run(args: MountArgs) -> ExitCode {
-    use std::io::{Read, Write};
-    let (read_end, write_end) = match nix::unistd::pipe() {
-        Ok(p) => p,
-        Err(e) => return fail(format!("pipe: {e}")),
-    };
-    // SAFETY: no other thread exists yet (the runtime starts in the child).
-    match unsafe { nix::unistd::fork() } {
-        Err(e) => fail(format!("fork: {e}")),
-        Ok(nix::unistd::ForkResult::Parent { .. }) => {
-            drop(write_end);
-            let mut f = std::fs::File::from(read_end);
-            let mut b = [0u8; 1];
-            match f.read(&mut b) {
-                Ok(1) => ExitCode::SUCCESS,
-                _ => ExitCode::from(1),
-            }
-        }
-        Ok(nix::unistd::ForkResult::Child) => {
-            drop(read_end);
-            let _ = nix::unistd::setsid();
-            if let Ok(null) = std::fs::File::open("/dev/null") {
-                use std::os::fd::AsRawFd;
-                // SAFETY: dup2 onto stdin/stdout of this process.
-                unsafe {
-                    libc::dup2(null.as_raw_fd(), 0);
-                    libc::dup2(null.as_raw_fd(), 1);
-                }
-            }
-            let mut ready = Some(std::fs::File::from(write_end));
-            let r = hubfs::mount::run(args, || {
-                if let Some(mut f) = ready.take() {
-                    let _ = f.write_all(b"1");
-                }
-            });
-            match r {
-                Ok(()) => ExitCode::SUCCESS,
-                Err(e) => fail(e),
-            }
+            ExitCode::from(1)
         }
     }
 }

@@ -37,6 +37,14 @@ pub enum MountError {
     /// Bad settings or a failure to start.
     #[error("{0}")]
     Setup(String),
+    /// The repo (folder) of a one-repo mount cannot be mounted.
+    #[error("cannot mount {root}: {source}{}", source.hint().map(|h| format!(" ({h})")).unwrap_or_default())]
+    Root {
+        /// The root asked for (`acme/m@main, folder x`).
+        root: String,
+        /// Why.
+        source: Box<crate::fs::FsError>,
+    },
     /// The kernel refused the mount.
     #[error("mount failed at {path}: {source}")]
     Mount {
@@ -47,10 +55,12 @@ pub enum MountError {
     },
 }
 
-/// Sets up logging from env `HUBFS_LOG` (RUST_LOG syntax), default `info`, to stderr.
-pub fn init_tracing() {
+/// Sets up logging from env `HUBFS_LOG` (RUST_LOG syntax), default `info` (`hubfs=debug,info`
+/// with `debug`), to stderr.
+pub fn init_tracing(debug: bool) {
+    let default = if debug { "hubfs=debug,info" } else { "info" };
     let filter = tracing_subscriber::EnvFilter::try_from_env("HUBFS_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_ansi(std::io::IsTerminal::is_terminal(&io::stderr()))
@@ -61,7 +71,10 @@ pub fn init_tracing() {
 /// The filesystem type of the mount at exactly `path`, if `path` is a mount point.
 pub fn mount_type(path: &Path) -> Option<String> {
     use std::os::unix::ffi::OsStrExt;
-    let canon = std::fs::canonicalize(path).ok()?;
+    // A dead FUSE mount cannot be resolved (ENOTCONN): its absolute path is looked for then.
+    let canon = std::fs::canonicalize(path)
+        .or_else(|_| std::path::absolute(path))
+        .ok()?;
     // As bytes: a mount point's name need not be UTF-8.
     let info = std::fs::read("/proc/self/mountinfo").ok()?;
     info.split(|&b| b == b'\n').rev().find_map(|l| {
@@ -79,12 +92,50 @@ pub fn mount_type(path: &Path) -> Option<String> {
 /// Lazily unmounts a dead FUSE mount at `path`, or says what to run.
 fn clear_stale(path: &Path) -> Result<(), MountError> {
     tracing::warn!(mountpoint = %path.display(), "stale FUSE mount found (its daemon died); unmounting it lazily");
-    nix::mount::umount2(path, nix::mount::MntFlags::MNT_DETACH)
-        .map_err(|_| MountError::Stale(path.to_owned()))?;
+    if let Err(e) = nix::mount::umount2(path, nix::mount::MntFlags::MNT_DETACH) {
+        // Not root: the setuid helper may detach a FUSE mount of the same user.
+        let helped = match e {
+            nix::errno::Errno::EPERM => fusermount(path, true),
+            e => Err(e.to_string()),
+        };
+        if let Err(why) = helped {
+            tracing::warn!(mountpoint = %path.display(), error = %why, "cannot unmount the stale mount");
+            return Err(MountError::Stale(path.to_owned()));
+        }
+    }
     match std::fs::metadata(path) {
         Ok(m) if m.is_dir() && mount_type(path).is_none() => Ok(()),
-        _ => Err(MountError::Stale(path.to_owned())),
+        other => {
+            tracing::warn!(mountpoint = %path.display(), stat = ?other.map(|m| m.is_dir()), mounted = ?mount_type(path), "the stale mount is still there after unmounting it");
+            Err(MountError::Stale(path.to_owned()))
+        }
     }
+}
+
+/// Unmounts the FUSE mount at `path` through the setuid helper (`fusermount3 -u`, else
+/// `fusermount -u`; `-z` for a lazy unmount), as a user that is not root must.
+pub fn fusermount(path: &Path, lazy: bool) -> Result<(), String> {
+    let mut last = String::new();
+    for bin in ["fusermount3", "fusermount"] {
+        let mut cmd = std::process::Command::new(bin);
+        cmd.arg("-u");
+        if lazy {
+            cmd.arg("-z");
+        }
+        match cmd.arg("--").arg(path).output() {
+            Ok(out) if out.status.success() => return Ok(()),
+            Ok(out) => {
+                return Err(format!(
+                    "{bin} -u{} {}: {}",
+                    if lazy { " -z" } else { "" },
+                    path.display(),
+                    String::from_utf8_lossy(&out.stderr).trim()
+                ))
+            }
+            Err(e) => last = format!("cannot run {bin}: {e}"),
+        }
+    }
+    Err(last)
 }
 
 /// A mountinfo field with the kernel's octal escapes (`\040` for a space, ...) undone, as the
@@ -187,7 +238,11 @@ fn tune_readahead(mountpoint: &Path) {
     }
 }
 
-/// Mounts `fs` at `mountpoint` in the background; dropping the session unmounts.
+/// How long a new mount may take to get the kernel's INIT.
+const INIT_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Mounts `fs` at `mountpoint` in the background and returns once the kernel initialised the
+/// session (the mount answers); dropping the session unmounts.
 pub fn spawn<C: HubClient>(
     fs: Arc<HubFs<C>>,
     rt: tokio::runtime::Handle,
@@ -196,12 +251,20 @@ pub fn spawn<C: HubClient>(
     threads: usize,
 ) -> Result<fuser::BackgroundSession, MountError> {
     check_mountpoint(mountpoint)?;
-    let adapter = FuseAdapter::new(fs, rt);
+    let (tx, initialized) = std::sync::mpsc::sync_channel(1);
+    let adapter = FuseAdapter::new(fs, rt).with_init_signal(tx);
     let session = fuser::spawn_mount(adapter, mountpoint, &fuse_config(allow_other, threads))
         .map_err(|source| MountError::Mount {
             path: mountpoint.to_owned(),
             source,
         })?;
+    if initialized.recv_timeout(INIT_TIMEOUT).is_err() {
+        return Err(MountError::Setup(format!(
+            "the mount at {} did not answer within {} s (no FUSE INIT from the kernel)",
+            mountpoint.display(),
+            INIT_TIMEOUT.as_secs()
+        )));
+    }
     tune_readahead(mountpoint);
     Ok(session)
 }
@@ -209,6 +272,65 @@ pub fn spawn<C: HubClient>(
 /// `hubfs mount`: runs until SIGINT/SIGTERM or an external unmount. `on_ready` is called once the
 /// mount answers (systemd's READY=1, the mount helper's parent).
 pub fn run(args: MountArgs, on_ready: impl FnOnce()) -> Result<(), MountError> {
+    // A bad mountpoint is reported before anything asks the Hub.
+    check_mountpoint(&args.mountpoint)?;
+    let (endpoint, http) = http_config(&args)?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(std::thread::available_parallelism().map_or(4, |n| n.get().max(4)))
+        .thread_name("hubfs-io")
+        .enable_all()
+        .build()
+        .map_err(|e| MountError::Setup(format!("cannot start the runtime: {e}")))?;
+    let stats = Arc::new(Stats::default());
+    let hub = Arc::new(
+        HttpHub::new(http)
+            .map_err(|e| MountError::Setup(e.to_string()))?
+            .with_stats(stats.clone()),
+    );
+    let cfg = fs_config(&args)?;
+    let root = cfg.root.describe();
+    let fs = Arc::new(HubFs::new(hub, cfg, stats));
+    if let Some(commit) = rt
+        .block_on(fs.resolve_root())
+        .map_err(|source| MountError::Root {
+            root: root.clone(),
+            source: Box::new(source),
+        })?
+    {
+        tracing::info!(%root, %commit, "the mount's root is this repo, pinned to this commit");
+    }
+    let fs_for_ops = fs.clone();
+    let session = spawn(
+        fs,
+        rt.handle().clone(),
+        &args.mountpoint,
+        args.allow_other,
+        args.fuse_threads,
+    )?;
+    tracing::info!(mountpoint = %args.mountpoint.display(), %endpoint, %root, cache_size = args.cache_size, "mounted");
+    if let Err(e) = crate::ops::sd_notify("READY=1") {
+        tracing::warn!(error = %e, "cannot notify systemd");
+    }
+    on_ready();
+    if let Some(addr) = args.metrics_addr {
+        let fs = fs_for_ops.clone();
+        rt.spawn(async move {
+            if let Err(e) = crate::ops::serve_metrics(addr, fs).await {
+                tracing::error!(error = %e, "metrics endpoint stopped");
+            }
+        });
+    }
+    rt.spawn(crate::ops::log_throughput(
+        fs_for_ops.stats().clone(),
+        Duration::from_secs(30),
+    ));
+
+    serve_until_stopped(rt, session)
+}
+
+/// The Hub client's settings from the flags and the environment (endpoint, token, CAs, proxies,
+/// deadlines), each source logged; and the endpoint.
+fn http_config(args: &MountArgs) -> Result<(String, HttpConfig), MountError> {
     let endpoint = choose_endpoint(
         args.endpoint.as_deref(),
         std::env::var("HF_ENDPOINT").ok().as_deref(),
@@ -238,12 +360,6 @@ pub fn run(args: MountArgs, on_ready: impl FnOnce()) -> Result<(), MountError> {
     if !proxy.is_direct() {
         tracing::info!(proxies = %proxy.describe(), "using proxies from the environment");
     }
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(std::thread::available_parallelism().map_or(4, |n| n.get().max(4)))
-        .thread_name("hubfs-io")
-        .enable_all()
-        .build()
-        .map_err(|e| MountError::Setup(format!("cannot start the runtime: {e}")))?;
     let mut http = HttpConfig::new(&endpoint);
     http.credentials = credentials;
     http.ca_bundles = ca_bundles;
@@ -253,12 +369,12 @@ pub fn run(args: MountArgs, on_ready: impl FnOnce()) -> Result<(), MountError> {
     http.request_timeout = (args.read_timeout / 3).max(Duration::from_secs(1));
     http.read_timeout = args.read_timeout;
     http.max_connections = args.max_connections.max(1);
-    let stats = Arc::new(Stats::default());
-    let hub = Arc::new(
-        HttpHub::new(http)
-            .map_err(|e| MountError::Setup(e.to_string()))?
-            .with_stats(stats.clone()),
-    );
+    Ok((endpoint, http))
+}
+
+/// The core's settings from the flags: the memory plan of `--cache-size`, the root, modes,
+/// owner and the read deadline.
+fn fs_config(args: &MountArgs) -> Result<FsConfig, MountError> {
     // --cache-size bounds the daemon's data memory: the memory plan (cache::budget) divides it
     // into a reserve for transient buffers and the capacity of cached and in-flight blocks.
     let defaults = FsConfig::default();
@@ -281,6 +397,10 @@ pub fn run(args: MountArgs, on_ready: impl FnOnce()) -> Result<(), MountError> {
         cache_bytes: plan.capacity,
         metadata_bytes: args.metadata_size,
         connections: plan.connections,
+        root: mount_root(args)?,
+        file_mode: args.file_mode,
+        dir_mode: args.dir_mode,
+        read_deadline: args.read_timeout,
         ..defaults
     };
     // The kernel keeps up to MAX_BACKGROUND reads of one request size in flight for a reader;
@@ -302,39 +422,14 @@ pub fn run(args: MountArgs, on_ready: impl FnOnce()) -> Result<(), MountError> {
         cfg.gid = g;
     }
     tracing::debug!(?plan, "memory plan");
-    let fs = Arc::new(HubFs::new(hub, cfg, stats));
-    let fs_for_ops = fs.clone();
-    let session = spawn(
-        fs,
-        rt.handle().clone(),
-        &args.mountpoint,
-        args.allow_other,
-        args.fuse_threads,
-    )?;
-    if !crate::ops::wait_until_answering(&args.mountpoint, Duration::from_secs(30)) {
-        return Err(MountError::Setup(format!(
-            "the mount at {} did not answer within 30 s",
-            args.mountpoint.display()
-        )));
-    }
-    tracing::info!(mountpoint = %args.mountpoint.display(), %endpoint, cache_size = args.cache_size, "mounted");
-    if let Err(e) = crate::ops::sd_notify("READY=1") {
-        tracing::warn!(error = %e, "cannot notify systemd");
-    }
-    on_ready();
-    if let Some(addr) = args.metrics_addr {
-        let fs = fs_for_ops.clone();
-        rt.spawn(async move {
-            if let Err(e) = crate::ops::serve_metrics(addr, fs).await {
-                tracing::error!(error = %e, "metrics endpoint stopped");
-            }
-        });
-    }
-    rt.spawn(crate::ops::log_throughput(
-        fs_for_ops.stats().clone(),
-        Duration::from_secs(30),
-    ));
+    Ok(cfg)
+}
 
+/// Serves until SIGTERM, SIGINT or an external unmount, then unmounts and stops the runtime.
+fn serve_until_stopped(
+    rt: tokio::runtime::Runtime,
+    session: fuser::BackgroundSession,
+) -> Result<(), MountError> {
     let ended_by = rt.block_on(async {
         let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
             .map_err(|e| MountError::Setup(format!("cannot handle SIGTERM: {e}")))?;
@@ -359,6 +454,20 @@ pub fn run(args: MountArgs, on_ready: impl FnOnce()) -> Result<(), MountError> {
     rt.shutdown_timeout(Duration::from_secs(2));
     tracing::info!("unmounted");
     Ok(())
+}
+
+/// The root `--repo`, `--repo-type` and `--subfolder` ask for.
+fn mount_root(args: &MountArgs) -> Result<crate::fs::MountRoot, MountError> {
+    let Some(spec) = &args.repo else {
+        if args.subfolder.is_some() && args.bucket.is_none() {
+            return Err(MountError::Setup(
+                "--subfolder needs --repo or --bucket (the folder of which repo or bucket?)".into(),
+            ));
+        }
+        return Ok(crate::fs::MountRoot::Hub);
+    };
+    let t = args.repo_type.map(crate::cli::RepoKind::repo_type);
+    crate::fs::MountRoot::parse_repo(spec, t, args.subfolder.as_deref()).map_err(MountError::Setup)
 }
 
 #[cfg(test)]

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::cli::{PathArgs, RepoKind};
+use crate::cli::PathArgs;
 use crate::fs::namespace::{is_valid_name, is_valid_revision};
 use crate::fs::{HubFs, CONTROL_DIR, STATS_FILE, XATTR_COMMIT};
 use crate::hub::{HubClient, RepoId, RepoType};
@@ -23,14 +23,6 @@ pub fn repo_path(repo_type: RepoType, repo_id: &str, revision: &str) -> Result<S
     }
     let rev = crate::hub::urls::encode_segment(revision).map_err(|e| e.to_string())?;
     Ok(format!("{}{org}/{name}@{rev}", repo_type.url_prefix()))
-}
-
-fn repo_type(k: RepoKind) -> RepoType {
-    match k {
-        RepoKind::Model => RepoType::Model,
-        RepoKind::Dataset => RepoType::Dataset,
-        RepoKind::Space => RepoType::Space,
-    }
 }
 
 /// Reads extended attribute `name` of `path`.
@@ -51,8 +43,11 @@ pub fn getxattr(path: &Path, name: &str) -> io::Result<Vec<u8>> {
 /// `hubfs path`: the repo's path under the mount; with `--pin`, at the commit it resolves to now
 /// (the mount's `user.hf.commit`, else one Hub request).
 pub fn path_command(args: &PathArgs) -> Result<PathBuf, String> {
-    let t = repo_type(args.repo_type);
+    let t = args.repo_type.repo_type();
     let rel = repo_path(t, &args.repo_id, &args.revision)?;
+    if let Some(root) = one_repo_root(&args.mount) {
+        return root.path_of(t, &args.repo_id, &args.revision, &args.mount);
+    }
     if !args.pin {
         return Ok(args.mount.join(rel));
     }
@@ -87,6 +82,106 @@ fn resolve_via_hub(t: RepoType, args: &PathArgs) -> Result<String, String> {
         .map_err(|e| format!("cannot resolve {}@{}: {e}", args.repo_id, args.revision))
 }
 
+/// What the root of a one-repo mount is, from its extended attributes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OneRepoRoot {
+    /// `acme/m`, `datasets/acme/corpus`.
+    pub repo: String,
+    /// The revision it was mounted from.
+    pub revision: String,
+    /// The commit it is pinned to.
+    pub commit: String,
+    /// The folder of the repo it shows (empty for the repo's top).
+    pub folder: String,
+}
+
+impl OneRepoRoot {
+    /// `hubfs path` on this mount: the mountpoint itself, when it is the repo asked for at the
+    /// revision asked for (its name or its commit); an error saying what the mount serves
+    /// otherwise.
+    fn path_of(
+        &self,
+        t: RepoType,
+        repo_id: &str,
+        revision: &str,
+        mount: &Path,
+    ) -> Result<PathBuf, String> {
+        let want = format!("{}{repo_id}", t.url_prefix());
+        let serves = format!(
+            "the mount at {} serves only {}@{} (commit {}){}",
+            mount.display(),
+            self.repo,
+            self.revision,
+            self.commit,
+            if self.folder.is_empty() {
+                String::new()
+            } else {
+                format!(", folder {}", self.folder)
+            }
+        );
+        if want != self.repo || (revision != self.revision && revision != self.commit) {
+            return Err(format!("{serves}: no path for {want}@{revision} there"));
+        }
+        if !self.folder.is_empty() {
+            return Err(format!("{serves}: the repo's top is not in it"));
+        }
+        Ok(mount.to_owned())
+    }
+}
+
+/// The repo a hubfs mount at `mount` is rooted at, if it is a one-repo mount.
+pub fn one_repo_root(mount: &Path) -> Option<OneRepoRoot> {
+    let get = |name: &str| -> Option<String> {
+        getxattr(mount, name)
+            .ok()
+            .and_then(|v| String::from_utf8(v).ok())
+    };
+    if !is_hubfs_mount(mount) {
+        return None;
+    }
+    Some(OneRepoRoot {
+        repo: get(crate::fs::root::XATTR_REPO)?,
+        revision: get(crate::fs::root::XATTR_REVISION)?,
+        commit: get(XATTR_COMMIT)?,
+        folder: get(crate::fs::root::XATTR_PATH).unwrap_or_default(),
+    })
+}
+
+/// `hubfs unmount`: unmounts the hubfs mount at `mountpoint` (root: umount2, lazily with
+/// `lazy`; others: `fusermount3 -u [-z]`). Refuses, unmounting nothing, when it is not one.
+pub fn unmount_command(mountpoint: &Path, lazy: bool) -> Result<(), String> {
+    let shown = mountpoint.display();
+    match crate::mount::mount_type(mountpoint).as_deref() {
+        Some("fuse.hubfs") => {}
+        Some("fuse") if is_hubfs_mount(mountpoint) => {}
+        Some(other) => {
+            return Err(format!(
+                "{shown} is not a hubfs mount (it is a {other} mount): nothing unmounted"
+            ))
+        }
+        None => {
+            return Err(format!(
+                "{shown} is not a mount point: hubfs is not mounted there"
+            ))
+        }
+    }
+    if nix::unistd::geteuid().is_root() {
+        let flags = if lazy {
+            nix::mount::MntFlags::MNT_DETACH
+        } else {
+            nix::mount::MntFlags::empty()
+        };
+        nix::mount::umount2(mountpoint, flags).map_err(|e| match e {
+            nix::errno::Errno::EBUSY => format!(
+                "{shown} is busy: files in it are open or a process works in it; close them, or unmount with --lazy"
+            ),
+            e => format!("umount {shown}: {e}"),
+        })
+    } else {
+        crate::mount::fusermount(mountpoint, lazy)
+    }
+}
+
 /// True when a hubfs mount is at exactly `path`.
 pub fn is_hubfs_mount(path: &Path) -> bool {
     crate::mount::mount_type(path).is_some_and(|t| t == "fuse.hubfs" || t == "fuse")
@@ -101,10 +196,23 @@ pub fn status_command(mountpoint: &Path) -> (bool, String) {
             format!("hubfs is not mounted at {}\n", mountpoint.display()),
         );
     }
+    let root = match one_repo_root(mountpoint) {
+        Some(r) if r.folder.is_empty() => {
+            format!("root: repo {}@{} (commit {})", r.repo, r.revision, r.commit)
+        }
+        Some(r) => format!(
+            "root: folder {} of repo {}@{} (commit {})",
+            r.folder, r.repo, r.revision, r.commit
+        ),
+        None => "root: the whole Hub".to_owned(),
+    };
     match std::fs::read_to_string(mountpoint.join(CONTROL_DIR).join(STATS_FILE)) {
         Ok(stats) => (
             true,
-            format!("hubfs is mounted at {}\n{stats}", mountpoint.display()),
+            format!(
+                "hubfs is mounted at {}\n{root}\n{stats}",
+                mountpoint.display()
+            ),
         ),
         Err(e) => (
             false,
@@ -128,19 +236,6 @@ pub fn sd_notify(msg: &str) -> io::Result<()> {
         sock.send_to(msg.as_bytes(), PathBuf::from(path))?;
     }
     Ok(())
-}
-
-/// Waits until the mount at `mountpoint` answers (its stats file can be read), up to `timeout`.
-pub fn wait_until_answering(mountpoint: &Path, timeout: Duration) -> bool {
-    let probe = mountpoint.join(CONTROL_DIR).join(STATS_FILE);
-    let start = std::time::Instant::now();
-    while start.elapsed() < timeout {
-        if std::fs::read(&probe).is_ok() {
-            return true;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    false
 }
 
 /// Serves Prometheus text at `addr` until the runtime stops. Loopback addresses only.

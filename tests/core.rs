@@ -148,7 +148,12 @@ async fn commit_xattr_and_lifetimes() {
         fs.getxattr(f.ino, XATTR_COMMIT).unwrap(),
         fake_sha(1).into_bytes()
     );
-    assert_eq!(fs.listxattr(f.ino).unwrap(), vec![XATTR_COMMIT.to_owned()]);
+    assert_eq!(
+        fs.listxattr(f.ino).unwrap(),
+        ["user.hf.commit", "user.hf.repo", "user.hf.path"]
+    );
+    assert_eq!(fs.getxattr(f.ino, "user.hf.repo").unwrap(), b"acme/m");
+    assert_eq!(fs.getxattr(f.ino, "user.hf.path").unwrap(), b"config.json");
     assert_eq!(
         fs.getxattr(fs.root(), XATTR_COMMIT).unwrap_err().errno(),
         libc::ENODATA
@@ -339,4 +344,100 @@ async fn a_hub_outage_keeps_serving_the_bound_commit_after_the_ttl() {
         walk(&fs, "acme/m@v1.0").await.unwrap_err().errno(),
         libc::EIO
     );
+}
+
+// ---------------------------------------------------------------- one-repo mounts (fs/root.rs)
+
+use hubfs::fs::root::{XATTR_PATH, XATTR_REPO, XATTR_REVISION};
+use hubfs::fs::MountRoot;
+
+fn one_repo_fs(subfolder: &str) -> (Arc<MemoryHub>, HubFs<MemoryHub>) {
+    let hub = MemoryHub::new();
+    let m = RepoId::new(RepoType::Model, "acme", "m");
+    hub.add_commit(
+        &m,
+        &fake_sha(1),
+        &[("config.json", b"{}"), ("ckpt/step-1/w.bin", b"weights")],
+    );
+    hub.add_commit(&m, &fake_sha(2), &[("config.json", b"{\"v\":2}")]);
+    hub.set_ref(&m, "main", &fake_sha(1));
+    let cfg = FsConfig {
+        root: MountRoot::parse_repo("acme/m@main", None, Some(subfolder)).unwrap(),
+        revision_ttl: std::time::Duration::ZERO,
+        ..FsConfig::default()
+    };
+    let fs = HubFs::new(hub.clone(), cfg, Arc::new(Stats::default()));
+    (hub, fs)
+}
+
+#[tokio::test]
+async fn the_root_of_a_one_repo_mount_is_the_repo_pinned_to_its_commit() {
+    let (hub, fs) = one_repo_fs("");
+    assert_eq!(fs.resolve_root().await.unwrap(), Some(fake_sha(1)));
+    let root = fs.getattr(fs.root()).unwrap();
+    assert_eq!(
+        (root.ino, root.kind, root.lifetime),
+        (fs.root(), Kind::Dir, Lifetime::Immutable)
+    );
+    let mut names: Vec<String> = fs
+        .readdir(fs.root())
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|e| e.name)
+        .collect();
+    names.sort();
+    assert_eq!(names, ["ckpt", "config.json"]);
+    assert_eq!(
+        fs.getxattr(fs.root(), XATTR_COMMIT).unwrap(),
+        fake_sha(1).into_bytes()
+    );
+    assert_eq!(fs.getxattr(fs.root(), XATTR_REVISION).unwrap(), b"main");
+    assert_eq!(fs.getxattr(fs.root(), XATTR_REPO).unwrap(), b"acme/m");
+    // The control directory is still at the root.
+    assert_eq!(
+        fs.lookup(fs.root(), hubfs::fs::CONTROL_DIR)
+            .await
+            .unwrap()
+            .kind,
+        Kind::Dir
+    );
+    // The branch moves: the mount stays on its commit (revision_ttl 0 would re-resolve a
+    // branch directory of a whole-Hub mount at once).
+    hub.set_ref(
+        &RepoId::new(RepoType::Model, "acme", "m"),
+        "main",
+        &fake_sha(2),
+    );
+    let c = fs.lookup(fs.root(), "config.json").await.unwrap();
+    assert_eq!(fs.read(c.ino, 0, 100).await.unwrap(), &b"{}"[..]);
+}
+
+#[tokio::test]
+async fn a_subfolder_mount_walks_to_the_folder_and_refuses_a_file() {
+    let (_, fs) = one_repo_fs("ckpt/step-1");
+    fs.resolve_root().await.unwrap();
+    let w = fs.lookup(fs.root(), "w.bin").await.unwrap();
+    assert_eq!(fs.read(w.ino, 0, 100).await.unwrap(), &b"weights"[..]);
+    assert_eq!(fs.getxattr(fs.root(), XATTR_PATH).unwrap(), b"ckpt/step-1");
+    let (_, fs) = one_repo_fs("config.json");
+    assert!(matches!(fs.resolve_root().await, Err(FsError::NotDir)));
+    let (_, fs) = one_repo_fs("nope");
+    assert_eq!(fs.resolve_root().await.unwrap_err().errno(), libc::ENOENT);
+}
+
+#[tokio::test]
+async fn readdir_and_lookup_give_one_inode_number_per_entry_in_one_repo_and_subfolder_mounts() {
+    for sub in ["", "ckpt"] {
+        let (_, fs) = one_repo_fs(sub);
+        fs.resolve_root().await.unwrap();
+        for e in fs.readdir(fs.root()).await.unwrap() {
+            let a = fs.lookup(fs.root(), &e.name).await.unwrap();
+            assert_eq!(
+                a.ino, e.ino,
+                "{sub}/{}: readdir says inode {}, lookup {}",
+                e.name, e.ino, a.ino
+            );
+        }
+    }
 }

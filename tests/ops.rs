@@ -61,6 +61,7 @@ fn ready_is_sent_only_once_the_mount_answers_and_stats_are_served() {
         .args([
             "mount",
             mnt.path().to_str().unwrap(),
+            "--foreground",
             "--endpoint",
             &hub.endpoint(),
             "--metrics-addr",

@@ -76,6 +76,7 @@ impl Daemon {
         let child = Command::new(bin)
             .arg("mount")
             .arg(dir.path())
+            .arg("--foreground")
             .args(["--endpoint", endpoint, "--cache-size", cache])
             .args(["--max-connections", &connections.to_string()])
             .env("HUBFS_LOG", "warn")

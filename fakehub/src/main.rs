@@ -199,7 +199,6 @@ struct Extras {
     many_folders: usize,
 }
 
-
 /// Every file under `dir`, by its `/`-separated path relative to `base`.
 fn folder_files(base: &Path, dir: &Path, out: &mut Vec<(String, FileData)>) -> std::io::Result<()> {
     for e in std::fs::read_dir(dir)? {

@@ -172,7 +172,8 @@ impl<C: HubClient> HubFs<C> {
     pub async fn readdir_at(&self, ino: u64, start: u64) -> FsResult<Vec<DirEntry>> {
         let inode = self.node(ino)?;
         let all = match &inode.node {
-            Node::RepoRoot(snap) => return self.folder_from(ino, snap, "", start).await,
+            // (`inode.ino`, not `ino`: the root of a one-repo mount is a repo root under number 1.)
+            Node::RepoRoot(snap) => return self.folder_from(inode.ino, snap, "", start).await,
             Node::Dir { snap, path } => {
                 let root = Self::root_ino_of(&inode)?;
                 return self.folder_from(root, snap, path, start).await;

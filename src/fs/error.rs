@@ -115,6 +115,16 @@ impl FsError {
 /// A filesystem result.
 pub type FsResult<T> = Result<T, FsError>;
 
+/// A FUSE read of the content `what` (its cache key) at `offset` that did not complete within
+/// `after` (`--read-timeout`): `EIO`, logged with the content and the deadline.
+pub fn read_timed_out(what: &str, offset: u64, after: std::time::Duration) -> FsError {
+    tracing::warn!(content = %what, offset, ?after, "read not complete within --read-timeout; failing it (EIO)");
+    FsError::Hub(HubError::Timeout {
+        url: what.to_owned(),
+        after,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -3,12 +3,14 @@
 //! with an in-memory Hub; the FUSE adapter (`crate::fuse`) is a thin layer over it.
 
 pub mod buckets;
+pub mod deadline;
 mod dirs;
 pub mod error;
 pub mod inode;
 pub mod listing;
 pub mod namespace;
 pub mod orgs;
+pub mod root;
 pub mod shards;
 
 use std::sync::atomic::Ordering;
@@ -19,11 +21,13 @@ use bytes::Bytes;
 use futures::FutureExt;
 use parking_lot::Mutex;
 
+use error::read_timed_out;
 pub use error::{FsError, FsResult};
 use inode::{Inode, InodeTable, Node, NodeKey, RefName, Snapshot, ROOT_INO};
 use listing::{ListingCache, MetaBudget};
 use namespace::{parse_repo_dir, parse_root_name, RootName};
 use orgs::OrgListings;
+pub use root::MountRoot;
 
 use crate::cache::{BlockCache, FetchFn, MemoryPlan, PrefetchConfig, Prefetcher, ReadTarget};
 use crate::hub::{CommitInfo, EntryKind, FileRef, HubClient, HubError, RepoId, RepoType};
@@ -33,8 +37,7 @@ pub const DEFAULT_METADATA_BYTES: u64 = 64 << 20;
 use crate::singleflight::SingleFlight;
 use crate::stats::Stats;
 
-/// The extended attribute holding the commit of anything inside a repo directory.
-pub const XATTR_COMMIT: &str = "user.hf.commit";
+pub use root::XATTR_COMMIT;
 /// The daemon's own directory at the mount root (hidden from `readdir`).
 pub const CONTROL_DIR: &str = ".hubfs";
 /// The counters file in [`CONTROL_DIR`].
@@ -67,6 +70,16 @@ pub struct FsConfig {
     /// How long a repo or revision the Hub said does not exist is answered ENOENT without asking
     /// again (loaders probe many names).
     pub negative_ttl: Duration,
+    /// What the root directory is: the whole Hub, or one repo (folder) pinned to a commit
+    /// (resolved by [`HubFs::resolve_root`] before mounting).
+    pub root: MountRoot,
+    /// Permission bits of every file (read and execute bits only; default 0444).
+    pub file_mode: u16,
+    /// Permission bits of every directory (read and execute bits only; default 0555).
+    pub dir_mode: u16,
+    /// No FUSE read waits longer than this for the next of its blocks (`--read-timeout`): it
+    /// fails with `EIO` instead, whatever the fetches under it do.
+    pub read_deadline: Duration,
     /// How long listings and attributes under `/buckets` are used before bucket info is asked
     /// whether the bucket changed (`--bucket-ttl`).
     pub bucket_ttl: Duration,
@@ -88,6 +101,10 @@ impl Default for FsConfig {
             metadata_bytes: DEFAULT_METADATA_BYTES,
             prefetch: PrefetchConfig::default(),
             negative_ttl: Duration::from_secs(30),
+            root: MountRoot::Hub,
+            file_mode: 0o444,
+            dir_mode: 0o555,
+            read_deadline: Duration::from_secs(30),
             bucket_ttl: Duration::from_secs(5),
             bucket_mount: None,
         }
@@ -179,6 +196,10 @@ pub struct HubFs<C: HubClient> {
     stats: Arc<Stats>,
     started: Instant,
     mount_time: SystemTime,
+    /// For a one-repo mount: the repo (folder) inode the root stands for, once resolved.
+    mounted: Mutex<Option<Arc<Inode>>>,
+    /// Reads that timed out lately (the kernel's retries of them share their deadline).
+    deadlines: deadline::ReadDeadlines,
     buckets: buckets::Buckets,
 }
 
@@ -223,6 +244,8 @@ impl<C: HubClient> HubFs<C> {
             stats,
             started: Instant::now(),
             mount_time: SystemTime::now(),
+            mounted: Mutex::new(None),
+            deadlines: Default::default(),
         }
     }
 
@@ -269,7 +292,10 @@ impl<C: HubClient> HubFs<C> {
     }
 
     fn node(&self, ino: u64) -> FsResult<Arc<Inode>> {
-        let inode = self.inodes.get(ino).ok_or(FsError::StaleInode(ino))?;
+        let inode = match self.mounted_root(ino) {
+            Some(i) => i,
+            None => self.inodes.get(ino).ok_or(FsError::StaleInode(ino))?,
+        };
         if let Some(s) = inode.node.snapshot() {
             s.name_state
                 .last_access_ms
@@ -318,7 +344,11 @@ impl<C: HubClient> HubFs<C> {
             kind,
             size,
             mtime,
-            perm: if kind == Kind::Dir { 0o555 } else { 0o444 },
+            perm: if kind == Kind::Dir {
+                self.cfg.dir_mode
+            } else {
+                self.cfg.file_mode
+            },
             uid: self.cfg.uid,
             gid: self.cfg.gid,
             lifetime,
@@ -329,13 +359,13 @@ impl<C: HubClient> HubFs<C> {
     pub async fn lookup(&self, parent: u64, name: &str) -> FsResult<Attr> {
         let p = self.node(parent)?;
         let child = match &p.node {
-            Node::Root if name != CONTROL_DIR && self.cfg.bucket_mount.is_some() => {
+            _ if parent == ROOT_INO && name == CONTROL_DIR => self
+                .inodes
+                .get_or_insert(NodeKey::ControlDir, || Node::ControlDir),
+            Node::Root if self.cfg.bucket_mount.is_some() => {
                 let root = self.bucket_fs().mount_root().ok_or(FsError::NotFound)?;
                 self.bucket_fs().lookup(&root, name).await?
             }
-            Node::Root if name == CONTROL_DIR => self
-                .inodes
-                .get_or_insert(NodeKey::ControlDir, || Node::ControlDir),
             Node::ControlDir if name == STATS_FILE => self
                 .inodes
                 .get_or_insert(NodeKey::StatsFile, || Node::StatsFile),
@@ -479,7 +509,11 @@ impl<C: HubClient> HubFs<C> {
     /// Attributes of `ino`.
     pub fn getattr(&self, ino: u64) -> FsResult<Attr> {
         let inode = self.node(ino)?;
-        Ok(self.attr_of(&inode))
+        // The root of a one-repo mount is that repo's inode under the root's number.
+        Ok(Attr {
+            ino,
+            ..self.attr_of(&inode)
+        })
     }
 
     /// The bucket logic over this core's parts.
@@ -607,17 +641,31 @@ impl<C: HubClient> HubFs<C> {
         next: impl FnOnce() -> Option<ReadTarget>,
     ) -> FsResult<Vec<Bytes>> {
         let advice = self.prefetcher.on_read(target, offset, size as u64, next);
-        let parts = self
-            .blocks
-            .read_parts(
+        // One deadline for the whole FUSE read, whatever retries, hedges and slow bodies happen
+        // under it (dropping the wait stops a fetch no one else waits for).
+        let wait = self.blocks.read_parts(
+            &target.content,
+            target.size,
+            offset,
+            size as u64,
+            &target.fetch,
+            advice.mode,
+        );
+        let end = offset.saturating_add(size as u64);
+        let (deadline, retry) =
+            self.deadlines
+                .deadline_for(&target.content, offset, end, self.cfg.read_deadline);
+        let Ok(parts) = tokio::time::timeout(deadline, wait).await else {
+            if !retry {
+                self.deadlines.timed_out(&target.content, offset, end);
+            }
+            return Err(read_timed_out(
                 &target.content,
-                target.size,
                 offset,
-                size as u64,
-                &target.fetch,
-                advice.mode,
-            )
-            .await?;
+                self.cfg.read_deadline,
+            ));
+        };
+        let parts = parts?;
         let served: usize = parts.iter().map(Bytes::len).sum();
         Stats::add(&self.stats.bytes_served, served as u64);
         Ok(parts)
@@ -675,10 +723,8 @@ impl<C: HubClient> HubFs<C> {
                 _ => Err(FsError::NoAttr),
             };
         }
-        match (name, inode.node.snapshot()) {
-            (XATTR_COMMIT, Some(s)) => Ok(s.commit.clone().into_bytes()),
-            _ => Err(FsError::NoAttr),
-        }
+        self.root_xattr(ino, &inode.node, name)
+            .ok_or(FsError::NoAttr)
     }
 
     /// The names of the extended attributes of `ino`.
@@ -687,11 +733,7 @@ impl<C: HubClient> HubFs<C> {
         if let Node::Bucket(buckets::BucketNode::File { .. }) = &inode.node {
             return Ok(vec![buckets::XATTR_XET_HASH.to_owned()]);
         }
-        Ok(if inode.node.snapshot().is_some() {
-            vec![XATTR_COMMIT.to_owned()]
-        } else {
-            vec![]
-        })
+        Ok(self.root_xattr_names(ino, &inode.node))
     }
 
     /// The kernel dropped `n` lookups of `ino`.
@@ -712,5 +754,91 @@ impl<C: HubClient> HubFs<C> {
     /// The root inode number.
     pub fn root(&self) -> u64 {
         ROOT_INO
+    }
+}
+
+// The root of a one-repo mount (see fs/root.rs).
+impl<C: HubClient> HubFs<C> {
+    /// For a one-repo mount, the inode the root (`ino` 1) stands for, once resolved.
+    fn mounted_root(&self, ino: u64) -> Option<Arc<Inode>> {
+        if ino != ROOT_INO {
+            return None;
+        }
+        self.mounted.lock().clone()
+    }
+
+    /// Binds the root of a one-repo mount: resolves its revision to a commit once (the mount is
+    /// pinned to it for its life) and walks to its subfolder, which must be a folder at that
+    /// commit. Returns the commit, or `None` for a whole-Hub mount (nothing to do). Call it
+    /// before mounting: until it succeeds, the root is the whole Hub.
+    pub async fn resolve_root(&self) -> FsResult<Option<String>> {
+        let MountRoot::Repo {
+            repo,
+            revision,
+            subfolder,
+        } = self.cfg.root.clone()
+        else {
+            return Ok(None);
+        };
+        let info = self.hub.resolve_revision(&repo, &revision).await?;
+        if crate::hub::urls::is_commit_sha(&revision) && info.sha != revision {
+            return Err(FsError::NotFound);
+        }
+        let snap = Arc::new(Snapshot {
+            repo: repo.clone(),
+            // Pinned: the root never re-resolves (its inode cannot change under the kernel).
+            revision: info.sha.clone(),
+            commit: info.sha.clone(),
+            date: info.date.unwrap_or(UNIX_EPOCH),
+            name_state: Default::default(),
+        });
+        let org = self.org_inode(repo.repo_type, repo.namespace.clone());
+        let top = self.repo_inode(
+            org.ino,
+            &format!("{}@{}", repo.name, info.sha),
+            snap.clone(),
+        );
+        // The kernel never sees these inodes (it sees ino 1): one held lookup keeps them.
+        self.inodes.add_lookup(&org);
+        self.inodes.add_lookup(&top);
+        let mut at = top.clone();
+        let mut dir = String::new();
+        for seg in subfolder.split('/').filter(|s| !s.is_empty()) {
+            let child = self.entry(top.ino, &snap, &dir, seg).await?;
+            if !child.node.is_dir() {
+                return Err(FsError::NotDir);
+            }
+            self.inodes.add_lookup(&child);
+            dir = if dir.is_empty() {
+                seg.to_owned()
+            } else {
+                format!("{dir}/{seg}")
+            };
+            at = child;
+        }
+        *self.mounted.lock() = Some(at);
+        Ok(Some(info.sha))
+    }
+}
+
+impl<C: HubClient> HubFs<C> {
+    /// The value of extended attribute `name` of inode `ino`, which is `node`: see [`xattr`];
+    /// the root of a one-repo mount also has [`root::XATTR_REVISION`].
+    fn root_xattr(&self, ino: u64, node: &Node, name: &str) -> Option<Vec<u8>> {
+        match (&self.cfg.root, name) {
+            (MountRoot::Repo { revision, .. }, root::XATTR_REVISION) if ino == ROOT_INO => {
+                Some(revision.clone().into_bytes())
+            }
+            _ => root::xattr(node, name),
+        }
+    }
+
+    /// The extended attributes inode `ino` (which is `node`) has.
+    fn root_xattr_names(&self, ino: u64, node: &Node) -> Vec<String> {
+        let mut names = root::xattr_names(node);
+        if ino == ROOT_INO && matches!(self.cfg.root, MountRoot::Repo { .. }) {
+            names.push(root::XATTR_REVISION.to_owned());
+        }
+        names
     }
 }

@@ -752,13 +752,13 @@ impl HttpHub {
                 }
             }
             let start = cached.as_deref().unwrap_or(resolve);
-            let before = acc.got();
+            let before = acc.completed;
             let result = self
                 .range_once(start, resolve, key, leader, file, offset, &mut acc)
                 .await;
-            if acc.got() > before {
-                // Progress: the deadline and the failure count start over; a cut body resumes
-                // from the first missing byte.
+            if acc.completed > before {
+                // Progress (a whole piece: a few bytes before each stall are not): the deadline
+                // and the failure count start over; a cut body resumes from the first missing byte.
                 last_progress = Instant::now();
                 failures = 0;
             }

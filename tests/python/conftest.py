@@ -140,10 +140,10 @@ def _serve(fakehub_bin: Path, args: list[str], base: Path, env: dict, procs: lis
 
 
 def _mount(hubfs_bin: Path, mnt: Path, endpoint: str, args: list[str], log_path: Path, env: dict) -> subprocess.Popen:
-    """Starts `hubfs mount MNT --endpoint ENDPOINT ARGS` and waits until the mount answers."""
+    """Starts `hubfs mount MNT --foreground --endpoint ENDPOINT ARGS` and waits until the mount answers."""
     with open(log_path, "wb") as log:
         mount = subprocess.Popen(
-            [str(hubfs_bin), "mount", str(mnt), "--endpoint", endpoint, *args],
+            [str(hubfs_bin), "mount", str(mnt), "--foreground", "--endpoint", endpoint, *args],
             stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env,
         )
     deadline = time.monotonic() + MOUNT_TIMEOUT_S
@@ -335,3 +335,107 @@ def mount_hubfs(tmp_path_factory):
             _unmount_cleanly(p, mnt, log)
     finally:
         _last_resort(procs, [m for m, _ in mounted])
+
+
+# ---------------------------------------------------------------- mount shapes
+
+#: The shapes a repo can be mounted in: under a whole-Hub mount, as a one-repo mount
+#: (`hubfs mount --repo`), or as a subfolder mount (`--repo ... --subfolder`).
+MOUNT_SHAPES = ("whole-hub", "one-repo", "subfolder")
+
+
+def _subfolder_of(rel: str) -> str:
+    """Where a copy of the repo `rel` (`acme/m@rev`, `datasets/acme/d`) lives in the nest repo."""
+    return "shapes/" + rel.replace("/", "__").replace("@", "_at_").replace("%", "_")
+
+
+class ShapedHub:
+    """The same `mount_repo` / `export_repo` as `Hub`, but each repo is its own mount: a one-repo
+    mount of it (`hubfs mount --repo REL`), or a subfolder mount of its copy in the nest repo
+    (`hubfs mount --repo acme/nest --subfolder shapes/...`). Each mount is made by the
+    daemonizing `hubfs mount` (it returns 0 once the mount answers) and ended by `hubfs unmount`;
+    at most `keep` stay mounted at once (the oldest is unmounted first)."""
+
+    def __init__(self, shape: str, base: Hub, hubfs_bin: Path, endpoint: str, tmp_factory, keep: int = 4):
+        self.shape, self.base, self.bin, self.endpoint = shape, base, hubfs_bin, endpoint
+        self.tmp_factory, self.keep = tmp_factory, keep
+        self.mounts: dict[str, Path] = {}
+
+    def export_repo(self, rel: str) -> Path:
+        return self.base.export_repo(rel)
+
+    def _run(self, args: list[str], log: Path) -> subprocess.CompletedProcess:
+        home = log.parent / "home"
+        home.mkdir(exist_ok=True)
+        return subprocess.run(
+            [str(self.bin), *args], env=_clean_env(home), capture_output=True, text=True, timeout=120,
+        )
+
+    def _unmount(self, rel: str) -> None:
+        mnt = self.mounts.pop(rel)
+        r = self._run(["unmount", str(mnt)], mnt.parent / "hubfs.log")
+        assert r.returncode == 0, f"hubfs unmount {mnt} failed:\n{r.stderr}\nlog: {_tail(mnt.parent / 'hubfs.log')}"
+        assert not os.path.ismount(mnt), f"{mnt} still mounted after hubfs unmount"
+
+    def mount_repo(self, rel: str) -> Path:
+        if rel in self.mounts:
+            return self.mounts[rel]
+        while len(self.mounts) >= self.keep:
+            self._unmount(next(iter(self.mounts)))
+        base = self.tmp_factory.mktemp("shape")
+        mnt = base / "mnt"
+        mnt.mkdir()
+        log = base / "hubfs.log"
+        if self.shape == "one-repo":
+            root = ["--repo", rel]
+        else:
+            root = ["--repo", "acme/nest", "--subfolder", _subfolder_of(rel)]
+        r = self._run(
+            ["mount", str(mnt), "--endpoint", self.endpoint, "--cache-size", "32MiB", *root,
+             "--log-file", str(log)],
+            log,
+        )
+        if r.returncode != 0 or not os.path.ismount(mnt):
+            pytest.fail(
+                f"hubfs mount {' '.join(root)} failed ({r.returncode}):\n{r.stderr}\nlog: {_tail(log)}",
+                pytrace=False,
+            )
+        self.mounts[rel] = mnt
+        return mnt
+
+    def close(self) -> None:
+        for rel in list(self.mounts):
+            self._unmount(rel)
+
+
+@pytest.fixture(scope="module")
+def shaped_hub(hub, serve_fakehub, tmp_path_factory):
+    """A factory: `shaped_hub(shape, rels)` gives a `Hub`-like object whose `mount_repo(rel)` is
+    `rel` mounted in `shape` (one of MOUNT_SHAPES; `whole-hub` is the session's `hub`). For
+    `subfolder`, the repos in `rels` are copied from the export into one folder served as the
+    model repo `acme/nest` by a second fake Hub. Every mount is unmounted after the module."""
+    hubfs_bin = _binary("HUBFS_BIN", "hubfs")
+    made: list[ShapedHub] = []
+
+    def make(shape: str, rels: list[str]):
+        if shape == "whole-hub":
+            return hub
+        if shape == "one-repo":
+            s = ShapedHub(shape, hub, hubfs_bin, hub.endpoint, tmp_path_factory)
+        else:
+            nest = tmp_path_factory.mktemp("nest")
+            for rel in rels:
+                shutil.copytree(hub.export_repo(rel), nest / _subfolder_of(rel))
+            server = serve_fakehub("--folder", str(nest), "--repo", "acme/nest")
+            s = ShapedHub(shape, hub, hubfs_bin, server.endpoint, tmp_path_factory)
+        made.append(s)
+        return s
+
+    try:
+        yield make
+    finally:
+        for s in made:
+            try:
+                s.close()
+            finally:
+                _last_resort([], list(s.mounts.values()))

@@ -16,6 +16,7 @@ from safetensors import safe_open
 from safetensors.numpy import load_file
 from tokenizers import Tokenizer
 
+from conftest import MOUNT_SHAPES
 from filehash import sha256
 
 SHARDED = "acme/sharded"  # no @rev: main
@@ -28,6 +29,25 @@ SENTENCES = [
     "mount read only file model data set",
     "unknown words like zebra map to unk , the sun and the moon",
 ]
+
+
+ALL_REPOS = [
+    SHARDED,
+    TINY_MAIN,
+    TINY_V1,
+    "acme/tiny-gpt2",
+    "acme/tiny-gpt2@refs%2Fpr%2F1",
+    "datasets/acme/corpus",
+    "spaces/acme/demo@main",
+]
+
+
+@pytest.fixture(scope="module", params=MOUNT_SHAPES)
+def hub(request, hub, shaped_hub):
+    """Every loader check runs on each mount shape: the repo under a whole-Hub mount, the repo as
+    a one-repo mount (`hubfs mount --repo`), and a copy of it as a subfolder mount (`--repo
+    acme/nest --subfolder ...`)."""
+    return shaped_hub(request.param, ALL_REPOS)
 
 
 def assert_same_tensors(got: dict, want: dict) -> None:
@@ -224,17 +244,7 @@ def test_numpy_memmap_shard(hub, shard):
         del mm
 
 
-@pytest.mark.parametrize(
-    "repo",
-    [
-        SHARDED,
-        TINY_MAIN,
-        TINY_V1,
-        "acme/tiny-gpt2@refs%2Fpr%2F1",
-        "datasets/acme/corpus",
-        "spaces/acme/demo@main",
-    ],
-)
+@pytest.mark.parametrize("repo", [r for r in ALL_REPOS if r != "acme/tiny-gpt2"])
 def test_sha256_of_every_file(hub, repo):
     got, want = tree(hub.mount_repo(repo)), tree(hub.export_repo(repo))
     assert want, f"empty export for {repo}"

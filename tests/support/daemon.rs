@@ -64,12 +64,13 @@ impl Daemon {
     }
 }
 
-/// Starts `hubfs mount MNT ARGS...` with HOME, PATH, `HUBFS_LOG=info` and `env` only.
+/// Starts `hubfs mount MNT --foreground ARGS...` with HOME, PATH, `HUBFS_LOG=info` and `env` only.
 pub fn spawn(mnt: &Path, args: &[&str], env: &[(&str, &str)]) -> Daemon {
     let home = tempfile::tempdir().expect("home");
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_hubfs"));
     cmd.arg("mount")
         .arg(mnt)
+        .arg("--foreground")
         .args(args)
         .env_clear()
         .env("HOME", home.path())

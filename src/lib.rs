@@ -6,6 +6,7 @@
 
 pub mod cache;
 pub mod cli;
+pub mod commands;
 pub mod config;
 pub mod daemon;
 pub mod fs;
@@ -13,6 +14,7 @@ pub mod fuse;
 pub mod hub;
 pub mod interrupts;
 pub mod mount;
-pub mod ops;
+pub mod mountpoint;
+pub mod service;
 pub mod singleflight;
 pub mod stats;

@@ -58,14 +58,14 @@ fn main() -> ExitCode {
         Command::Mount(args) => mount_command(args),
         Command::Unmount(args) => {
             hubfs::mount::init_tracing(false);
-            match hubfs::ops::unmount_command(&args.mountpoint, args.lazy) {
+            match hubfs::commands::unmount_command(&args.mountpoint, args.lazy) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => fail(e),
             }
         }
         Command::Path(args) => {
             hubfs::mount::init_tracing(false);
-            match hubfs::ops::path_command(&args) {
+            match hubfs::commands::path_command(&args) {
                 Ok(p) => {
                     println!("{}", p.display());
                     ExitCode::SUCCESS
@@ -75,7 +75,7 @@ fn main() -> ExitCode {
         }
         Command::Status(args) => {
             hubfs::mount::init_tracing(false);
-            let (up, text) = hubfs::ops::status_command(&args.mountpoint);
+            let (up, text) = hubfs::commands::status_command(&args.mountpoint);
             print!("{text}");
             if up {
                 ExitCode::SUCCESS

@@ -252,7 +252,7 @@ fn a_one_repo_mount_is_that_repo_pinned_to_its_commit() {
     let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o7777;
     assert_eq!(mode(&mnt.path().join("config.json")), 0o440);
     assert_eq!(mode(mnt.path()), 0o550);
-    let commit = hubfs::ops::getxattr(mnt.path(), hubfs::fs::XATTR_COMMIT).unwrap();
+    let commit = hubfs::commands::getxattr(mnt.path(), hubfs::fs::XATTR_COMMIT).unwrap();
     assert_eq!(String::from_utf8(commit).unwrap(), main.sha);
 
     // status and path know what the mount is.

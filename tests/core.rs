@@ -441,3 +441,16 @@ async fn readdir_and_lookup_give_one_inode_number_per_entry_in_one_repo_and_subf
         }
     }
 }
+
+#[tokio::test]
+async fn the_control_dir_is_found_at_a_one_repo_root_after_its_listing_is_cached() {
+    let (_, fs) = one_repo_fs("");
+    fs.resolve_root().await.unwrap();
+    fs.readdir(fs.root()).await.unwrap();
+    // The FUSE thread's fast path must not answer from the cached listing.
+    assert!(fs
+        .lookup_cached(fs.root(), hubfs::fs::CONTROL_DIR)
+        .is_none());
+    let c = fs.lookup(fs.root(), hubfs::fs::CONTROL_DIR).await.unwrap();
+    assert_eq!(c.kind, Kind::Dir);
+}

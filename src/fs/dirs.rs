@@ -4,7 +4,7 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use super::inode::{Inode, Node, NodeKey, RefName, Snapshot};
+use super::inode::{Inode, Node, NodeKey, RefName, Snapshot, ROOT_INO};
 use super::listing::{folder_key, Found, ListEntry};
 use super::namespace::{is_valid_entry_name, is_valid_name};
 use super::{content_key, Attr, DirEntry, FsError, FsResult, HubFs, Kind, STATS_FILE};
@@ -30,6 +30,11 @@ impl<C: HubClient> HubFs<C> {
     /// or known missing): `Some` with the answer, counted like [`HubFs::lookup`]; `None` when it
     /// must go to the Hub (or is not inside a repo), and then `lookup` does the whole work.
     pub fn lookup_cached(&self, parent: u64, name: &str) -> Option<FsResult<Attr>> {
+        if parent == ROOT_INO && name == super::CONTROL_DIR {
+            // The daemon's own directory, also at the root of a one-repo mount (whose root is a
+            // repo root, where a cached listing would answer ENOENT).
+            return None;
+        }
         let p = self.node(parent).ok()?;
         let (root, snap, dir) = match &p.node {
             Node::RepoRoot(s) => (p.ino, s, ""),

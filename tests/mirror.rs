@@ -715,6 +715,7 @@ fn a_pod_sharing_the_mirrors_credential_reads_private_repos_with_metadata_and_lf
     let reqs = hub.requests();
     let bearer = format!("Bearer {TOKEN_FULL}");
     let mut seen = BTreeSet::new();
+    let mut paths_info = std::collections::BTreeMap::new();
     for r in reqs.iter().filter(|r| r.listener == Listener::Hub) {
         assert_eq!(
             r.authorization.as_deref(),
@@ -723,14 +724,27 @@ fn a_pod_sharing_the_mirrors_credential_reads_private_repos_with_metadata_and_lf
             r.path
         );
         // Metadata and the LFS redirect are cached for every host; a small file the Hub answers
-        // itself (a private config.json) is not (docs/fleet.md, "Limits").
-        if r.path.starts_with("/api/") || r.path.ends_with(".safetensors") {
+        // itself (a private config.json) is not (docs/fleet.md, "Limits"). Paths-info shares
+        // one URL for every name asked (the names are in the POST body, which the mirror keys
+        // on): counted below.
+        if r.path.contains("/paths-info/") {
+            *paths_info.entry(r.path.clone()).or_insert(0usize) += 1;
+        } else if r.path.starts_with("/api/") || r.path.ends_with(".safetensors") {
             assert!(
                 seen.insert(r.path.clone()),
                 "{} reached the Hub twice",
                 r.path
             );
         }
+    }
+    // Each name is asked once for the pod, so no more paths-info requests than names; four
+    // hosts not sharing the mirror's cache would ask each name four times.
+    for (path, n) in &paths_info {
+        assert!(
+            *n <= private.len(),
+            "{path} reached the Hub {n} times for {} files",
+            private.len()
+        );
     }
     assert!(seen.iter().any(|p| p.ends_with("model.safetensors")));
     assert!(seen.iter().any(|p| p.contains("/revision/main")));

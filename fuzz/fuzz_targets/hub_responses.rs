@@ -2,7 +2,7 @@
 //! Content-Range, and the dates of revisions, never panic, and what they accept is consistent.
 #![no_main]
 
-use hubfs::hub::http::{next_link, parse_content_range, parse_rfc3339, parse_tree_page};
+use hubfs::hub::wire::{next_link, parse_content_range, parse_rfc3339, parse_tree_page};
 use libfuzzer_sys::fuzz_target;
 use reqwest::header::{HeaderMap, HeaderValue};
 

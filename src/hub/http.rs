@@ -20,9 +20,12 @@ use super::proxy::ProxyConfig;
 use super::retry::RetryPolicy;
 use super::token::Credentials;
 use super::urls::Urls;
+use super::wire::{
+    next_link, parse_content_range, parse_rfc3339, parse_tree_page, ratelimit_reset, RevisionJson,
+};
 use super::{
-    CommitInfo, EntryKind, FileRef, HeapBuffer, HttpContext, HubClient, HubError, NotFoundKind,
-    PieceBuffer, PieceSink, RepoId, TreeEntry,
+    CommitInfo, FileRef, HeapBuffer, HttpContext, HubClient, HubError, NotFoundKind, PieceBuffer,
+    PieceSink, RepoId, TreeEntry,
 };
 use crate::stats::Stats;
 use std::sync::Arc;
@@ -111,30 +114,6 @@ impl Drop for InflightGuard<'_> {
 struct Sent {
     resp: Response,
     url: String,
-}
-
-#[derive(Deserialize)]
-struct RevisionJson {
-    sha: Option<String>,
-    #[serde(rename = "lastModified")]
-    last_modified: Option<String>,
-}
-
-#[derive(Deserialize)]
-struct LfsJson {
-    oid: String,
-}
-
-#[derive(Deserialize)]
-struct TreeJson {
-    #[serde(rename = "type")]
-    kind: String,
-    path: String,
-    #[serde(default)]
-    size: u64,
-    #[serde(default)]
-    oid: String,
-    lfs: Option<LfsJson>,
 }
 
 impl HttpHub {
@@ -1009,108 +988,6 @@ fn redact_queries(s: &str) -> String {
     out
 }
 
-/// Parses one page of a tree listing of folder `dir` ("" for the root): the entries that are
-/// direct children of it, with their etag (LFS sha256, else git oid). Entries of unknown type or
-/// outside the folder are skipped (and logged); a body that is not a JSON array of entries is an
-/// error.
-pub fn parse_tree_page(body: &[u8], dir: &str) -> Result<Vec<TreeEntry>, String> {
-    let page: Vec<TreeJson> =
-        serde_json::from_slice(body).map_err(|e| format!("invalid tree JSON: {e}"))?;
-    let prefix = if dir.is_empty() {
-        String::new()
-    } else {
-        format!("{dir}/")
-    };
-    let mut out = Vec::with_capacity(page.len());
-    for e in page {
-        let kind = match e.kind.as_str() {
-            "file" => EntryKind::File,
-            "directory" => EntryKind::Directory,
-            other => {
-                tracing::debug!(kind = other, path = %e.path, "skipping tree entry");
-                continue;
-            }
-        };
-        match e.path.strip_prefix(&prefix) {
-            Some(name) if !name.is_empty() && !name.contains('/') => {}
-            _ => {
-                tracing::warn!(entry = %e.path, folder = dir, "tree entry outside the folder listed; skipped");
-                continue;
-            }
-        }
-        out.push(TreeEntry {
-            etag: e.lfs.map(|l| l.oid).unwrap_or(e.oid),
-            path: e.path,
-            kind,
-            size: if kind == EntryKind::File { e.size } else { 0 },
-        });
-    }
-    Ok(out)
-}
-
-/// Parses `bytes a-b/total` (total may be `*`).
-pub fn parse_content_range(v: &str) -> Option<(u64, u64, Option<u64>)> {
-    let rest = v.trim().strip_prefix("bytes ")?;
-    let (range, total) = rest.split_once('/')?;
-    let (a, b) = range.split_once('-')?;
-    let a: u64 = a.trim().parse().ok()?;
-    let b: u64 = b.trim().parse().ok()?;
-    if b < a {
-        return None;
-    }
-    let total = match total.trim() {
-        "*" => None,
-        t => Some(t.parse().ok()?),
-    };
-    if total.is_some_and(|t| b >= t) {
-        return None;
-    }
-    Some((a, b, total))
-}
-
-/// The `rel="next"` URL of a `Link` header, if any.
-pub fn next_link(headers: &HeaderMap) -> Option<String> {
-    for v in headers.get_all("link") {
-        let Ok(v) = v.to_str() else { continue };
-        for part in v.split(',') {
-            let mut pieces = part.split(';');
-            let Some(target) = pieces.next() else {
-                continue;
-            };
-            let target = target.trim();
-            if !(target.starts_with('<') && target.ends_with('>')) {
-                continue;
-            }
-            let is_next = pieces.any(|p| {
-                let p = p.trim();
-                p == "rel=\"next\"" || p == "rel=next"
-            });
-            if is_next {
-                return Some(target[1..target.len() - 1].to_owned());
-            }
-        }
-    }
-    None
-}
-
-/// Seconds until reset from a `RateLimit: "bucket";r=0;t=N` header, when nothing remains.
-fn ratelimit_reset(v: &str) -> Option<Duration> {
-    let mut r = None;
-    let mut t = None;
-    for p in v.split(';') {
-        let p = p.trim();
-        if let Some(x) = p.strip_prefix("r=") {
-            r = x.parse::<u64>().ok();
-        } else if let Some(x) = p.strip_prefix("t=") {
-            t = x.parse::<u64>().ok();
-        }
-    }
-    match (r, t) {
-        (Some(0), Some(t)) => Some(Duration::from_secs(t + 1)),
-        _ => None,
-    }
-}
-
 /// How long a redirect target may be reused: until its `Expires` query parameter (epoch seconds)
 /// minus a margin, else a default.
 fn redirect_ttl(target: &str) -> Duration {
@@ -1133,49 +1010,53 @@ fn redirect_ttl(target: &str) -> Duration {
     }
 }
 
-/// Parses `2024-01-02T12:00:00.000Z` (RFC 3339, UTC or with an offset).
-pub fn parse_rfc3339(s: &str) -> Option<SystemTime> {
-    let b = s.as_bytes();
-    if b.len() < 19 || b[4] != b'-' || b[7] != b'-' || b[10] != b'T' {
-        return None;
-    }
-    let num = |r: std::ops::Range<usize>| s.get(r)?.parse::<i64>().ok();
-    let (y, mo, d) = (num(0..4)?, num(5..7)?, num(8..10)?);
-    let (h, mi, se) = (num(11..13)?, num(14..16)?, num(17..19)?);
-    let mut rest = s.get(19..)?;
-    if let Some(r) = rest.strip_prefix('.') {
-        let n = r.bytes().take_while(u8::is_ascii_digit).count();
-        rest = &r[n..];
-    }
-    let offset = match rest {
-        "Z" | "z" | "" => 0,
-        r if r.len() == 6 && (r.starts_with('+') || r.starts_with('-')) => {
-            // (`get`, not slicing: a non-ASCII byte may sit anywhere in what the Hub sent.)
-            let sign = if r.starts_with('-') { -1 } else { 1 };
-            let hours = r.get(1..3)?.parse::<i64>().ok()?;
-            let minutes = r.get(4..6)?.parse::<i64>().ok()?;
-            sign * (hours * 3600 + minutes * 60)
-        }
-        _ => return None,
-    };
-    // Days from civil (Howard Hinnant).
-    let y2 = if mo <= 2 { y - 1 } else { y };
-    let era = y2.div_euclid(400);
-    let yoe = y2 - era * 400;
-    let mp = (mo + 9) % 12;
-    let doy = (153 * mp + 2) / 5 + d - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    let days = era * 146097 + doe - 719468;
-    let secs = days * 86400 + h * 3600 + mi * 60 + se - offset;
-    u64::try_from(secs)
-        .ok()
-        .map(|s| UNIX_EPOCH + Duration::from_secs(s))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use reqwest::header::HeaderValue;
+
+    /// A server answering every request with a 206 whose chunked body carries every byte asked
+    /// for and then breaks off without its final chunk; counts the requests.
+    fn server_cutting_after_the_last_byte(
+        data: Vec<u8>,
+    ) -> (String, Arc<std::sync::atomic::AtomicU64>) {
+        use std::io::{BufRead, BufReader, Write};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let count = Arc::new(std::sync::atomic::AtomicU64::new(0));
+        let c = count.clone();
+        std::thread::spawn(move || {
+            for stream in listener.incoming().flatten() {
+                c.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                let mut r = BufReader::new(stream.try_clone().expect("clone"));
+                let mut range = None;
+                let mut line = String::new();
+                while r.read_line(&mut line).is_ok_and(|n| n > 2) {
+                    if let Some(v) = line.to_ascii_lowercase().strip_prefix("range: bytes=") {
+                        let (a, b) = v.trim().split_once('-').expect("range");
+                        range = Some((
+                            a.parse::<usize>().expect("a"),
+                            b.parse::<usize>().expect("b"),
+                        ));
+                    }
+                    line.clear();
+                }
+                let (a, b) = range.unwrap_or((0, data.len() - 1));
+                let body = &data[a..=b];
+                let mut s = stream;
+                let _ = write!(
+                    s,
+                    "HTTP/1.1 206 Partial Content\r\nContent-Range: bytes {a}-{b}/{}\r\nTransfer-Encoding: chunked\r\n\r\n{:x}\r\n",
+                    data.len(),
+                    body.len()
+                );
+                let _ = s.write_all(body);
+                let _ = s.write_all(b"\r\n");
+                // ...and no "0\r\n\r\n": the connection closes.
+            }
+        });
+        (format!("http://{addr}"), count)
+    }
 
     #[test]
     fn pieces_split_at_piece_boundaries_whatever_the_chunks() {
@@ -1280,109 +1161,6 @@ mod tests {
         assert!(hub.next_page_url("not a url", "u").is_err());
     }
 
-    #[test]
-    fn tree_pages_keep_direct_children_with_lfs_etags() {
-        let body = br#"[{"type":"directory","oid":"d1","size":0,"path":"data/train"},
-            {"type":"file","oid":"f1","size":12,"path":"data/a.txt"},
-            {"type":"file","oid":"ptr","size":99,"path":"data/w.bin","lfs":{"oid":"sha","size":99,"pointerSize":130}},
-            {"type":"file","oid":"x","size":1,"path":"other/b.txt"},
-            {"type":"file","oid":"y","size":1,"path":"data/deep/c.txt"},
-            {"type":"submodule","oid":"z","size":0,"path":"data/sub"}]"#;
-        let got = parse_tree_page(body, "data").unwrap();
-        let names: Vec<_> = got
-            .iter()
-            .map(|e| (e.path.as_str(), e.etag.as_str(), e.size))
-            .collect();
-        assert_eq!(
-            names,
-            [
-                ("data/train", "d1", 0),
-                ("data/a.txt", "f1", 12),
-                ("data/w.bin", "sha", 99)
-            ]
-        );
-        assert!(parse_tree_page(b"{}", "").is_err());
-        assert!(
-            parse_tree_page(b"[{\"type\":\"file\"}]", "").is_err(),
-            "path is required"
-        );
-    }
-
-    #[test]
-    fn content_range_parsing() {
-        assert_eq!(
-            parse_content_range("bytes 0-9/100"),
-            Some((0, 9, Some(100)))
-        );
-        assert_eq!(parse_content_range("bytes 5-5/*"), Some((5, 5, None)));
-        assert_eq!(parse_content_range("bytes 9-0/100"), None);
-        assert_eq!(parse_content_range("bytes 0-100/100"), None);
-        assert_eq!(parse_content_range("bytes */100"), None);
-        assert_eq!(parse_content_range("items 0-1/2"), None);
-        assert_eq!(parse_content_range("bytes a-b/c"), None);
-    }
-
-    #[test]
-    fn link_header_next() {
-        let mut h = HeaderMap::new();
-        h.insert(
-            "link",
-            HeaderValue::from_static(
-                "<http://h/api/x?cursor=abc>; rel=\"next\", <http://h/p>; rel=\"prev\"",
-            ),
-        );
-        assert_eq!(next_link(&h).as_deref(), Some("http://h/api/x?cursor=abc"));
-        let mut h2 = HeaderMap::new();
-        h2.insert(
-            "link",
-            HeaderValue::from_static("<http://h/p>; rel=\"prev\""),
-        );
-        assert_eq!(next_link(&h2), None);
-    }
-
-    /// A server answering every request with a 206 whose chunked body carries every byte asked
-    /// for and then breaks off without its final chunk; counts the requests.
-    fn server_cutting_after_the_last_byte(
-        data: Vec<u8>,
-    ) -> (String, Arc<std::sync::atomic::AtomicU64>) {
-        use std::io::{BufRead, BufReader, Write};
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-        let addr = listener.local_addr().expect("addr");
-        let count = Arc::new(std::sync::atomic::AtomicU64::new(0));
-        let c = count.clone();
-        std::thread::spawn(move || {
-            for stream in listener.incoming().flatten() {
-                c.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-                let mut r = BufReader::new(stream.try_clone().expect("clone"));
-                let mut range = None;
-                let mut line = String::new();
-                while r.read_line(&mut line).is_ok_and(|n| n > 2) {
-                    if let Some(v) = line.to_ascii_lowercase().strip_prefix("range: bytes=") {
-                        let (a, b) = v.trim().split_once('-').expect("range");
-                        range = Some((
-                            a.parse::<usize>().expect("a"),
-                            b.parse::<usize>().expect("b"),
-                        ));
-                    }
-                    line.clear();
-                }
-                let (a, b) = range.unwrap_or((0, data.len() - 1));
-                let body = &data[a..=b];
-                let mut s = stream;
-                let _ = write!(
-                    s,
-                    "HTTP/1.1 206 Partial Content\r\nContent-Range: bytes {a}-{b}/{}\r\nTransfer-Encoding: chunked\r\n\r\n{:x}\r\n",
-                    data.len(),
-                    body.len()
-                );
-                let _ = s.write_all(body);
-                let _ = s.write_all(b"\r\n");
-                // ...and no "0\r\n\r\n": the connection closes.
-            }
-        });
-        (format!("http://{addr}"), count)
-    }
-
     #[tokio::test]
     async fn a_range_whose_every_byte_arrived_is_complete_even_if_the_body_then_breaks() {
         let data: Vec<u8> = (0..5000u32).map(|i| (i % 251) as u8).collect();
@@ -1410,29 +1188,6 @@ mod tests {
     }
 
     #[test]
-    fn rfc3339_dates_with_non_ascii_bytes_are_refused_not_a_panic() {
-        for bad in [
-            "2024-01-02T03:04:05+0é00",
-            "2024-01-02T03:04:05é",
-            "2024-01-02T03:04:0é",
-            "2024-01-02T03:04:05.é",
-            "2024-01-02T03:04:05-é:0",
-            "é024-01-02T03:04:05Z",
-        ] {
-            assert_eq!(parse_rfc3339(bad), None, "{bad}");
-        }
-    }
-
-    #[test]
-    fn rfc3339_dates() {
-        let t = parse_rfc3339("2024-01-02T12:00:00.000Z").unwrap();
-        assert_eq!(t.duration_since(UNIX_EPOCH).unwrap().as_secs(), 1704196800);
-        let t2 = parse_rfc3339("2024-01-02T13:00:00+01:00").unwrap();
-        assert_eq!(t, t2);
-        assert!(parse_rfc3339("yesterday").is_none());
-    }
-
-    #[test]
     fn redirect_ttl_follows_expires() {
         let now = SystemTime::now()
             .duration_since(UNIX_EPOCH)
@@ -1451,14 +1206,5 @@ mod tests {
         let s = redact_queries("error sending request for url (http://cdn/x?Signature=abc)");
         assert!(!s.contains("abc"));
         assert!(s.contains("http://cdn/x?<redacted>)"));
-    }
-
-    #[test]
-    fn ratelimit_header() {
-        assert_eq!(
-            ratelimit_reset("\"api\";r=0;t=12"),
-            Some(Duration::from_secs(13))
-        );
-        assert_eq!(ratelimit_reset("\"api\";r=5;t=12"), None);
     }
 }

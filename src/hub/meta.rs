@@ -7,22 +7,8 @@ use serde::Deserialize;
 use super::urls::{encode_segment, Urls};
 use super::{EntryKind, HubError, RepoId, RepoType, TreeEntry};
 
-#[derive(Deserialize)]
-struct LfsJson {
-    oid: String,
-}
-
-#[derive(Deserialize)]
-struct EntryJson {
-    #[serde(rename = "type")]
-    kind: String,
-    path: String,
-    #[serde(default)]
-    size: u64,
-    #[serde(default)]
-    oid: String,
-    lfs: Option<LfsJson>,
-}
+// Paths-info answers tree entries of the same shape as a tree page.
+use super::wire::TreeJson as EntryJson;
 
 #[derive(Deserialize)]
 struct RepoJson {

@@ -14,6 +14,7 @@ pub mod retry;
 pub mod tls;
 pub mod token;
 pub mod urls;
+pub mod wire;
 
 use std::fmt;
 use std::future::Future;

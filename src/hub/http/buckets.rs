@@ -7,9 +7,10 @@ use reqwest::header::HeaderMap;
 use reqwest::StatusCode;
 use serde::Deserialize;
 
-use super::{next_link, read_body, redact_url, Expect, HttpHub, MAX_PAGES};
+use super::{read_body, redact_url, Expect, HttpHub, MAX_PAGES};
 use crate::hub::buckets::{BucketClient, BucketEntry, BucketFile, BucketId, BucketInfo};
 use crate::hub::urls::{encode_path, encode_segment};
+use crate::hub::wire::next_link;
 use crate::hub::{EntryKind, HubError, PieceSink};
 
 #[derive(Deserialize)]
@@ -85,7 +86,7 @@ pub fn parse_tree_page(body: &[u8], dir: &str) -> Result<Vec<BucketEntry>, Strin
         }
         let time = e.mtime.as_deref().or(e.uploaded_at.as_deref());
         out.push(BucketEntry {
-            mtime: time.and_then(super::parse_rfc3339),
+            mtime: time.and_then(crate::hub::wire::parse_rfc3339),
             size: if kind == EntryKind::File { e.size } else { 0 },
             xet_hash: e.xet_hash,
             path: e.path,
@@ -331,7 +332,7 @@ mod tests {
         assert_eq!(got[0].xet_hash, "aa");
         assert_eq!(
             got[0].mtime,
-            super::super::parse_rfc3339("2026-01-02T03:04:05Z")
+            crate::hub::wire::parse_rfc3339("2026-01-02T03:04:05Z")
         );
         assert_eq!(got[1].kind, EntryKind::Directory);
         let root = parse_tree_page(body, "").unwrap();

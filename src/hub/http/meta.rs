@@ -5,12 +5,13 @@ use reqwest::header::{AUTHORIZATION, CONTENT_TYPE, LOCATION};
 use reqwest::{Method, StatusCode};
 use url::Url;
 
-use super::{error_from_response, next_link, parse_tree_page, read_body, HttpHub, Sent};
+use super::{error_from_response, read_body, HttpHub, Sent};
 use super::{Stats, MAX_REDIRECTS};
 use crate::hub::error::redact_url;
 use crate::hub::meta::{
     parse_paths_info, parse_repo_page, paths_info_body, paths_info_url, search_url,
 };
+use crate::hub::wire::{next_link, parse_tree_page};
 use crate::hub::{HubError, RepoId, RepoPage, RepoType, TreeEntry, TreePage};
 
 /// Largest metadata body accepted (a page of 1000 entries is about 200 KB).

@@ -649,12 +649,7 @@ impl HubClient for HttpHub {
         if len == 0 {
             return Ok(());
         }
-        if offset.checked_add(len).is_none_or(|e| e > file.size) {
-            return Err(HubError::Protocol {
-                url: file.path.clone(),
-                message: format!("range {offset}+{len} beyond size {}", file.size),
-            });
-        }
+        check_range(&file.path, offset, len, file.size)?;
         let resolve = self.urls.resolve(&file.repo, &file.commit, &file.path)?;
         let file = Expect::Repo(file);
         self.stream_via(&resolve, &resolve, &file, offset, len, piece, sink)
@@ -953,6 +948,18 @@ fn check_identity(headers: &HeaderMap, file: &FileRef, url: &str) -> Result<(), 
                 file.etag
             )));
         }
+    }
+    Ok(())
+}
+
+/// A range of `len` bytes at `offset` must lie within the file's `size` (asked of the client: a
+/// caller's bug, reported without a request).
+fn check_range(path: &str, offset: u64, len: u64, size: u64) -> Result<(), HubError> {
+    if offset.checked_add(len).is_none_or(|e| e > size) {
+        return Err(HubError::Protocol {
+            url: path.to_owned(),
+            message: format!("range {offset}+{len} beyond size {size}"),
+        });
     }
     Ok(())
 }

@@ -36,6 +36,26 @@ pub(crate) struct TreeJson {
     pub(crate) lfs: Option<LfsJson>,
 }
 
+/// The kind of a tree entry's `type`, `None` for a type hubfs does not show.
+pub(crate) fn entry_kind(kind: &str) -> Option<EntryKind> {
+    match kind {
+        "file" => Some(EntryKind::File),
+        "directory" => Some(EntryKind::Directory),
+        _ => None,
+    }
+}
+
+/// True when `path` is a direct child of folder `dir` ("" for the root): listings can answer
+/// more than asked (a bucket's raw-prefix match, a misbehaving mirror), and the rest is dropped.
+pub(crate) fn is_direct_child(path: &str, dir: &str) -> bool {
+    let name = if dir.is_empty() {
+        Some(path)
+    } else {
+        path.strip_prefix(dir).and_then(|r| r.strip_prefix('/'))
+    };
+    name.is_some_and(|n| !n.is_empty() && !n.contains('/'))
+}
+
 /// Parses one page of a tree listing of folder `dir` ("" for the root): the entries that are
 /// direct children of it, with their etag (LFS sha256, else git oid). Entries of unknown type or
 /// outside the folder are skipped (and logged); a body that is not a JSON array of entries is an
@@ -43,27 +63,15 @@ pub(crate) struct TreeJson {
 pub fn parse_tree_page(body: &[u8], dir: &str) -> Result<Vec<TreeEntry>, String> {
     let page: Vec<TreeJson> =
         serde_json::from_slice(body).map_err(|e| format!("invalid tree JSON: {e}"))?;
-    let prefix = if dir.is_empty() {
-        String::new()
-    } else {
-        format!("{dir}/")
-    };
     let mut out = Vec::with_capacity(page.len());
     for e in page {
-        let kind = match e.kind.as_str() {
-            "file" => EntryKind::File,
-            "directory" => EntryKind::Directory,
-            other => {
-                tracing::debug!(kind = other, path = %e.path, "skipping tree entry");
-                continue;
-            }
+        let Some(kind) = entry_kind(&e.kind) else {
+            tracing::debug!(kind = %e.kind, path = %e.path, "skipping tree entry");
+            continue;
         };
-        match e.path.strip_prefix(&prefix) {
-            Some(name) if !name.is_empty() && !name.contains('/') => {}
-            _ => {
-                tracing::warn!(entry = %e.path, folder = dir, "tree entry outside the folder listed; skipped");
-                continue;
-            }
+        if !is_direct_child(&e.path, dir) {
+            tracing::warn!(entry = %e.path, folder = dir, "tree entry outside the folder listed; skipped");
+            continue;
         }
         out.push(TreeEntry {
             etag: e.lfs.map(|l| l.oid).unwrap_or(e.oid),

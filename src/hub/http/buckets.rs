@@ -65,21 +65,13 @@ pub fn parse_bucket_list(body: &[u8]) -> Result<Vec<BucketInfo>, String> {
 pub fn parse_tree_page(body: &[u8], dir: &str) -> Result<Vec<BucketEntry>, String> {
     let page: Vec<EntryJson> =
         serde_json::from_slice(body).map_err(|e| format!("invalid bucket tree JSON: {e}"))?;
-    let prefix = if dir.is_empty() {
-        String::new()
-    } else {
-        format!("{dir}/")
-    };
     let mut out = Vec::with_capacity(page.len());
     for e in page {
-        let kind = match e.kind.as_str() {
-            "file" => EntryKind::File,
-            "directory" => EntryKind::Directory,
-            _ => continue,
+        let Some(kind) = crate::hub::wire::entry_kind(&e.kind) else {
+            continue;
         };
-        match e.path.strip_prefix(&prefix) {
-            Some(name) if !name.is_empty() && !name.contains('/') => {}
-            _ => continue,
+        if !crate::hub::wire::is_direct_child(&e.path, dir) {
+            continue;
         }
         if kind == EntryKind::File && e.xet_hash.is_empty() {
             return Err(format!("bucket file {:?} without a xetHash", e.path));
@@ -241,12 +233,7 @@ impl BucketClient for HttpHub {
         if len == 0 {
             return Ok(());
         }
-        if offset.checked_add(len).is_none_or(|e| e > file.size) {
-            return Err(HubError::Protocol {
-                url: file.path.clone(),
-                message: format!("range {offset}+{len} beyond size {}", file.size),
-            });
-        }
+        super::check_range(&file.path, offset, len, file.size)?;
         let resolve = format!(
             "{}/buckets/{}/resolve/{}",
             self.urls.endpoint(),

@@ -31,11 +31,22 @@ impl HttpHub {
             Some(c) => self.on_endpoint(c)?,
             None => self.urls.tree(repo, commit, path)?,
         };
-        let sent = self.get_ok(&url).await?;
+        let (entries, next) = self.page(&url, |b| parse_tree_page(b, path)).await?;
+        Ok(TreePage { entries, next })
+    }
+
+    /// One page of a Link-paginated listing at `url`: its body parsed by `parse`, and the next
+    /// page's URL (on the endpoint), if any.
+    async fn page<T>(
+        &self,
+        url: &str,
+        parse: impl FnOnce(&[u8]) -> Result<T, String>,
+    ) -> Result<(T, Option<String>), HubError> {
+        let sent = self.get_ok(url).await?;
         let next = next_link(sent.resp.headers());
         let shown = redact_url(&sent.url);
         let body = read_body(sent.resp, &shown, self.cfg.request_timeout, MAX_META_BODY).await?;
-        let entries = parse_tree_page(&body, path).map_err(|message| HubError::Protocol {
+        let parsed = parse(&body).map_err(|message| HubError::Protocol {
             url: shown.clone(),
             message,
         })?;
@@ -43,7 +54,7 @@ impl HttpHub {
             Some(n) => Some(self.next_page_url(&n, &shown)?),
             None => None,
         };
-        Ok(TreePage { entries, next })
+        Ok((parsed, next))
     }
 
     /// A cursor handed back to us must name the endpoint (it is one of our own next-page URLs).
@@ -100,18 +111,7 @@ impl HttpHub {
             Some(c) => self.on_endpoint(c)?,
             None => search_url(&self.urls, repo_type, author)?,
         };
-        let sent = self.get_ok(&url).await?;
-        let next = next_link(sent.resp.headers());
-        let shown = redact_url(&sent.url);
-        let body = read_body(sent.resp, &shown, self.cfg.request_timeout, MAX_META_BODY).await?;
-        let names = parse_repo_page(&body, author).map_err(|message| HubError::Protocol {
-            url: shown.clone(),
-            message,
-        })?;
-        let next = match next {
-            Some(n) => Some(self.next_page_url(&n, &shown)?),
-            None => None,
-        };
+        let (names, next) = self.page(&url, |b| parse_repo_page(b, author)).await?;
         Ok(RepoPage { names, next })
     }
 

@@ -7,8 +7,11 @@ use reqwest::header::HeaderMap;
 use reqwest::StatusCode;
 use serde::Deserialize;
 
-use super::{read_body, redact_url, Expect, HttpHub, MAX_PAGES};
+use super::identity::Expect;
+use super::transport::read_body;
+use super::{HttpHub, MAX_PAGES};
 use crate::hub::buckets::{BucketClient, BucketEntry, BucketFile, BucketId, BucketInfo};
+use crate::hub::error::redact_url;
 use crate::hub::urls::{encode_path, encode_segment};
 use crate::hub::wire::next_link;
 use crate::hub::{EntryKind, HubError, PieceSink};
@@ -233,7 +236,7 @@ impl BucketClient for HttpHub {
         if len == 0 {
             return Ok(());
         }
-        super::check_range(&file.path, offset, len, file.size)?;
+        super::range::check_range(&file.path, offset, len, file.size)?;
         let resolve = format!(
             "{}/buckets/{}/resolve/{}",
             self.urls.endpoint(),

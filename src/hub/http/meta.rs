@@ -1,12 +1,10 @@
 //! [`HttpHub`]'s metadata requests beyond revisions: one tree page at a time, paths-info (a form
 //! POST) and repo search. The wire format is in [`crate::hub::meta`].
 
-use reqwest::header::{AUTHORIZATION, CONTENT_TYPE, LOCATION};
-use reqwest::{Method, StatusCode};
 use url::Url;
 
-use super::{error_from_response, read_body, HttpHub, Sent};
-use super::{Stats, MAX_REDIRECTS};
+use super::transport::{read_body, Ask};
+use super::HttpHub;
 use crate::hub::error::redact_url;
 use crate::hub::meta::{
     parse_paths_info, parse_repo_page, paths_info_body, paths_info_url, search_url,
@@ -80,18 +78,7 @@ impl HttpHub {
         }
         let url = paths_info_url(&self.urls, repo, commit)?;
         let body = paths_info_body(paths);
-        let sent = self
-            .cfg
-            .retry
-            .run("POST", || async {
-                let sent = self.post_form(&url, &body).await?;
-                if sent.resp.status().is_success() {
-                    Ok(sent)
-                } else {
-                    Err(error_from_response(sent.resp, &sent.url).await)
-                }
-            })
-            .await?;
+        let sent = self.ask_ok(Ask::PostForm(&body), &url).await?;
         let shown = redact_url(&sent.url);
         let bytes = read_body(sent.resp, &shown, self.cfg.request_timeout, MAX_META_BODY).await?;
         parse_paths_info(&bytes).map_err(|message| HubError::Protocol {
@@ -113,85 +100,5 @@ impl HttpHub {
         };
         let (names, next) = self.page(&url, |b| parse_repo_page(b, author)).await?;
         Ok(RepoPage { names, next })
-    }
-
-    /// One form POST, the token to the endpoint's origin only; a 307/308 redirect is followed
-    /// with the same body (at most [`MAX_REDIRECTS`] hops); a 401 re-reads a token file once.
-    async fn post_form(&self, url: &str, body: &str) -> Result<Sent, HubError> {
-        let mut current = Url::parse(url).map_err(|e| HubError::Protocol {
-            url: redact_url(url),
-            message: format!("bad URL: {e}"),
-        })?;
-        let (mut hops, mut resent) = (0, false);
-        loop {
-            let shown = redact_url(current.as_str());
-            let hub_origin = self.same_origin(&current);
-            let token = if hub_origin {
-                self.cfg.credentials.current()
-            } else {
-                None
-            };
-            let mut req = self
-                .client
-                .request(Method::POST, current.clone())
-                .header(CONTENT_TYPE, "application/x-www-form-urlencoded")
-                .body(body.to_owned());
-            if let Some(t) = &token {
-                req = req.header(AUTHORIZATION, Self::bearer(t, &current)?);
-            }
-            Stats::add(&self.stats.http_requests, 1);
-            let resp = match tokio::time::timeout(self.cfg.request_timeout, req.send()).await {
-                Err(_) => {
-                    return Err(HubError::Timeout {
-                        url: shown,
-                        after: self.cfg.request_timeout,
-                    })
-                }
-                Ok(Err(e)) => {
-                    return Err(HubError::Network {
-                        url: shown,
-                        message: super::error_chain(&e),
-                    })
-                }
-                Ok(Ok(r)) => r,
-            };
-            if hub_origin
-                && resp.status() == StatusCode::UNAUTHORIZED
-                && !resent
-                && self.cfg.credentials.refresh() != token
-            {
-                resent = true;
-                continue;
-            }
-            let keeps_body = matches!(
-                resp.status(),
-                StatusCode::TEMPORARY_REDIRECT | StatusCode::PERMANENT_REDIRECT
-            );
-            if !keeps_body {
-                return Ok(Sent {
-                    resp,
-                    url: current.to_string(),
-                });
-            }
-            hops += 1;
-            let next = resp
-                .headers()
-                .get(LOCATION)
-                .and_then(|v| v.to_str().ok())
-                .and_then(|l| current.join(l).ok())
-                .filter(|u| matches!(u.scheme(), "http" | "https"));
-            match next {
-                Some(n) if hops <= MAX_REDIRECTS => {
-                    current = n;
-                    resent = false;
-                }
-                _ => {
-                    return Err(HubError::Protocol {
-                        url: shown,
-                        message: "a paths-info redirect without a usable Location".into(),
-                    })
-                }
-            }
-        }
     }
 }

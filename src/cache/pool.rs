@@ -169,6 +169,25 @@ impl PieceBuffer for PoolBuffer {
         self.len += n;
     }
 
+    fn spare(&mut self) -> &mut [std::mem::MaybeUninit<u8>] {
+        let Some(idx) = self.idx else {
+            return &mut [];
+        };
+        // SAFETY: this buffer's index is held by no one else (and the borrow of `self` keeps it
+        // so while the slice lives); `len <= buf_size`, so the slice is within buffer `idx`.
+        unsafe {
+            std::slice::from_raw_parts_mut(
+                self.pool.ptr(idx).add(self.len).cast(),
+                self.pool.buf_size - self.len,
+            )
+        }
+    }
+
+    unsafe fn advance(&mut self, n: usize) {
+        debug_assert!(self.len + n <= self.pool.buf_size);
+        self.len = (self.len + n).min(self.pool.buf_size);
+    }
+
     fn freeze(mut self: Box<Self>) -> Bytes {
         match self.idx.take() {
             Some(idx) => Bytes::from_owner(Block {

@@ -64,6 +64,9 @@ pub struct HttpConfig {
     pub retry: RetryPolicy,
     /// Most range-request bodies downloaded at once (each is one connection).
     pub max_connections: usize,
+    /// Ranged GETs of remembered CDN URLs go through the direct HTTP/1.1 client, which reads
+    /// bodies straight into the block buffers (`super::h1`; never through a proxy).
+    pub direct_reads: bool,
 }
 
 impl HttpConfig {
@@ -78,6 +81,7 @@ impl HttpConfig {
             read_timeout: Duration::from_secs(30),
             retry: RetryPolicy::default(),
             max_connections: 16,
+            direct_reads: true,
         }
     }
 }
@@ -99,6 +103,9 @@ pub struct HttpHub {
     resolving: Mutex<LruCache<String, Arc<tokio::sync::Mutex<()>>>>,
     connections: tokio::sync::Semaphore,
     stats: Arc<Stats>,
+    /// Issue 11: reads remembered CDN URLs straight into the sink's buffers (`None` through a
+    /// proxy).
+    direct: Option<super::h1::H1Client>,
 }
 
 /// Decrements the in-flight gauge when a range request ends, however it ends.
@@ -159,6 +166,13 @@ impl HttpHub {
             resolving: Mutex::new(LruCache::new(NonZeroUsize::new(1024).expect("non-zero"))),
             connections: tokio::sync::Semaphore::new(cfg.max_connections.max(1)),
             stats: Arc::new(Stats::default()),
+            direct: (cfg.direct_reads && cfg.proxy.is_direct()).then(|| {
+                super::h1::H1Client::new(
+                    cfg.request_timeout,
+                    cfg.ca_bundles.clone(),
+                    cfg.max_connections.max(1),
+                )
+            }),
             cfg,
         })
     }
@@ -379,6 +393,17 @@ impl HttpHub {
         self.redirects.lock().pop(key);
     }
 
+    /// Issue 11: the direct client and the parsed URL, when `start_url` is a remembered URL off
+    /// the Hub's origin (a CDN: no token, no identity headers to check) and there is no proxy.
+    fn direct_for(&self, start_url: &str, resolve: &str) -> Option<(&super::h1::H1Client, Url)> {
+        let h1 = self.direct.as_ref()?;
+        if start_url == resolve {
+            return None;
+        }
+        let url = Url::parse(start_url).ok()?;
+        (!self.same_origin(&url)).then_some((h1, url))
+    }
+
     /// One ranged GET of the bytes `acc` still lacks, from `start_url` (the resolve URL or a
     /// remembered CDN URL), checked; what arrives is added to `acc` even when the body is cut.
     /// The URL that serves them is remembered under `key`. Returns the URL that served the bytes.
@@ -410,6 +435,23 @@ impl HttpHub {
         let offset = base + acc.got();
         let len = acc.missing();
         let end = offset + len - 1;
+        // ---- issue 11: a remembered CDN URL is read by the direct client, its body straight
+        // into the sink's buffers; an answer it does not take goes through reqwest below.
+        if let Some((h1, url)) = self.direct_for(start_url, resolve) {
+            match h1
+                .range(&url, offset, end, file.size(), acc, &self.stats)
+                .await?
+            {
+                super::h1::Outcome::Done => {
+                    Stats::add(&self.stats.direct_range_requests, 1);
+                    return Ok(start_url.to_owned());
+                }
+                super::h1::Outcome::Fallback(why) => {
+                    tracing::debug!(url = %redact_url(start_url), %why, "direct client passed the answer on; through reqwest");
+                }
+            }
+        }
+        // ---- end issue 11 ----
         let range = format!("bytes={offset}-{end}");
         let sent = self
             .send(Method::GET, start_url, Some(&range), Some(file))
@@ -551,6 +593,52 @@ impl<'a> Pieces<'a> {
         }
         Ok(())
     }
+
+    // ---- issue 11: receiving straight into the piece's memory (used by `super::h1`) ----
+
+    /// The memory the next received bytes go into, in the piece being filled: at most `max`
+    /// bytes, never past the piece or the range. Empty when the sink's buffer takes bytes through
+    /// [`PieceBuffer::put`] only (then use [`Pieces::push`]) or nothing is missing.
+    pub(crate) fn spare(&mut self, max: usize) -> &mut [std::mem::MaybeUninit<u8>] {
+        if self.got == self.len {
+            return &mut [];
+        }
+        let target = self.target();
+        let room = ((target - self.cur_len) as usize).min(max);
+        let sink = self.sink;
+        let cur = self.cur.get_or_insert_with(|| match sink {
+            Some(s) => s.buffer(target as usize),
+            None => Box::new(HeapBuffer::with_capacity(target as usize)),
+        });
+        let spare = cur.spare();
+        let n = spare.len().min(room);
+        &mut spare[..n]
+    }
+
+    /// Counts `n` bytes written into the last [`Pieces::spare`] as received; hands the piece on
+    /// when it is complete.
+    ///
+    /// # Safety
+    /// The first `n` bytes of the slice the last `spare` returned were written since, and no
+    /// other call on `self` came between.
+    pub(crate) unsafe fn advance(&mut self, n: usize) {
+        let Some(cur) = self.cur.as_mut() else {
+            debug_assert_eq!(n, 0);
+            return;
+        };
+        // SAFETY: as the caller promised, for the spare of this very buffer.
+        unsafe { cur.advance(n) };
+        self.cur_len += n as u64;
+        self.got += n as u64;
+        if self.cur_len == self.target() {
+            if let Some(full) = self.cur.take() {
+                self.cur_len = 0;
+                self.complete(full.freeze());
+            }
+        }
+    }
+
+    // ---- end issue 11 ----
 
     /// The kept pieces (none when streaming), once every byte arrived.
     pub fn finish(self) -> Option<Vec<Bytes>> {

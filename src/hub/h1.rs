@@ -4,7 +4,7 @@
 //! Through reqwest, a body's bytes are copied from the socket into hyper's read buffer (by the
 //! kernel), handed out as `Bytes` chunks, and then copied once more, in user space, into the
 //! pool buffer of the block that keeps them. Here the kernel copies them from the socket into
-//! the block's buffer itself ([`Pieces::spare`]); over TLS, rustls decrypts into its own buffer
+//! the block's buffer itself ([`Receiver::spare`]); over TLS, rustls decrypts into its own buffer
 //! and one copy remains, as with reqwest.
 //!
 //! It takes only the plain case and hands everything else back ([`Outcome::Fallback`], before any
@@ -35,7 +35,6 @@ use tokio::net::TcpStream;
 use url::{Position, Url};
 
 use super::error::redact_url;
-use super::http::Pieces;
 use super::wire::parse_content_range;
 use super::HubError;
 use crate::stats::Stats;
@@ -51,6 +50,24 @@ pub const IDLE_FOR: Duration = Duration::from_secs(30);
 const HEAD_READ: usize = 4096;
 /// Scratch memory for a sink whose buffers take [`crate::hub::PieceBuffer::put`] only.
 const SCRATCH: usize = 64 << 10;
+
+/// Where [`H1Client::range`] puts a body's bytes: the range being assembled (`http::Pieces`,
+/// which hands each piece on as it completes).
+pub trait Receiver {
+    /// Bytes still missing.
+    fn missing(&self) -> u64;
+    /// Appends received bytes (a copy); fails if they run past the range.
+    fn push(&mut self, data: &[u8]) -> Result<(), String>;
+    /// Memory the next bytes may be read into, at most `max` bytes, never past the piece being
+    /// filled; empty when the piece's buffer takes [`Receiver::push`] only.
+    fn spare(&mut self, max: usize) -> &mut [MaybeUninit<u8>];
+    /// Counts `n` bytes read into the last [`Receiver::spare`] as received.
+    ///
+    /// # Safety
+    /// The first `n` bytes of the slice the last `spare` returned were written since, and no
+    /// other call on `self` came between.
+    unsafe fn advance(&mut self, n: usize);
+}
 
 /// What [`H1Client::range`] did.
 #[derive(Debug, PartialEq, Eq)]
@@ -232,12 +249,14 @@ pub fn parse_head(buf: &[u8]) -> Result<Parsed, String> {
 }
 
 /// The request for bytes `offset..=end` of `url` (no token, no body), or `None` for a URL this
-/// client does not send.
+/// client does not send (credentials in it, bytes a request line cannot carry).
 fn request(url: &Url, offset: u64, end: u64) -> Option<Vec<u8>> {
     let target = &url[Position::BeforePath..Position::AfterQuery];
     let host = &url[Position::BeforeHost..Position::AfterPort];
     if target.is_empty()
         || host.is_empty()
+        || !url.username().is_empty()
+        || url.password().is_some()
         || !target
             .bytes()
             .chain(host.bytes())
@@ -435,7 +454,7 @@ impl H1Client {
         offset: u64,
         end: u64,
         size: u64,
-        acc: &mut Pieces<'_>,
+        acc: &mut (dyn Receiver + Send),
         stats: &Stats,
     ) -> Result<Outcome, HubError> {
         let len = end - offset + 1;

@@ -6,7 +6,7 @@ use tokio::net::TcpListener;
 
 use super::*;
 use crate::cache::pool::BufferPool;
-use crate::hub::http::{HttpConfig, HttpHub};
+use crate::hub::http::{HttpConfig, HttpHub, Pieces};
 use crate::hub::{FileRef, HubClient, PieceBuffer, PieceSink, RepoId, RepoType};
 
 /// What the test server does after writing an answer.
@@ -211,6 +211,8 @@ fn requests_carry_the_range_and_no_token() {
     let default_port = Url::parse("https://cdn.example/x").unwrap();
     let req = String::from_utf8(request(&default_port, 0, 0).unwrap()).unwrap();
     assert!(req.contains("\r\nHost: cdn.example\r\n"), "{req}");
+    let with_user = Url::parse("https://u:p@cdn.example/x").unwrap();
+    assert_eq!(request(&with_user, 0, 0), None, "left to reqwest");
 }
 
 #[tokio::test]

@@ -638,13 +638,32 @@ impl<'a> Pieces<'a> {
         }
     }
 
-    // ---- end issue 11 ----
-
     /// The kept pieces (none when streaming), once every byte arrived.
     pub fn finish(self) -> Option<Vec<Bytes>> {
         (self.got == self.len).then_some(self.done)
     }
 }
+
+impl super::h1::Receiver for Pieces<'_> {
+    fn missing(&self) -> u64 {
+        Pieces::missing(self)
+    }
+
+    fn push(&mut self, data: &[u8]) -> Result<(), String> {
+        Pieces::push(self, data)
+    }
+
+    fn spare(&mut self, max: usize) -> &mut [std::mem::MaybeUninit<u8>] {
+        Pieces::spare(self, max)
+    }
+
+    unsafe fn advance(&mut self, n: usize) {
+        // SAFETY: the caller's promise is the one `Pieces::advance` asks for.
+        unsafe { Pieces::advance(self, n) }
+    }
+}
+
+// ---- end issue 11 ----
 
 impl HubClient for HttpHub {
     async fn resolve_revision(

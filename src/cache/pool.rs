@@ -263,6 +263,26 @@ mod tests {
     }
 
     #[test]
+    fn bytes_written_into_the_spare_room_are_the_blocks_bytes() {
+        let pool = BufferPool::new(1, 64).expect("pool");
+        let mut b = pool.buffer(64);
+        b.put(&[1; 10]);
+        let spare = b.spare();
+        assert_eq!(spare.len(), 54, "the rest of the buffer");
+        for (i, byte) in spare[..20].iter_mut().enumerate() {
+            byte.write(i as u8);
+        }
+        // SAFETY: the first 20 bytes of the spare room were just written.
+        unsafe { b.advance(20) };
+        b.put(&[2; 4]);
+        assert_eq!(b.spare().len(), 30);
+        let block = b.freeze();
+        let want: Vec<u8> = [vec![1; 10], (0..20).collect(), vec![2; 4]].concat();
+        assert_eq!(&block[..], &want[..]);
+        assert_eq!(pool.misses(), 0);
+    }
+
+    #[test]
     fn a_piece_given_up_returns_its_buffer() {
         let pool = BufferPool::new(1, 64).expect("pool");
         let mut b = pool.buffer(64);

@@ -4,7 +4,8 @@
 #
 #   bench/cpu-per-gib.sh CACHE_SIZE [RUNS]     e.g. bench/cpu-per-gib.sh 256MiB 3
 #
-# As root, after `cargo build --release --workspace`. Prints one line per run. The huge-page A/B
+# As root, after `cargo build --release --workspace` (or with HUBFS_BIN / FAKEHUB_BIN naming the
+# binaries, for A/B runs of two builds). Prints one line per run. The huge-page A/B
 # in docs/benchmarks.md alternates runs with /sys/kernel/mm/transparent_hugepage/enabled set to
 # `never` and `madvise` on a build whose pool asks for MADV_HUGEPAGE.
 set -euo pipefail
@@ -12,17 +13,19 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 cache="${1:?usage: bench/cpu-per-gib.sh CACHE_SIZE [RUNS]}"
 runs="${2:-1}"
 bin=target/release
+hubfs_bin="${HUBFS_BIN:-$bin/hubfs}"
+fakehub_bin="${FAKEHUB_BIN:-$bin/fakehub}"
 work="$(mktemp -d)"
 trap 'rm -rf "$work"' EXIT
 hz="$(getconf CLK_TCK)"
 for run in $(seq 1 "$runs"); do
     mnt="$work/mnt$run"
     mkdir -p "$mnt"
-    "$bin/fakehub" serve --large-file bench/large --large-file-mb 1024 >"$work/fh.out" 2>&1 &
+    "$fakehub_bin" serve --large-file bench/large --large-file-mb 1024 >"$work/fh.out" 2>&1 &
     fh=$!
     ep=""
     for _ in $(seq 1 100); do ep="$(sed -n 's/^HUB //p' "$work/fh.out")"; [ -n "$ep" ] && break; sleep 0.1; done
-    "$bin/hubfs" mount "$mnt" --endpoint "$ep" --cache-size "$cache" >"$work/hubfs.log" 2>&1 &
+    "$hubfs_bin" mount --foreground "$mnt" --endpoint "$ep" --cache-size "$cache" >"$work/hubfs.log" 2>&1 &
     hp=$!
     for _ in $(seq 1 100); do [ -e "$mnt/.hubfs/stats" ] && break; sleep 0.1; done
     stat "$mnt/bench/large@main/large.bin" >/dev/null

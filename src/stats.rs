@@ -17,6 +17,9 @@ pub struct Stats {
     pub inflight_requests: AtomicU64,
     /// Retries of failed HTTP attempts.
     pub retries: AtomicU64,
+    /// Range-request attempts whose body the direct HTTP/1.1 client read straight into block
+    /// buffers (`hub::h1`), whole.
+    pub direct_range_requests: AtomicU64,
     /// Bytes received from range requests.
     pub bytes_fetched: AtomicU64,
     /// Bytes returned to readers.
@@ -91,6 +94,10 @@ impl Stats {
             ("prefetch_requests_total", g(&self.prefetch_requests)),
             ("inflight_requests", g(&self.inflight_requests)),
             ("retries_total", g(&self.retries)),
+            (
+                "direct_range_requests_total",
+                g(&self.direct_range_requests),
+            ),
             ("bytes_fetched_total", g(&self.bytes_fetched)),
             ("bytes_served_total", g(&self.bytes_served)),
             ("cache_hits_total", g(&self.cache_hits)),

@@ -46,7 +46,9 @@ fn every_fixture_file_is_right_at_a_ten_percent_fault_rate() {
         max_request_bytes: 1 << 20,
         ..FsConfig::default()
     };
-    let m = mount(http_hub_with(&hub, None, Duration::from_secs(10)), cfg);
+    let stats = Arc::new(hubfs::stats::Stats::default());
+    let client = support::http_hub_counting(&hub, None, Duration::from_secs(10), stats.clone());
+    let m = mount(client, cfg);
     let mut files = 0;
     for r in &fx.repos {
         if r.access != fakehub::Access::Public || !r.renamed_from.is_empty() {
@@ -80,6 +82,10 @@ fn every_fixture_file_is_right_at_a_ten_percent_fault_rate() {
             "{kind} never injected: {injected:?}"
         );
     }
+    // The faults met the direct client too (issue 11), not only reqwest (only a file's later
+    // requests go direct: its first asks the Hub for the CDN URL).
+    let direct = hubfs::stats::Stats::get(&stats.direct_range_requests);
+    assert!(direct > 0, "{direct} range requests on the direct route");
 }
 
 #[test]

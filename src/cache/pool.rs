@@ -169,6 +169,25 @@ impl PieceBuffer for PoolBuffer {
         self.len += n;
     }
 
+    fn spare(&mut self) -> &mut [std::mem::MaybeUninit<u8>] {
+        let Some(idx) = self.idx else {
+            return &mut [];
+        };
+        // SAFETY: this buffer's index is held by no one else (and the borrow of `self` keeps it
+        // so while the slice lives); `len <= buf_size`, so the slice is within buffer `idx`.
+        unsafe {
+            std::slice::from_raw_parts_mut(
+                self.pool.ptr(idx).add(self.len).cast(),
+                self.pool.buf_size - self.len,
+            )
+        }
+    }
+
+    unsafe fn advance(&mut self, n: usize) {
+        debug_assert!(self.len + n <= self.pool.buf_size);
+        self.len = (self.len + n).min(self.pool.buf_size);
+    }
+
     fn freeze(mut self: Box<Self>) -> Bytes {
         match self.idx.take() {
             Some(idx) => Bytes::from_owner(Block {
@@ -241,6 +260,26 @@ mod tests {
         let d = fill(&pool, 4, 64);
         assert_eq!(&d[..], &[4u8; 64][..]);
         assert_eq!(&b[..], &[2u8; 10][..], "other blocks untouched");
+    }
+
+    #[test]
+    fn bytes_written_into_the_spare_room_are_the_blocks_bytes() {
+        let pool = BufferPool::new(1, 64).expect("pool");
+        let mut b = pool.buffer(64);
+        b.put(&[1; 10]);
+        let spare = b.spare();
+        assert_eq!(spare.len(), 54, "the rest of the buffer");
+        for (i, byte) in spare[..20].iter_mut().enumerate() {
+            byte.write(i as u8);
+        }
+        // SAFETY: the first 20 bytes of the spare room were just written.
+        unsafe { b.advance(20) };
+        b.put(&[2; 4]);
+        assert_eq!(b.spare().len(), 30);
+        let block = b.freeze();
+        let want: Vec<u8> = [vec![1; 10], (0..20).collect(), vec![2; 4]].concat();
+        assert_eq!(&block[..], &want[..]);
+        assert_eq!(pool.misses(), 0);
     }
 
     #[test]

@@ -5,7 +5,7 @@
 
 use std::num::NonZeroUsize;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use lru::LruCache;
 use parking_lot::Mutex;
@@ -16,24 +16,17 @@ use super::proxy::ProxyConfig;
 use super::retry::RetryPolicy;
 use super::token::Credentials;
 use super::urls::Urls;
-use super::wire::{next_link, parse_rfc3339, parse_tree_page, RevisionJson};
-use super::{CommitInfo, FileRef, HubClient, HubError, PieceSink, RepoId, TreeEntry};
+use super::HubError;
 use crate::stats::Stats;
 
 mod buckets;
 mod identity;
 mod meta;
-mod pieces;
+pub mod pieces;
 mod range;
 mod redirects;
+mod repo;
 mod transport;
-
-pub use pieces::Pieces;
-
-use identity::Expect;
-use range::check_range;
-use redirects::CachedRedirect;
-use transport::read_body;
 
 /// Most tree pages followed for one folder (1000 entries each).
 const MAX_PAGES: usize = 100_000;
@@ -60,6 +53,9 @@ pub struct HttpConfig {
     pub retry: RetryPolicy,
     /// Most range-request bodies downloaded at once (each is one connection).
     pub max_connections: usize,
+    /// Ranged GETs of remembered CDN URLs go through the direct HTTP/1.1 client, which reads
+    /// bodies straight into the block buffers (`super::h1`; never through a proxy).
+    pub direct_reads: bool,
 }
 
 impl HttpConfig {
@@ -74,8 +70,15 @@ impl HttpConfig {
             read_timeout: Duration::from_secs(30),
             retry: RetryPolicy::default(),
             max_connections: 16,
+            direct_reads: true,
         }
     }
+}
+
+/// A remembered redirect target (a CDN URL) and until when it may be used.
+struct CachedRedirect {
+    url: String,
+    valid_until: Instant,
 }
 
 /// The Hub client over HTTP.
@@ -90,6 +93,9 @@ pub struct HttpHub {
     resolving: Mutex<LruCache<String, Arc<tokio::sync::Mutex<()>>>>,
     connections: tokio::sync::Semaphore,
     stats: Arc<Stats>,
+    /// Reads remembered CDN URLs straight into the sink's buffers (`None` through a proxy, or
+    /// when `direct_reads` is off).
+    direct: Option<super::h1::H1Client>,
 }
 
 impl HttpHub {
@@ -135,6 +141,13 @@ impl HttpHub {
             resolving: Mutex::new(LruCache::new(NonZeroUsize::new(1024).expect("non-zero"))),
             connections: tokio::sync::Semaphore::new(cfg.max_connections.max(1)),
             stats: Arc::new(Stats::default()),
+            direct: (cfg.direct_reads && cfg.proxy.is_direct()).then(|| {
+                super::h1::H1Client::new(
+                    cfg.request_timeout,
+                    cfg.ca_bundles.clone(),
+                    cfg.max_connections.max(1),
+                )
+            }),
             cfg,
         })
     }
@@ -174,105 +187,6 @@ impl HttpHub {
         }
         tracing::debug!(link = %redact_url(link), next = %redact_url(&on_endpoint), "next-page link names another origin; following it on the endpoint");
         Ok(on_endpoint)
-    }
-}
-
-impl HubClient for HttpHub {
-    async fn resolve_revision(
-        &self,
-        repo: &RepoId,
-        revision: &str,
-    ) -> Result<CommitInfo, HubError> {
-        let url = self.urls.revision_info(repo, revision)?;
-        let sent = self.get_ok(&url).await?;
-        let shown = redact_url(&sent.url);
-        let info: RevisionJson = self.body_json(sent).await?;
-        let sha = info
-            .sha
-            .filter(|s| super::urls::is_commit_sha(s))
-            .ok_or(HubError::Protocol {
-                url: shown,
-                message: "revision info without a 40-hex sha".into(),
-            })?;
-        Ok(CommitInfo {
-            sha,
-            date: info.last_modified.as_deref().and_then(parse_rfc3339),
-        })
-    }
-
-    async fn list_dir(
-        &self,
-        repo: &RepoId,
-        commit: &str,
-        path: &str,
-    ) -> Result<Vec<TreeEntry>, HubError> {
-        let mut url = self.urls.tree(repo, commit, path)?;
-        let mut out = Vec::new();
-        for _ in 0..MAX_PAGES {
-            let sent = self.get_ok(&url).await?;
-            let next = next_link(sent.resp.headers());
-            let shown = redact_url(&sent.url);
-            let body = read_body(sent.resp, &shown, self.cfg.request_timeout, 256 << 20).await?;
-            let page = parse_tree_page(&body, path).map_err(|message| HubError::Protocol {
-                url: shown.clone(),
-                message,
-            })?;
-            out.extend(page);
-            match next {
-                None => return Ok(out),
-                Some(n) => url = self.next_page_url(&n, &shown)?,
-            }
-        }
-        Err(HubError::Protocol {
-            url: redact_url(&url),
-            message: format!("more than {MAX_PAGES} pages"),
-        })
-    }
-
-    async fn list_page(
-        &self,
-        repo: &RepoId,
-        commit: &str,
-        path: &str,
-        cursor: Option<&str>,
-    ) -> Result<super::TreePage, HubError> {
-        self.tree_page(repo, commit, path, cursor).await
-    }
-
-    async fn paths_info(
-        &self,
-        repo: &RepoId,
-        commit: &str,
-        paths: &[String],
-    ) -> Result<Vec<TreeEntry>, HubError> {
-        self.post_paths_info(repo, commit, paths).await
-    }
-
-    async fn list_repos(
-        &self,
-        repo_type: super::RepoType,
-        author: &str,
-        cursor: Option<&str>,
-    ) -> Result<super::RepoPage, HubError> {
-        self.search_page(repo_type, author, cursor).await
-    }
-
-    async fn stream_range(
-        &self,
-        file: &FileRef,
-        offset: u64,
-        len: u64,
-        piece: u64,
-        sink: &dyn PieceSink,
-    ) -> Result<(), HubError> {
-        if len == 0 {
-            return Ok(());
-        }
-        check_range(&file.path, offset, len, file.size)?;
-        let resolve = self.urls.resolve(&file.repo, &file.commit, &file.path)?;
-        let file = Expect::Repo(file);
-        self.stream_via(&resolve, &resolve, &file, offset, len, piece, sink)
-            .await
     }
 }
 

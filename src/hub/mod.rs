@@ -6,6 +6,7 @@
 pub mod auth;
 pub mod buckets;
 pub mod error;
+pub mod h1;
 pub mod http;
 pub mod memory;
 pub mod meta;
@@ -171,6 +172,20 @@ pub fn split_pieces(bytes: Bytes, piece: u64) -> Vec<Bytes> {
 pub trait PieceBuffer: Send {
     /// Appends `data`. The client never puts more than the piece length it asked for.
     fn put(&mut self, data: &[u8]);
+    /// The buffer's room after the bytes put so far, for a client that reads from the socket
+    /// straight into it (then [`PieceBuffer::advance`]); its bytes are not initialised. Empty for
+    /// a buffer that only takes [`PieceBuffer::put`].
+    fn spare(&mut self) -> &mut [std::mem::MaybeUninit<u8>] {
+        &mut []
+    }
+    /// Counts the first `n` bytes of [`PieceBuffer::spare`] as put.
+    ///
+    /// # Safety
+    /// Those `n` bytes were written (initialised) since `spare` was called, and `n` is at most
+    /// the length `spare` returned.
+    unsafe fn advance(&mut self, n: usize) {
+        debug_assert_eq!(n, 0, "advance past an empty spare");
+    }
     /// The bytes put so far, as one immutable buffer.
     fn freeze(self: Box<Self>) -> Bytes;
 }
@@ -188,6 +203,15 @@ impl HeapBuffer {
 impl PieceBuffer for HeapBuffer {
     fn put(&mut self, data: &[u8]) {
         self.0.extend_from_slice(data);
+    }
+
+    fn spare(&mut self) -> &mut [std::mem::MaybeUninit<u8>] {
+        self.0.spare_capacity_mut()
+    }
+
+    unsafe fn advance(&mut self, n: usize) {
+        // SAFETY: the caller wrote the first `n` bytes of the spare capacity.
+        unsafe { self.0.set_len(self.0.len() + n) }
     }
 
     fn freeze(self: Box<Self>) -> Bytes {

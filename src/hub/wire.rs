@@ -7,7 +7,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use reqwest::header::HeaderMap;
 use serde::Deserialize;
 
-use super::{EntryKind, TreeEntry};
+use super::{EntryKind, HubError, TreeEntry};
 
 /// Revision info (`/api/{type}s/{repo}/revision/{rev}`), the fields hubfs reads.
 #[derive(Deserialize)]
@@ -183,6 +183,29 @@ pub fn parse_rfc3339(s: &str) -> Option<SystemTime> {
     u64::try_from(secs)
         .ok()
         .map(|s| UNIX_EPOCH + Duration::from_secs(s))
+}
+
+/// A 206's `Content-Range` must be `bytes offset-end/size` (the total may be `*`).
+pub fn check_content_range(
+    cr: Option<&str>,
+    offset: u64,
+    end: u64,
+    size: u64,
+    url: &str,
+) -> Result<(), HubError> {
+    let fail = |message| HubError::Protocol {
+        url: url.to_owned(),
+        message,
+    };
+    let cr = cr.ok_or_else(|| fail("206 without Content-Range".into()))?;
+    let (a, b, total) =
+        parse_content_range(cr).ok_or_else(|| fail(format!("bad Content-Range {cr:?}")))?;
+    if a != offset || b != end || total.is_some_and(|t| t != size) {
+        return Err(fail(format!(
+            "Content-Range {cr:?} does not match bytes {offset}-{end}/{size}"
+        )));
+    }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -3,8 +3,6 @@
 //! redirect handling, token rules, retries and resumes as repo files.
 
 use percent_encoding::utf8_percent_encode;
-use reqwest::header::HeaderMap;
-use reqwest::StatusCode;
 use serde::Deserialize;
 
 use super::identity::Expect;
@@ -104,46 +102,6 @@ fn bucket_part(b: &BucketId) -> Result<String, HubError> {
         encode_segment(&b.namespace)?,
         encode_segment(&b.name)?
     ))
-}
-
-/// Fails with `Stale` when an answer from the Hub's origin is about another version than `file`:
-/// its `X-Xet-Hash` must be the pinned hash and `X-Linked-Size`, when present, the pinned size.
-/// An answer without `X-Xet-Hash` (a redirect, or bytes from a mirror on the endpoint that drops
-/// it) cannot be tied to the pinned version and is refused (`Protocol`, EIO): a cache keyed by
-/// URL could hand out another version's bytes.
-pub(super) fn check_version(
-    headers: &HeaderMap,
-    status: StatusCode,
-    file: &BucketFile,
-    url: &str,
-) -> Result<(), HubError> {
-    if !(status.is_redirection() || status.is_success()) {
-        return Ok(());
-    }
-    let get = |n: &str| headers.get(n).and_then(|v| v.to_str().ok());
-    let stale = |message: String| HubError::Stale {
-        url: url.to_owned(),
-        message,
-    };
-    if let Some(size) = get("x-linked-size") {
-        if size.trim().parse::<u64>().ok() != Some(file.size) {
-            return Err(stale(format!(
-                "X-Linked-Size {size} but the object was opened at {} bytes",
-                file.size
-            )));
-        }
-    }
-    match get("x-xet-hash").map(str::trim) {
-        Some(h) if h == file.xet_hash => Ok(()),
-        Some(h) => Err(stale(format!(
-            "X-Xet-Hash {h}: the object changed since it was opened at {}",
-            file.xet_hash
-        ))),
-        None => Err(HubError::Protocol {
-            url: url.to_owned(),
-            message: "bucket answer without X-Xet-Hash: cannot tell which version it serves".into(),
-        }),
-    }
 }
 
 impl HttpHub {
@@ -254,8 +212,11 @@ impl BucketClient for HttpHub {
 
 #[cfg(test)]
 mod tests {
+    use super::super::identity::check_version;
     use super::*;
+    use reqwest::header::HeaderMap;
     use reqwest::header::HeaderValue;
+    use reqwest::StatusCode;
 
     fn file() -> BucketFile {
         BucketFile {

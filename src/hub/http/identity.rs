@@ -4,7 +4,7 @@
 use reqwest::header::HeaderMap;
 use reqwest::StatusCode;
 
-use super::buckets;
+use crate::hub::buckets::BucketFile;
 use crate::hub::{FileRef, HubError};
 
 /// What the bytes being read must be, checked on every answer from the Hub's origin: a repo file
@@ -12,8 +12,8 @@ use crate::hub::{FileRef, HubError};
 pub(crate) enum Expect<'a> {
     /// See [`check_identity`].
     Repo(&'a FileRef),
-    /// `X-Xet-Hash` must be the version's hash (see `buckets::check_version`).
-    Bucket(&'a crate::hub::buckets::BucketFile),
+    /// `X-Xet-Hash` must be the version's hash (see [`check_version`]).
+    Bucket(&'a BucketFile),
 }
 
 impl Expect<'_> {
@@ -39,7 +39,7 @@ impl Expect<'_> {
     ) -> Result<(), HubError> {
         match self {
             Expect::Repo(f) => check_identity(headers, f, url),
-            Expect::Bucket(f) => buckets::check_version(headers, status, f, url),
+            Expect::Bucket(f) => check_version(headers, status, f, url),
         }
     }
 }
@@ -91,6 +91,46 @@ pub(super) fn check_identity(
         }
     }
     Ok(())
+}
+
+/// Fails with `Stale` when an answer from the Hub's origin is about another version than `file`:
+/// its `X-Xet-Hash` must be the pinned hash and `X-Linked-Size`, when present, the pinned size.
+/// An answer without `X-Xet-Hash` (a redirect, or bytes from a mirror on the endpoint that drops
+/// it) cannot be tied to the pinned version and is refused (`Protocol`, EIO): a cache keyed by
+/// URL could hand out another version's bytes.
+pub(super) fn check_version(
+    headers: &HeaderMap,
+    status: StatusCode,
+    file: &BucketFile,
+    url: &str,
+) -> Result<(), HubError> {
+    if !(status.is_redirection() || status.is_success()) {
+        return Ok(());
+    }
+    let get = |n: &str| headers.get(n).and_then(|v| v.to_str().ok());
+    let stale = |message: String| HubError::Stale {
+        url: url.to_owned(),
+        message,
+    };
+    if let Some(size) = get("x-linked-size") {
+        if size.trim().parse::<u64>().ok() != Some(file.size) {
+            return Err(stale(format!(
+                "X-Linked-Size {size} but the object was opened at {} bytes",
+                file.size
+            )));
+        }
+    }
+    match get("x-xet-hash").map(str::trim) {
+        Some(h) if h == file.xet_hash => Ok(()),
+        Some(h) => Err(stale(format!(
+            "X-Xet-Hash {h}: the object changed since it was opened at {}",
+            file.xet_hash
+        ))),
+        None => Err(HubError::Protocol {
+            url: url.to_owned(),
+            message: "bucket answer without X-Xet-Hash: cannot tell which version it serves".into(),
+        }),
+    }
 }
 
 #[cfg(test)]

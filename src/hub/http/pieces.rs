@@ -1,8 +1,11 @@
 //! The bytes of one range being assembled across attempts, piece by piece, into memory the
 //! caller's sink hands out.
 
+use std::mem::MaybeUninit;
+
 use bytes::Bytes;
 
+use crate::hub::h1::Receiver;
 use crate::hub::{HeapBuffer, PieceBuffer, PieceSink};
 
 /// Pieces of a range being assembled across retries: complete pieces (kept, or handed to a sink
@@ -97,9 +100,70 @@ impl<'a> Pieces<'a> {
         Ok(())
     }
 
+    /// The memory the next received bytes go into, in the piece being filled: at most `max`
+    /// bytes, never past the piece or the range. Empty when the sink's buffer takes bytes through
+    /// [`PieceBuffer::put`] only (then use [`Pieces::push`]) or nothing is missing.
+    pub(crate) fn spare(&mut self, max: usize) -> &mut [MaybeUninit<u8>] {
+        if self.got == self.len {
+            return &mut [];
+        }
+        let target = self.target();
+        let room = ((target - self.cur_len) as usize).min(max);
+        let sink = self.sink;
+        let cur = self.cur.get_or_insert_with(|| match sink {
+            Some(s) => s.buffer(target as usize),
+            None => Box::new(HeapBuffer::with_capacity(target as usize)),
+        });
+        let spare = cur.spare();
+        let n = spare.len().min(room);
+        &mut spare[..n]
+    }
+
+    /// Counts `n` bytes written into the last [`Pieces::spare`] as received; hands the piece on
+    /// when it is complete.
+    ///
+    /// # Safety
+    /// The first `n` bytes of the slice the last `spare` returned were written since, and no
+    /// other call on `self` came between.
+    pub(crate) unsafe fn advance(&mut self, n: usize) {
+        let Some(cur) = self.cur.as_mut() else {
+            debug_assert_eq!(n, 0);
+            return;
+        };
+        // SAFETY: as the caller promised, for the spare of this very buffer.
+        unsafe { cur.advance(n) };
+        self.cur_len += n as u64;
+        self.got += n as u64;
+        if self.cur_len == self.target() {
+            if let Some(full) = self.cur.take() {
+                self.cur_len = 0;
+                self.complete(full.freeze());
+            }
+        }
+    }
+
     /// The kept pieces (none when streaming), once every byte arrived.
     pub fn finish(self) -> Option<Vec<Bytes>> {
         (self.got == self.len).then_some(self.done)
+    }
+}
+
+impl Receiver for Pieces<'_> {
+    fn missing(&self) -> u64 {
+        Pieces::missing(self)
+    }
+
+    fn push(&mut self, data: &[u8]) -> Result<(), String> {
+        Pieces::push(self, data)
+    }
+
+    fn spare(&mut self, max: usize) -> &mut [MaybeUninit<u8>] {
+        Pieces::spare(self, max)
+    }
+
+    unsafe fn advance(&mut self, n: usize) {
+        // SAFETY: the caller's promise is the one `Pieces::advance` asks for.
+        unsafe { Pieces::advance(self, n) }
     }
 }
 

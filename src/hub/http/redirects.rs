@@ -5,18 +5,13 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use url::Url;
 
-use super::HttpHub;
+use super::{CachedRedirect, HttpHub};
 use crate::hub::HubError;
 
 /// How long a CDN URL without an `Expires` parameter is reused.
 const DEFAULT_REDIRECT_TTL: Duration = Duration::from_secs(300);
 /// A remembered CDN URL is dropped this long before it expires.
 const EXPIRY_MARGIN: Duration = Duration::from_secs(60);
-
-pub(super) struct CachedRedirect {
-    url: String,
-    valid_until: Instant,
-}
 
 impl HttpHub {
     pub(super) fn cached_redirect(&self, key: &str) -> Option<String> {

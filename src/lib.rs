@@ -12,7 +12,6 @@ pub mod daemon;
 pub mod fs;
 pub mod fuse;
 pub mod hub;
-pub mod interrupts;
 pub mod mount;
 pub mod mountpoint;
 pub mod service;

@@ -7,12 +7,11 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use fuser::{Config, MountOption, SessionACL};
-
 use crate::cache::MemoryPlan;
 use crate::cli::MountArgs;
 use crate::config::{choose_endpoint, network_settings};
 use crate::fs::{FsConfig, HubFs};
+use crate::fuse::session::{fuse_config, tune_readahead};
 use crate::fuse::FuseAdapter;
 use crate::hub::auth::ProcessEnv;
 use crate::hub::http::{HttpConfig, HttpHub};
@@ -59,56 +58,6 @@ pub fn init_tracing(debug: bool) {
         .with_ansi(std::io::IsTerminal::is_terminal(&io::stderr()))
         .with_writer(io::stderr)
         .try_init();
-}
-
-/// The fuser configuration hubfs mounts with.
-pub fn fuse_config(allow_other: bool, threads: usize) -> Config {
-    let mut cfg = Config::default();
-    cfg.mount_options = vec![
-        MountOption::FSName("hubfs".into()),
-        MountOption::Subtype("hubfs".into()),
-        MountOption::RO,
-        MountOption::NoAtime,
-        MountOption::NoSuid,
-        MountOption::NoDev,
-        MountOption::DefaultPermissions,
-    ];
-    cfg.acl = if allow_other {
-        SessionACL::All
-    } else {
-        SessionACL::Owner
-    };
-    cfg.n_threads = Some(threads.max(1));
-    cfg.clone_fd = threads > 1;
-    cfg
-}
-
-/// The kernel read-ahead we set for the mount, KiB: four FUSE requests' worth (4 MiB with 1 MiB
-/// requests; more where the kernel allows larger ones). FUSE can only lower the default (128 KiB)
-/// through its init reply, so it is raised through the mount's BDI in sysfs; the kernel then sends
-/// reads of up to `max_pages` and keeps several in flight.
-pub fn read_ahead_kb() -> u32 {
-    (4 * crate::fuse::readahead_to_ask() / 1024).max(4096)
-}
-
-/// Raises the kernel's read-ahead window for the mount at `mountpoint` (root only; a failure is
-/// logged and harmless).
-fn tune_readahead(mountpoint: &Path) {
-    use std::os::unix::fs::MetadataExt;
-    let Ok(meta) = std::fs::metadata(mountpoint) else {
-        return;
-    };
-    let dev = meta.dev();
-    let path = format!(
-        "/sys/class/bdi/{}:{}/read_ahead_kb",
-        nix::sys::stat::major(dev),
-        nix::sys::stat::minor(dev)
-    );
-    let kb = read_ahead_kb();
-    match std::fs::write(&path, kb.to_string()) {
-        Ok(()) => tracing::debug!(%path, kb, "kernel read-ahead raised"),
-        Err(e) => tracing::debug!(%path, error = %e, "cannot raise kernel read-ahead"),
-    }
 }
 
 /// How long a new mount may take to get the kernel's INIT.
@@ -282,12 +231,6 @@ fn fs_config(args: &MountArgs) -> Result<FsConfig, MountError> {
         u64::from(crate::fuse::MAX_BACKGROUND) * u64::from(crate::fuse::readahead_to_ask());
     cfg.prefetch.max_backward = cfg.prefetch.max_backward.max(in_flight_span);
     cfg.prefetch.reorder_window = cfg.prefetch.reorder_window.max(in_flight_span);
-    if let Some(b) = &args.bucket {
-        cfg.bucket_mount = Some(
-            crate::fs::buckets::parse_bucket_mount(b, args.subfolder.as_deref())
-                .map_err(MountError::Setup)?,
-        );
-    }
     if let Some(u) = args.uid {
         cfg.uid = u;
     }
@@ -331,8 +274,12 @@ fn serve_until_stopped(
 
 /// The root `--repo`, `--repo-type` and `--subfolder` ask for.
 fn mount_root(args: &MountArgs) -> Result<crate::fs::MountRoot, MountError> {
+    if let Some(b) = &args.bucket {
+        return crate::fs::MountRoot::parse_bucket(b, args.subfolder.as_deref())
+            .map_err(MountError::Setup);
+    }
     let Some(spec) = &args.repo else {
-        if args.subfolder.is_some() && args.bucket.is_none() {
+        if args.subfolder.is_some() {
             return Err(MountError::Setup(
                 "--subfolder needs --repo or --bucket (the folder of which repo or bucket?)".into(),
             ));

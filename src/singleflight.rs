@@ -51,12 +51,9 @@ where
 {
     let handle = tokio::spawn(fut);
     async move {
-        handle.await.unwrap_or_else(|e| {
-            Err(HubError::Protocol {
-                url: String::new(),
-                message: format!("fetch task failed: {e}"),
-            })
-        })
+        handle
+            .await
+            .unwrap_or_else(|e| Err(HubError::TaskFailed(e.to_string())))
     }
     .boxed()
     .shared()
@@ -224,6 +221,23 @@ mod tests {
         waiters[1].abort();
         wait_for(&stopped).await;
         assert_eq!(sf.in_flight(), 0);
+        assert_eq!(sf.run("k", || async { Ok(2) }).await.unwrap(), 2);
+    }
+
+    #[tokio::test]
+    async fn work_that_panics_is_a_task_failure_not_a_protocol_error_and_the_next_call_runs_again()
+    {
+        let sf: SingleFlight<&'static str, u64> = SingleFlight::default();
+        let got = sf
+            .run("k", || async {
+                if "k".len() == 1 {
+                    panic!("boom");
+                }
+                Ok(1)
+            })
+            .await;
+        assert!(matches!(got, Err(HubError::TaskFailed(_))), "{got:?}");
+        assert!(!got.unwrap_err().is_transient());
         assert_eq!(sf.run("k", || async { Ok(2) }).await.unwrap(), 2);
     }
 

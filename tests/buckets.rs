@@ -402,11 +402,11 @@ fn a_bucket_mount_shows_one_bucket_folder_at_the_mountpoint() {
         "runs_x/no.txt",
         FileData::from_bytes(b"x".to_vec()),
     );
-    let sub = hubfs::fs::buckets::parse_bucket_mount("acme/ckpt", Some("runs")).expect("args");
+    let root = hubfs::fs::MountRoot::parse_bucket("acme/ckpt", Some("runs")).expect("args");
     let m = mount(
         http_hub(&hub, None),
         FsConfig {
-            bucket_mount: Some(sub),
+            root,
             ..cfg(Duration::from_secs(30))
         },
     );

@@ -99,23 +99,6 @@ impl Buckets {
     }
 }
 
-/// Parses `--bucket NS/NAME [--subfolder PATH]`: valid names, and a folder path of valid entry
-/// names (slashes at its ends ignored).
-pub fn parse_bucket_mount(
-    bucket: &str,
-    subfolder: Option<&str>,
-) -> Result<(BucketId, String), String> {
-    let (ns, name) = bucket
-        .split_once('/')
-        .filter(|(n, b)| is_valid_name(n) && is_valid_name(b))
-        .ok_or_else(|| format!("--bucket {bucket:?}: expected NS/NAME (valid Hub names)"))?;
-    let sub = subfolder.unwrap_or("").trim_matches('/');
-    if !sub.is_empty() && !sub.split('/').all(is_valid_entry_name) {
-        return Err(format!("--subfolder {sub:?}: not a folder path"));
-    }
-    Ok((BucketId::new(ns, name), sub.to_owned()))
-}
-
 /// The entry at `path` of a listing sorted by path.
 fn find<'a>(listing: &'a [BucketEntry], path: &str) -> Option<&'a BucketEntry> {
     listing
@@ -144,7 +127,7 @@ pub struct BucketFs<'a, C> {
     /// The mtime of directories.
     pub mount_time: SystemTime,
     /// `--bucket` (and `--subfolder`): the bucket folder at the mount root.
-    pub mount: Option<&'a (BucketId, String)>,
+    pub mount: Option<(&'a BucketId, &'a str)>,
 }
 
 impl<C: HubClient> BucketFs<'_, C> {
@@ -158,7 +141,7 @@ impl<C: HubClient> BucketFs<'_, C> {
         let (id, path) = self.mount?;
         Some(BucketNode::Dir {
             bucket: self.caches.state(id),
-            path: path.clone(),
+            path: path.to_owned(),
         })
     }
 
@@ -434,15 +417,22 @@ impl<C: HubClient> BucketFs<'_, C> {
 mod tests {
     use super::*;
 
+    fn bucket_root(b: &str, sub: Option<&str>) -> Result<(BucketId, String), String> {
+        match crate::fs::MountRoot::parse_bucket(b, sub)? {
+            crate::fs::MountRoot::Bucket { bucket, subfolder } => Ok((bucket, subfolder)),
+            other => Err(format!("not a bucket root: {other:?}")),
+        }
+    }
+
     #[test]
     fn bucket_mount_arguments() {
-        let (id, sub) = parse_bucket_mount("acme/ckpt", Some("/runs/a/")).unwrap();
+        let (id, sub) = bucket_root("acme/ckpt", Some("/runs/a/")).unwrap();
         assert_eq!(id, BucketId::new("acme", "ckpt"));
         assert_eq!(sub, "runs/a");
-        assert_eq!(parse_bucket_mount("acme/ckpt", None).unwrap().1, "");
+        assert_eq!(bucket_root("acme/ckpt", None).unwrap().1, "");
         for bad in ["acme", "acme/", "/ckpt", "a/b/c", ".x/y"] {
-            assert!(parse_bucket_mount(bad, None).is_err(), "{bad}");
+            assert!(bucket_root(bad, None).is_err(), "{bad}");
         }
-        assert!(parse_bucket_mount("acme/ckpt", Some("a/../b")).is_err());
+        assert!(bucket_root("acme/ckpt", Some("a/../b")).is_err());
     }
 }

@@ -185,7 +185,7 @@ impl<C: HubClient> HubFs<C> {
             }
             Node::File { .. } | Node::StatsFile => return Err(FsError::NotDir),
             Node::Bucket(b) => self.bucket_entries(b).await?,
-            Node::Root if self.cfg.bucket_mount.is_some() => {
+            Node::Root if self.cfg.root.bucket().is_some() => {
                 let root = self.bucket_fs().mount_root().ok_or(FsError::NotFound)?;
                 self.bucket_entries(&root).await?
             }

@@ -64,7 +64,8 @@ impl FsError {
                 | HubError::Network { .. }
                 | HubError::Timeout { .. }
                 | HubError::Protocol { .. }
-                | HubError::Tls { .. } => libc::EIO,
+                | HubError::Tls { .. }
+                | HubError::TaskFailed(_) => libc::EIO,
             },
             FsError::Cache(c) => match c {
                 CacheError::Cancelled => libc::EINTR,
@@ -179,6 +180,7 @@ mod tests {
                 libc::ESTALE,
             ),
             (HubError::Cancelled.into(), libc::EINTR),
+            (HubError::TaskFailed("panicked".into()).into(), libc::EIO),
         ];
         for (e, want) in cases {
             assert_eq!(e.errno(), want, "{e:?}");

@@ -10,27 +10,27 @@ pub mod inode;
 pub mod listing;
 pub mod namespace;
 pub mod orgs;
+mod read;
+mod revisions;
 pub mod root;
 pub mod shards;
+mod xattrs;
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime};
 
-use bytes::Bytes;
-use futures::FutureExt;
 use parking_lot::Mutex;
 
-use error::read_timed_out;
 pub use error::{FsError, FsResult};
-use inode::{Inode, InodeTable, Node, NodeKey, RefName, Snapshot, ROOT_INO};
+use inode::{Inode, InodeTable, Node, NodeKey, RefName, ROOT_INO};
 use listing::{ListingCache, MetaBudget};
-use namespace::{parse_repo_dir, parse_root_name, RootName};
+use namespace::{parse_root_name, RootName};
 use orgs::OrgListings;
 pub use root::MountRoot;
 
-use crate::cache::{BlockCache, FetchFn, MemoryPlan, PrefetchConfig, Prefetcher, ReadTarget};
-use crate::hub::{CommitInfo, EntryKind, FileRef, HubClient, HubError, RepoId, RepoType};
+use crate::cache::{BlockCache, MemoryPlan, PrefetchConfig, Prefetcher};
+use crate::hub::{CommitInfo, FileRef, HubClient, RepoId, RepoType};
 
 /// The default metadata limit (`--metadata-size`): listing pages and inodes together.
 pub const DEFAULT_METADATA_BYTES: u64 = 64 << 20;
@@ -70,8 +70,9 @@ pub struct FsConfig {
     /// How long a repo or revision the Hub said does not exist is answered ENOENT without asking
     /// again (loaders probe many names).
     pub negative_ttl: Duration,
-    /// What the root directory is: the whole Hub, or one repo (folder) pinned to a commit
-    /// (resolved by [`HubFs::resolve_root`] before mounting).
+    /// What the root directory is: the whole Hub, one repo (folder) pinned to a commit (resolved
+    /// by [`HubFs::resolve_root`] before mounting), or one bucket (folder) (`.hubfs` stays at the
+    /// root in every case).
     pub root: MountRoot,
     /// Permission bits of every file (read and execute bits only; default 0444).
     pub file_mode: u16,
@@ -83,9 +84,6 @@ pub struct FsConfig {
     /// How long listings and attributes under `/buckets` are used before bucket info is asked
     /// whether the bucket changed (`--bucket-ttl`).
     pub bucket_ttl: Duration,
-    /// `hubfs mount --bucket NS/NAME [--subfolder P]`: the mount's root is this bucket folder
-    /// instead of the Hub (`.hubfs` stays at the root).
-    pub bucket_mount: Option<(crate::hub::buckets::BucketId, String)>,
 }
 
 impl Default for FsConfig {
@@ -106,7 +104,6 @@ impl Default for FsConfig {
             dir_mode: 0o555,
             read_deadline: Duration::from_secs(30),
             bucket_ttl: Duration::from_secs(5),
-            bucket_mount: None,
         }
     }
 }
@@ -362,7 +359,7 @@ impl<C: HubClient> HubFs<C> {
             _ if parent == ROOT_INO && name == CONTROL_DIR => self
                 .inodes
                 .get_or_insert(NodeKey::ControlDir, || Node::ControlDir),
-            Node::Root if self.cfg.bucket_mount.is_some() => {
+            Node::Root if self.cfg.root.bucket().is_some() => {
                 let root = self.bucket_fs().mount_root().ok_or(FsError::NotFound)?;
                 self.bucket_fs().lookup(&root, name).await?
             }
@@ -399,111 +396,9 @@ impl<C: HubClient> HubFs<C> {
         Ok(self.attr_of(&child))
     }
 
-    fn org_inode(&self, repo_type: RepoType, org: String) -> Arc<Inode> {
-        self.inodes
-            .get_or_insert(NodeKey::Org(repo_type, org.clone()), || Node::Org {
-                repo_type,
-                org,
-            })
-    }
-
     /// The repo directory inode for a folder inode's snapshot (entries are keyed under it).
     fn root_ino_of(inode: &Inode) -> FsResult<u64> {
         inode.key_root().ok_or(FsError::StaleInode(inode.ino))
-    }
-
-    /// Resolves a repo directory name (`m@rev`) under an org to its snapshot's root inode,
-    /// re-resolving a branch or tag only after `revision_ttl` without access.
-    async fn repo_root(
-        &self,
-        org_ino: u64,
-        repo_type: RepoType,
-        org: &str,
-        name: &str,
-    ) -> FsResult<Arc<Inode>> {
-        let parsed = parse_repo_dir(name).ok_or(FsError::NotFound)?;
-        let key = (repo_type, org.to_owned(), name.to_owned());
-        if let Some(at) = self.missing.lock().get(&key) {
-            if at.elapsed() < self.cfg.negative_ttl {
-                return Err(FsError::NotFound);
-            }
-        }
-        let state = self.refs.lock().entry(key.clone()).or_default().clone();
-        let now = self.now_ms();
-        let fresh = |last: u64| {
-            parsed.is_pinned()
-                || now.saturating_sub(last) < self.cfg.revision_ttl.as_millis() as u64
-        };
-        let current = state.current.lock().clone();
-        if let Some((snap, _)) = &current {
-            if fresh(state.last_access_ms.load(Ordering::Relaxed)) {
-                state.last_access_ms.store(now, Ordering::Relaxed);
-                return Ok(self.repo_inode(org_ino, name, snap.clone()));
-            }
-        }
-        let repo = RepoId::new(repo_type, org, &parsed.repo);
-        let hub = self.hub.clone();
-        let (r2, rev2) = (repo.clone(), parsed.revision.clone());
-        let info = self
-            .resolving
-            .run(
-                (repo.clone(), parsed.revision.clone()),
-                move || async move { hub.resolve_revision(&r2, &rev2).await },
-            )
-            .await;
-        let info = match info {
-            Ok(i) => i,
-            Err(e) if e.is_transient() && current.is_some() => {
-                // The Hub is unreachable or failing: keep serving the commit the name is bound to
-                // (its content is immutable) rather than failing every path under it.
-                let (snap, _) = current.expect("checked");
-                tracing::warn!(repo = %repo, revision = %parsed.revision, commit = %snap.commit, error = %e, "cannot re-resolve; still serving the previous commit");
-                state.last_access_ms.store(now, Ordering::Relaxed);
-                return Ok(self.repo_inode(org_ino, name, snap));
-            }
-            Err(e) => {
-                if matches!(e, HubError::NotFound { .. }) {
-                    self.missing.lock().put(key.clone(), Instant::now());
-                    let mut refs = self.refs.lock();
-                    if state.current.lock().is_none() {
-                        refs.remove(&key);
-                    }
-                }
-                return Err(e.into());
-            }
-        };
-        if parsed.is_pinned() && info.sha != parsed.revision {
-            return Err(FsError::NotFound);
-        }
-        let snap = match current {
-            Some((s, _)) if s.commit == info.sha => s,
-            old => {
-                if let Some((o, _)) = old {
-                    tracing::info!(repo = %repo, revision = %parsed.revision, from = %o.commit, to = %info.sha, "revision moved; new loads see the new commit");
-                }
-                Arc::new(Snapshot {
-                    repo,
-                    revision: parsed.revision.clone(),
-                    commit: info.sha.clone(),
-                    date: info.date.unwrap_or(UNIX_EPOCH),
-                    name_state: state.clone(),
-                })
-            }
-        };
-        let inode = self.repo_inode(org_ino, name, snap.clone());
-        *state.current.lock() = Some((snap, inode.ino));
-        state.last_access_ms.store(now, Ordering::Relaxed);
-        Ok(inode)
-    }
-
-    fn repo_inode(&self, org_ino: u64, name: &str, snap: Arc<Snapshot>) -> Arc<Inode> {
-        let key = NodeKey::Repo {
-            parent: org_ino,
-            name: name.to_owned(),
-            commit: snap.commit.clone(),
-        };
-        self.inodes
-            .get_or_insert(key, || Node::RepoRoot(snap.clone()))
     }
 
     /// Attributes of `ino`.
@@ -523,7 +418,7 @@ impl<C: HubClient> HubFs<C> {
             inodes: &self.inodes,
             caches: &self.buckets,
             mount_time: self.mount_time,
-            mount: self.cfg.bucket_mount.as_ref(),
+            mount: self.cfg.root.bucket(),
         }
     }
 
@@ -595,147 +490,6 @@ impl<C: HubClient> HubFs<C> {
         }
     }
 
-    /// Reads up to `size` bytes at `offset` of file `ino`: exactly that many unless the file ends
-    /// first.
-    pub async fn read(&self, ino: u64, offset: u64, size: u32) -> FsResult<Bytes> {
-        Ok(crate::cache::blocks::join(
-            self.read_parts(ino, offset, size).await?,
-        ))
-    }
-
-    /// [`HubFs::read`], as slices of cached blocks in order, without copying them together.
-    pub async fn read_parts(&self, ino: u64, offset: u64, size: u32) -> FsResult<Vec<Bytes>> {
-        let inode = self.node(ino)?;
-        let (file, content_key) = match &inode.node {
-            Node::File { file, content, .. } => (file, content),
-            Node::Bucket(buckets::BucketNode::File {
-                file,
-                content,
-                bucket,
-                ..
-            }) => {
-                let target = self.bucket_fs().target(bucket, file, content);
-                let next = || self.bucket_fs().next_shard(bucket, file);
-                return self.read_target_parts(&target, offset, size, next).await;
-            }
-            Node::StatsFile => {
-                let doc = Bytes::from(self.stats_json());
-                let start = (offset as usize).min(doc.len());
-                let end = start.saturating_add(size as usize).min(doc.len());
-                return Ok(vec![doc.slice(start..end)]);
-            }
-            _ => return Err(FsError::IsDir),
-        };
-        let target = self.read_target(file, content_key);
-        self.read_target_parts(&target, offset, size, || self.next_shard(file))
-            .await
-    }
-
-    /// Reads through read-ahead and the block cache; `next` names the file a loader reads after
-    /// this one (the next shard), for read-ahead to move on to.
-    async fn read_target_parts(
-        &self,
-        target: &ReadTarget,
-        offset: u64,
-        size: u32,
-        next: impl FnOnce() -> Option<ReadTarget>,
-    ) -> FsResult<Vec<Bytes>> {
-        let advice = self.prefetcher.on_read(target, offset, size as u64, next);
-        // One deadline for the whole FUSE read, whatever retries, hedges and slow bodies happen
-        // under it (dropping the wait stops a fetch no one else waits for).
-        let wait = self.blocks.read_parts(
-            &target.content,
-            target.size,
-            offset,
-            size as u64,
-            &target.fetch,
-            advice.mode,
-        );
-        let end = offset.saturating_add(size as u64);
-        let (deadline, retry) =
-            self.deadlines
-                .deadline_for(&target.content, offset, end, self.cfg.read_deadline);
-        let Ok(parts) = tokio::time::timeout(deadline, wait).await else {
-            if !retry {
-                self.deadlines.timed_out(&target.content, offset, end);
-            }
-            return Err(read_timed_out(
-                &target.content,
-                offset,
-                self.cfg.read_deadline,
-            ));
-        };
-        let parts = parts?;
-        let served: usize = parts.iter().map(Bytes::len).sum();
-        Stats::add(&self.stats.bytes_served, served as u64);
-        Ok(parts)
-    }
-
-    /// `file` as read-ahead and the block cache fetch it.
-    fn read_target(&self, file: &Arc<FileRef>, content: &Arc<str>) -> ReadTarget {
-        let hub = self.hub.clone();
-        let f = file.clone();
-        let fetch: FetchFn = Arc::new(move |off, len, piece, sink| {
-            let hub = hub.clone();
-            let f = f.clone();
-            async move { hub.stream_range(&f, off, len, piece, &*sink).await }.boxed()
-        });
-        ReadTarget {
-            content: content.clone(),
-            size: file.size,
-            fetch,
-        }
-    }
-
-    /// The shard a loader reads after `file` (`model-00002-of-00004.safetensors` after
-    /// `model-00001-of-00004.safetensors`), when its folder's listing is at hand.
-    fn next_shard(&self, file: &FileRef) -> Option<ReadTarget> {
-        let (dir, name) = match file.path.rsplit_once('/') {
-            Some((d, n)) => (d, n),
-            None => ("", file.path.as_str()),
-        };
-        let next_name = shards::next_shard_name(name)?;
-        let e = self.cached_entry(file, dir, &next_name)?;
-        if e.kind != EntryKind::File {
-            return None;
-        }
-        let next = Arc::new(FileRef {
-            repo: file.repo.clone(),
-            commit: file.commit.clone(),
-            path: if dir.is_empty() {
-                next_name
-            } else {
-                format!("{dir}/{next_name}")
-            },
-            size: e.size,
-            etag: e.etag.to_string(),
-        });
-        let key: Arc<str> = Arc::from(content_key(&next));
-        Some(self.read_target(&next, &key))
-    }
-
-    /// The value of extended attribute `name` of `ino`.
-    pub fn getxattr(&self, ino: u64, name: &str) -> FsResult<Vec<u8>> {
-        let inode = self.node(ino)?;
-        if let Node::Bucket(buckets::BucketNode::File { file, .. }) = &inode.node {
-            return match name {
-                buckets::XATTR_XET_HASH => Ok(file.xet_hash.clone().into_bytes()),
-                _ => Err(FsError::NoAttr),
-            };
-        }
-        self.root_xattr(ino, &inode.node, name)
-            .ok_or(FsError::NoAttr)
-    }
-
-    /// The names of the extended attributes of `ino`.
-    pub fn listxattr(&self, ino: u64) -> FsResult<Vec<String>> {
-        let inode = self.node(ino)?;
-        if let Node::Bucket(buckets::BucketNode::File { .. }) = &inode.node {
-            return Ok(vec![buckets::XATTR_XET_HASH.to_owned()]);
-        }
-        Ok(self.root_xattr_names(ino, &inode.node))
-    }
-
     /// The kernel dropped `n` lookups of `ino`.
     pub fn forget(&self, ino: u64, n: u64) {
         self.inodes.forget(ino, n);
@@ -754,91 +508,5 @@ impl<C: HubClient> HubFs<C> {
     /// The root inode number.
     pub fn root(&self) -> u64 {
         ROOT_INO
-    }
-}
-
-// The root of a one-repo mount (see fs/root.rs).
-impl<C: HubClient> HubFs<C> {
-    /// For a one-repo mount, the inode the root (`ino` 1) stands for, once resolved.
-    fn mounted_root(&self, ino: u64) -> Option<Arc<Inode>> {
-        if ino != ROOT_INO {
-            return None;
-        }
-        self.mounted.lock().clone()
-    }
-
-    /// Binds the root of a one-repo mount: resolves its revision to a commit once (the mount is
-    /// pinned to it for its life) and walks to its subfolder, which must be a folder at that
-    /// commit. Returns the commit, or `None` for a whole-Hub mount (nothing to do). Call it
-    /// before mounting: until it succeeds, the root is the whole Hub.
-    pub async fn resolve_root(&self) -> FsResult<Option<String>> {
-        let MountRoot::Repo {
-            repo,
-            revision,
-            subfolder,
-        } = self.cfg.root.clone()
-        else {
-            return Ok(None);
-        };
-        let info = self.hub.resolve_revision(&repo, &revision).await?;
-        if crate::hub::urls::is_commit_sha(&revision) && info.sha != revision {
-            return Err(FsError::NotFound);
-        }
-        let snap = Arc::new(Snapshot {
-            repo: repo.clone(),
-            // Pinned: the root never re-resolves (its inode cannot change under the kernel).
-            revision: info.sha.clone(),
-            commit: info.sha.clone(),
-            date: info.date.unwrap_or(UNIX_EPOCH),
-            name_state: Default::default(),
-        });
-        let org = self.org_inode(repo.repo_type, repo.namespace.clone());
-        let top = self.repo_inode(
-            org.ino,
-            &format!("{}@{}", repo.name, info.sha),
-            snap.clone(),
-        );
-        // The kernel never sees these inodes (it sees ino 1): one held lookup keeps them.
-        self.inodes.add_lookup(&org);
-        self.inodes.add_lookup(&top);
-        let mut at = top.clone();
-        let mut dir = String::new();
-        for seg in subfolder.split('/').filter(|s| !s.is_empty()) {
-            let child = self.entry(top.ino, &snap, &dir, seg).await?;
-            if !child.node.is_dir() {
-                return Err(FsError::NotDir);
-            }
-            self.inodes.add_lookup(&child);
-            dir = if dir.is_empty() {
-                seg.to_owned()
-            } else {
-                format!("{dir}/{seg}")
-            };
-            at = child;
-        }
-        *self.mounted.lock() = Some(at);
-        Ok(Some(info.sha))
-    }
-}
-
-impl<C: HubClient> HubFs<C> {
-    /// The value of extended attribute `name` of inode `ino`, which is `node`: see [`xattr`];
-    /// the root of a one-repo mount also has [`root::XATTR_REVISION`].
-    fn root_xattr(&self, ino: u64, node: &Node, name: &str) -> Option<Vec<u8>> {
-        match (&self.cfg.root, name) {
-            (MountRoot::Repo { revision, .. }, root::XATTR_REVISION) if ino == ROOT_INO => {
-                Some(revision.clone().into_bytes())
-            }
-            _ => root::xattr(node, name),
-        }
-    }
-
-    /// The extended attributes inode `ino` (which is `node`) has.
-    fn root_xattr_names(&self, ino: u64, node: &Node) -> Vec<String> {
-        let mut names = root::xattr_names(node);
-        if ino == ROOT_INO && matches!(self.cfg.root, MountRoot::Repo { .. }) {
-            names.push(root::XATTR_REVISION.to_owned());
-        }
-        names
     }
 }

@@ -1,10 +1,11 @@
-//! What the mount's root directory is: the whole Hub (`/<org>/<repo>@<rev>/...`), or one repo (or
-//! one folder of it) pinned to a commit. A new shape (a Storage Bucket) is one more variant of
-//! [`MountRoot`]; the core (`HubFs::resolve_root`, in `fs/mod.rs`) asks only
-//! [`MountRoot::repo_and_revision`] and [`MountRoot::subfolder`].
+//! What the mount's root directory is: the whole Hub (`/<org>/<repo>@<rev>/...`), one repo (or
+//! one folder of it) pinned to a commit, or one Storage Bucket (or one folder of it). The core
+//! binds a repo root once (`HubFs::resolve_root`, in `fs/revisions.rs`) and asks
+//! [`MountRoot::bucket`] for a bucket root.
 
 use crate::fs::inode::Node;
 use crate::fs::namespace::{is_valid_entry_name, is_valid_name, is_valid_revision};
+use crate::hub::buckets::BucketId;
 use crate::hub::{RepoId, RepoType};
 
 /// The extended attribute holding the commit of anything inside a repo directory.
@@ -35,14 +36,29 @@ pub enum MountRoot {
         /// `/`; empty for the repo's top.
         subfolder: String,
     },
+    /// One Storage Bucket, or one folder of it, followed as it changes (`--bucket`).
+    Bucket {
+        /// The bucket.
+        bucket: BucketId,
+        /// The folder of the bucket that is the root, as for [`MountRoot::Repo`].
+        subfolder: String,
+    },
 }
 
 impl MountRoot {
     /// The repo and revision the root is, for a one-repo mount.
     pub fn repo_and_revision(&self) -> Option<(&RepoId, &str)> {
         match self {
-            MountRoot::Hub => None,
+            MountRoot::Hub | MountRoot::Bucket { .. } => None,
             MountRoot::Repo { repo, revision, .. } => Some((repo, revision)),
+        }
+    }
+
+    /// The bucket and folder the root is, for a bucket mount.
+    pub fn bucket(&self) -> Option<(&BucketId, &str)> {
+        match self {
+            MountRoot::Bucket { bucket, subfolder } => Some((bucket, subfolder)),
+            MountRoot::Hub | MountRoot::Repo { .. } => None,
         }
     }
 
@@ -50,7 +66,7 @@ impl MountRoot {
     pub fn subfolder(&self) -> &str {
         match self {
             MountRoot::Hub => "",
-            MountRoot::Repo { subfolder, .. } => subfolder,
+            MountRoot::Repo { subfolder, .. } | MountRoot::Bucket { subfolder, .. } => subfolder,
         }
     }
 
@@ -103,6 +119,19 @@ impl MountRoot {
         })
     }
 
+    /// Parses a bucket root from `--bucket NS/NAME` (valid Hub names) and `--subfolder` (a folder
+    /// path of valid entry names; slashes at its ends ignored).
+    pub fn parse_bucket(bucket: &str, subfolder: Option<&str>) -> Result<MountRoot, String> {
+        let (ns, name) = bucket
+            .split_once('/')
+            .filter(|(n, b)| is_valid_name(n) && is_valid_name(b))
+            .ok_or_else(|| format!("--bucket {bucket:?}: expected NS/NAME (valid Hub names)"))?;
+        Ok(MountRoot::Bucket {
+            bucket: BucketId::new(ns, name),
+            subfolder: normalize_subfolder(subfolder.unwrap_or(""))?,
+        })
+    }
+
     /// How the root is written in logs and `hubfs status`: `the Hub`, or
     /// `datasets/acme/corpus@main, folder data/train`.
     pub fn describe(&self) -> String {
@@ -118,6 +147,12 @@ impl MountRoot {
                 revision,
                 subfolder,
             } => format!("{repo}@{revision}, folder {subfolder}"),
+            MountRoot::Bucket { bucket, subfolder } if subfolder.is_empty() => {
+                format!("bucket {bucket}")
+            }
+            MountRoot::Bucket { bucket, subfolder } => {
+                format!("bucket {bucket}, folder {subfolder}")
+            }
         }
     }
 }

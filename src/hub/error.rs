@@ -137,6 +137,10 @@ pub enum HubError {
     /// exited); nobody is told but a reader that joins at that very moment, which retries.
     #[error("fetch cancelled: no reader waits for it any more")]
     Cancelled,
+    /// The task making the request ended without an answer: it panicked, or the runtime is
+    /// shutting down. Final (not retried): the same work would likely end the same way.
+    #[error("the task asking the Hub ended without an answer: {0}")]
+    TaskFailed(String),
 }
 
 impl HubError {

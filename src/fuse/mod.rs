@@ -5,6 +5,9 @@
 //! are registered in [`Interrupts`]: an interrupted one is answered `EINTR` at once and its work
 //! dropped.
 
+pub mod interrupts;
+pub mod session;
+
 use std::ffi::OsStr;
 use std::future::Future;
 use std::sync::Arc;
@@ -20,8 +23,8 @@ use tracing::Instrument;
 
 use crate::fs::{Attr, FsError, HubFs, Kind, Lifetime};
 use crate::hub::HubClient;
-use crate::interrupts::{abandoned, Interrupts};
 use crate::stats::Stats;
+use interrupts::{abandoned, Interrupts};
 
 /// How long the kernel keeps attributes and names of immutable (commit) content.
 pub const TTL_IMMUTABLE: Duration = Duration::from_secs(24 * 3600);
@@ -638,6 +641,6 @@ mod tests {
         {
             assert_eq!(got, (pages * 4096).clamp(MAX_READAHEAD, MAX_READAHEAD_CAP));
         }
-        assert!(crate::mount::read_ahead_kb() >= 4 * got / 1024);
+        assert!(session::read_ahead_kb() >= 4 * got / 1024);
     }
 }

@@ -1,7 +1,9 @@
 //! Whatever a Hub, CDN or man in the middle sends: the parsers of tree listings, Link headers and
-//! Content-Range, and the dates of revisions, never panic, and what they accept is consistent.
+//! Content-Range, the dates of revisions and the direct client's response heads never panic, and
+//! what they accept is consistent.
 #![no_main]
 
+use hubfs::hub::h1::{parse_head, Parsed};
 use hubfs::hub::wire::{next_link, parse_content_range, parse_rfc3339, parse_tree_page};
 use libfuzzer_sys::fuzz_target;
 use reqwest::header::{HeaderMap, HeaderValue};
@@ -11,7 +13,7 @@ fuzz_target!(|data: &[u8]| {
         Some((s, r)) => (*s, r),
         None => return,
     };
-    match selector % 4 {
+    match selector % 5 {
         0 => {
             let dir = if selector & 0x80 != 0 { "data" } else { "" };
             if let Ok(entries) = parse_tree_page(rest, dir) {
@@ -34,6 +36,12 @@ fuzz_target!(|data: &[u8]| {
         2 => {
             if let Ok(s) = std::str::from_utf8(rest) {
                 let _ = parse_rfc3339(s);
+            }
+        }
+        3 => {
+            if let Ok(Parsed::Complete(head)) = parse_head(rest) {
+                // The body starts within what was parsed.
+                assert!(head.len <= rest.len());
             }
         }
         _ => {

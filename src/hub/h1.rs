@@ -34,9 +34,8 @@ mod head;
 
 pub use conn::IDLE_FOR;
 use conn::{io_error, Connector, IdlePool, Io, Origin};
-#[cfg(test)]
-use head::parse_head;
-use head::{exchange, request, Head, HeadError, Parsed, MAX_HEAD};
+use head::{exchange, request, HeadError, MAX_HEAD};
+pub use head::{parse_head, Head, Parsed};
 
 use super::error::redact_url;
 use super::wire::check_content_range;

@@ -4,12 +4,13 @@
 #
 #   bench/cpu-per-gib.sh CACHE_SIZE [RUNS]     e.g. bench/cpu-per-gib.sh 256MiB 3
 #
-# Also prints curl's CPU for the same bytes into /dev/null (one receive copy into a reused
-# buffer) and into a tmpfs file (one receive copy plus one copy into the page cache: the copy
-# limit a FUSE daemon can approach). As root, after `cargo build --release --workspace` (or with HUBFS_BIN / FAKEHUB_BIN naming the
-# binaries, for A/B runs of two builds). Prints one line per run. The huge-page A/B
-# in docs/benchmarks.md alternates runs with /sys/kernel/mm/transparent_hugepage/enabled set to
-# `never` and `madvise` on a build whose pool asks for MADV_HUGEPAGE.
+# Also prints curl's CPU for the same bytes into /dev/null (one receive copy into a reused buffer)
+# and into a tmpfs file (one receive copy plus one copy into the page cache: the copy limit a FUSE
+# daemon can approach). As root, after `cargo build --release --workspace`; HUBFS_BIN / FAKEHUB_BIN
+# name other binaries (A/B runs of two builds), HUBFS_ARGS adds mount flags (`--fuse-threads 1`).
+# Prints one line per run. The huge-page A/B in docs/benchmarks.md alternates runs with
+# /sys/kernel/mm/transparent_hugepage/enabled set to `never` and `madvise` on a build whose pool
+# asks for MADV_HUGEPAGE.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 cache="${1:?usage: bench/cpu-per-gib.sh CACHE_SIZE [RUNS]}"
@@ -27,7 +28,7 @@ for run in $(seq 1 "$runs"); do
     fh=$!
     ep=""
     for _ in $(seq 1 100); do ep="$(sed -n 's/^HUB //p' "$work/fh.out")"; [ -n "$ep" ] && break; sleep 0.1; done
-    "$hubfs_bin" mount --foreground "$mnt" --endpoint "$ep" --cache-size "$cache" >"$work/hubfs.log" 2>&1 &
+    "$hubfs_bin" mount --foreground "$mnt" --endpoint "$ep" --cache-size "$cache" ${HUBFS_ARGS:-} >"$work/hubfs.log" 2>&1 &
     hp=$!
     for _ in $(seq 1 100); do [ -e "$mnt/.hubfs/stats" ] && break; sleep 0.1; done
     stat "$mnt/bench/large@main/large.bin" >/dev/null

@@ -7,11 +7,11 @@ use serde::Deserialize;
 
 use super::identity::Expect;
 use super::transport::read_body;
-use super::{HttpHub, MAX_PAGES};
+
+use super::HttpHub;
 use crate::hub::buckets::{BucketClient, BucketEntry, BucketFile, BucketId, BucketInfo};
 use crate::hub::error::redact_url;
 use crate::hub::urls::{encode_path, encode_segment};
-use crate::hub::wire::next_link;
 use crate::hub::{EntryKind, HubError, PieceSink};
 
 #[derive(Deserialize)]
@@ -102,28 +102,6 @@ fn bucket_part(b: &BucketId) -> Result<String, HubError> {
         encode_segment(&b.namespace)?,
         encode_segment(&b.name)?
     ))
-}
-
-impl HttpHub {
-    async fn get_pages(&self, first: String) -> Result<Vec<(bytes::Bytes, String)>, HubError> {
-        let mut url = first;
-        let mut out = Vec::new();
-        for _ in 0..MAX_PAGES {
-            let sent = self.get_ok(&url).await?;
-            let next = next_link(sent.resp.headers());
-            let shown = redact_url(&sent.url);
-            let body = read_body(sent.resp, &shown, self.cfg.request_timeout, 256 << 20).await?;
-            out.push((body, shown.clone()));
-            match next {
-                None => return Ok(out),
-                Some(n) => url = self.next_page_url(&n, &shown)?,
-            }
-        }
-        Err(HubError::Protocol {
-            url: redact_url(&url),
-            message: format!("more than {MAX_PAGES} pages"),
-        })
-    }
 }
 
 fn protocol(url: &str) -> impl Fn(String) -> HubError + '_ {

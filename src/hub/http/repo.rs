@@ -3,10 +3,9 @@
 
 use super::identity::Expect;
 use super::range::check_range;
-use super::transport::read_body;
-use super::{HttpHub, MAX_PAGES};
+use super::HttpHub;
 use crate::hub::error::redact_url;
-use crate::hub::wire::{next_link, parse_rfc3339, parse_tree_page, RevisionJson};
+use crate::hub::wire::{parse_rfc3339, parse_tree_page, RevisionJson};
 use crate::hub::{CommitInfo, FileRef, HubClient, HubError, PieceSink, RepoId, TreeEntry};
 
 impl HubClient for HttpHub {
@@ -38,27 +37,16 @@ impl HubClient for HttpHub {
         commit: &str,
         path: &str,
     ) -> Result<Vec<TreeEntry>, HubError> {
-        let mut url = self.urls.tree(repo, commit, path)?;
+        let url = self.urls.tree(repo, commit, path)?;
         let mut out = Vec::new();
-        for _ in 0..MAX_PAGES {
-            let sent = self.get_ok(&url).await?;
-            let next = next_link(sent.resp.headers());
-            let shown = redact_url(&sent.url);
-            let body = read_body(sent.resp, &shown, self.cfg.request_timeout, 256 << 20).await?;
+        for (body, shown) in self.get_pages(url).await? {
             let page = parse_tree_page(&body, path).map_err(|message| HubError::Protocol {
-                url: shown.clone(),
+                url: shown,
                 message,
             })?;
             out.extend(page);
-            match next {
-                None => return Ok(out),
-                Some(n) => url = self.next_page_url(&n, &shown)?,
-            }
         }
-        Err(HubError::Protocol {
-            url: redact_url(&url),
-            message: format!("more than {MAX_PAGES} pages"),
-        })
+        Ok(out)
     }
 
     async fn list_page(

@@ -12,10 +12,10 @@ use serde::Deserialize;
 use url::Url;
 
 use super::identity::Expect;
-use super::HttpHub;
+use super::{HttpHub, MAX_PAGES};
 use crate::hub::auth::Token;
 use crate::hub::error::redact_url;
-use crate::hub::wire::ratelimit_reset;
+use crate::hub::wire::{next_link, ratelimit_reset};
 use crate::hub::{HttpContext, HubError, NotFoundKind};
 use crate::stats::Stats;
 
@@ -177,6 +177,29 @@ impl HttpHub {
                 }
             })
             .await
+    }
+
+    /// GETs `first` and every page its `Link: rel="next"` headers lead to (on the endpoint, see
+    /// `next_page_url`), at most [`MAX_PAGES`]: each page's body and the URL it came from (shown
+    /// without its query).
+    pub(super) async fn get_pages(&self, first: String) -> Result<Vec<(Bytes, String)>, HubError> {
+        let mut url = first;
+        let mut out = Vec::new();
+        for _ in 0..MAX_PAGES {
+            let sent = self.get_ok(&url).await?;
+            let next = next_link(sent.resp.headers());
+            let shown = redact_url(&sent.url);
+            let body = read_body(sent.resp, &shown, self.cfg.request_timeout, 256 << 20).await?;
+            out.push((body, shown.clone()));
+            match next {
+                None => return Ok(out),
+                Some(n) => url = self.next_page_url(&n, &shown)?,
+            }
+        }
+        Err(HubError::Protocol {
+            url: redact_url(&url),
+            message: format!("more than {MAX_PAGES} pages"),
+        })
     }
 
     pub(super) async fn body_json<T: for<'de> Deserialize<'de>>(

@@ -30,7 +30,8 @@ stop_mount() {
 }
 
 # One cold `dd bs=1M` of the mounted file, printed as "LABEL: daemon X CPU s/GiB (user U, system S),
-# M MB/s" from the daemon's utime and stime (/proc/<pid>/stat) before and after.
+# M MB/s, peak RSS R MiB" from the daemon's utime and stime (/proc/<pid>/stat) before and after,
+# and its VmHWM (/proc/<pid>/status).
 timed_read() {
     local label="$1" u0 s0 u1 s1 t0 t1
     read -r u0 s0 < <(awk '{print $14, $15}' "/proc/$hp/stat")
@@ -38,6 +39,8 @@ timed_read() {
     dd if="$file" of=/dev/null bs=1M status=none
     t1="$(date +%s.%N)"
     read -r u1 s1 < <(awk '{print $14, $15}' "/proc/$hp/stat")
-    awk -v l="$label" -v u0="$u0" -v s0="$s0" -v u1="$u1" -v s1="$s1" -v hz="$(getconf CLK_TCK)" -v a="$t0" -v b="$t1" \
-        'BEGIN { printf "%s: daemon %.2f CPU s/GiB (user %.2f, system %.2f), %.0f MB/s\n", l, (u1 - u0 + s1 - s0) / hz, (u1 - u0) / hz, (s1 - s0) / hz, 1073.741824 / (b - a) }'
+    local hwm
+    hwm="$(awk '/^VmHWM/ {print $2}' "/proc/$hp/status")"
+    awk -v l="$label" -v hwm="$hwm" -v u0="$u0" -v s0="$s0" -v u1="$u1" -v s1="$s1" -v hz="$(getconf CLK_TCK)" -v a="$t0" -v b="$t1" \
+        'BEGIN { printf "%s: daemon %.2f CPU s/GiB (user %.2f, system %.2f), %.0f MB/s, peak RSS %.0f MiB\n", l, (u1 - u0 + s1 - s0) / hz, (u1 - u0) / hz, (s1 - s0) / hz, 1073.741824 / (b - a), hwm / 1024 }'
 }

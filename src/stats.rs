@@ -125,6 +125,8 @@ pub struct Gauges {
     pub readahead_unread_bytes: u64,
     /// Read-ahead evicted before anyone read it, in all: fetched for nothing.
     pub readahead_wasted_bytes_total: u64,
+    /// Blocks sequential readers had read to their end, dropped beyond the kept ones, in all.
+    pub consumed_dropped_bytes_total: u64,
     /// Block buffers of the pool in use now.
     pub block_buffers_in_use: u64,
     /// Pieces received into heap memory because the pool was empty, in all.
@@ -185,6 +187,10 @@ pub fn to_prometheus(stats: &Stats, gauges: &Gauges) -> String {
     push(
         "readahead_wasted_bytes_total",
         gauges.readahead_wasted_bytes_total,
+    );
+    push(
+        "consumed_dropped_bytes_total",
+        gauges.consumed_dropped_bytes_total,
     );
     push("cache_capacity_bytes", gauges.cache_capacity_bytes);
     push("inodes", gauges.inodes);

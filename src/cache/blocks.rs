@@ -141,7 +141,7 @@ impl BlockCache {
         Arc::new(BlockCache {
             inflight_budget: Arc::new(Semaphore::new(plan.inflight_limit as usize)),
             state: Mutex::new(State {
-                store: Store::new(),
+                store: Store::new(plan.keep_consumed),
                 inflight: HashMap::new(),
                 inflight_bytes: 0,
                 next_run_id: 0,
@@ -193,6 +193,11 @@ impl BlockCache {
     /// Bytes of read-ahead evicted before anyone read them, in all (wasted fetches).
     pub fn wasted_bytes(&self) -> u64 {
         self.state.lock().store.wasted_bytes()
+    }
+
+    /// Bytes of blocks sequential readers consumed that were dropped beyond the kept ones.
+    pub fn dropped_behind_bytes(&self) -> u64 {
+        self.state.lock().store.dropped_behind_bytes()
     }
 
     /// Bytes reserved by fetches in flight now.

@@ -403,8 +403,9 @@ async fn prefetch_fills_ahead_within_the_inflight_budget() {
     assert!(cache.used_bytes() <= cache.capacity());
     // A reader of prefetched blocks waits for them rather than fetching again; the rest is
     // one demand run.
+    // (Not sequential: a sequential reader's consumed blocks would be dropped behind it.)
     let got = cache
-        .read("c", 64 * 1024, 0, 14 * 1024, &f, SEQ)
+        .read("c", 64 * 1024, 0, 14 * 1024, &f, ReadMode::default())
         .await
         .unwrap();
     assert_eq!(&got[..], &data[..14 * 1024]);
@@ -435,6 +436,56 @@ async fn sequentially_consumed_blocks_are_evicted_first() {
         .await
         .unwrap();
     assert_eq!(calls.load(Ordering::SeqCst), before + 2);
+}
+
+#[tokio::test]
+async fn a_sequential_reader_holds_only_the_last_consumed_blocks_and_their_buffers() {
+    // Capacity 64 KiB: a quarter, 16 KiB, of consumed blocks is kept.
+    let size = 256 * 1024;
+    let (data, calls, cache, f) = counted(size, (1024, 64 * 1024, 4096), 0);
+    assert_eq!(cache.plan().keep_consumed, 16 * 1024);
+    for off in (0..128 * 1024).step_by(4096) {
+        let got = cache
+            .read("c", size as u64, off, 4096, &f, SEQ)
+            .await
+            .unwrap();
+        assert_eq!(&got[..], &data[off as usize..off as usize + 4096]);
+        assert!(
+            cache.cached_bytes() <= 16 * 1024,
+            "{}",
+            cache.cached_bytes()
+        );
+        let (buffers, from_heap) = cache.pool_usage();
+        assert!(buffers <= 16, "{buffers} buffers held");
+        assert_eq!(from_heap, 0);
+    }
+    assert_eq!(cache.dropped_behind_bytes(), 112 * 1024);
+    // The last 16 KiB read are still here...
+    let before = calls.load(Ordering::SeqCst);
+    let got = cache
+        .read(
+            "c",
+            size as u64,
+            112 * 1024,
+            16 * 1024,
+            &f,
+            ReadMode::default(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(&got[..], &data[112 * 1024..128 * 1024]);
+    assert_eq!(
+        calls.load(Ordering::SeqCst),
+        before,
+        "kept blocks are not fetched again"
+    );
+    // ...and the first ones come back from the Hub, the same bytes.
+    let got = cache
+        .read("c", size as u64, 0, 4096, &f, ReadMode::default())
+        .await
+        .unwrap();
+    assert_eq!(&got[..], &data[..4096]);
+    assert_eq!(calls.load(Ordering::SeqCst), before + 1);
 }
 
 proptest::proptest! {

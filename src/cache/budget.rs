@@ -14,7 +14,11 @@
 //!   `clamp((capacity - demand reserve) / (1.5 × connections), 1 MiB, 8 MiB)`;
 //! - the **in-flight limit**: one part per connection plus the demand reserve;
 //! - the **window**: the most bytes one sequential reader may have ahead of it (in flight plus
-//!   completed and unread), twice the parts of all connections, within the capacity.
+//!   completed and unread), twice the parts of all connections, within the capacity;
+//! - **consumed kept**: blocks a sequential reader has read to their end that are kept (the
+//!   kernel's page cache has them; these cover its reads arriving out of order, up to 16 MiB
+//!   apart): 32 MiB, at most a quarter of the capacity. The rest are dropped at once, so a
+//!   stream holds its window plus this, however large the cache.
 //!
 //! So 128 MiB of cache still fills 16 connections, with parts of about 4 MiB. The plan never
 //! promises more than the capacity: `inflight_limit <= capacity`, `window <= capacity -
@@ -24,6 +28,8 @@
 const MIN_PART: u64 = 1 << 20;
 /// The largest part (and range request).
 const MAX_PART: u64 = 8 << 20;
+/// Consumed blocks kept, at most.
+const KEEP_CONSUMED: u64 = 32 << 20;
 /// The reserve is at most this.
 const MAX_RESERVE: u64 = 32 << 20;
 
@@ -49,6 +55,8 @@ pub struct MemoryPlan {
     pub inflight_limit: u64,
     /// The most bytes one sequential reader has ahead of it, in flight or cached and unread.
     pub window: u64,
+    /// Bytes of blocks consumed by sequential readers that are kept; older ones are dropped.
+    pub keep_consumed: u64,
     /// Hedged requests (second requests for a straggler's remaining bytes) may fetch at most
     /// this fraction of the bytes fetched, beyond one part's allowance.
     pub hedge_fraction: f64,
@@ -100,6 +108,7 @@ impl MemoryPlan {
             demand_reserve,
             inflight_limit,
             window: blocks(window, bs),
+            keep_consumed: blocks(KEEP_CONSUMED.min(capacity / 4), bs),
             hedge_fraction: 0.05,
         }
     }
@@ -126,7 +135,14 @@ mod tests {
         assert!(p.inflight_limit <= p.capacity, "{p:?}");
         assert!(p.window + p.demand_reserve <= p.capacity, "{p:?}");
         assert!(p.part_size <= p.max_request, "{p:?}");
-        for n in [p.part_size, p.window, p.demand_reserve, p.max_request] {
+        assert!(p.keep_consumed <= p.capacity / 4 + p.block_size, "{p:?}");
+        for n in [
+            p.part_size,
+            p.window,
+            p.demand_reserve,
+            p.max_request,
+            p.keep_consumed,
+        ] {
             assert_eq!(n % p.block_size, 0, "{n} in {p:?}");
         }
         assert!(p.part_size >= p.block_size);

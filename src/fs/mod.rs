@@ -257,6 +257,7 @@ impl<C: HubClient> HubFs<C> {
             cache_bytes: self.blocks.cached_bytes(),
             readahead_unread_bytes: self.blocks.unread_bytes(),
             readahead_wasted_bytes_total: self.blocks.wasted_bytes(),
+            consumed_dropped_bytes_total: self.blocks.dropped_behind_bytes(),
             block_buffers_in_use: self.blocks.pool_usage().0,
             block_buffers_from_heap_total: self.blocks.pool_usage().1,
             inflight_bytes: self.blocks.inflight_bytes(),

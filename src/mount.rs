@@ -130,6 +130,7 @@ pub fn run(args: MountArgs, on_ready: impl FnOnce()) -> Result<(), MountError> {
         args.fuse_threads,
     )?;
     tracing::info!(mountpoint = %args.mountpoint.display(), %endpoint, %root, cache_size = args.cache_size, "mounted");
+    crate::fuse::log_request_size();
     if let Err(e) = crate::service::sd_notify("READY=1") {
         tracing::warn!(error = %e, "cannot notify systemd");
     }

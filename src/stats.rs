@@ -40,6 +40,9 @@ pub struct Stats {
     pub hedges_won: AtomicU64,
     /// Bytes asked for by hedges.
     pub hedge_bytes: AtomicU64,
+    /// The largest read the kernel has asked for, bytes: the FUSE request size in use (1 MiB by
+    /// default, up to 8 MiB where `fs.fuse.max_pages_limit` allows).
+    pub read_request_max: AtomicU64,
     /// Failed operations by errno class.
     pub errors: ErrorCounts,
 }
@@ -66,6 +69,11 @@ impl Stats {
     /// Subtracts `n` from a gauge.
     pub fn sub(counter: &AtomicU64, n: u64) {
         counter.fetch_sub(n, Ordering::Relaxed);
+    }
+
+    /// Raises a high-water mark to `n` if `n` is higher.
+    pub fn raise(counter: &AtomicU64, n: u64) {
+        counter.fetch_max(n, Ordering::Relaxed);
     }
 
     /// Reads a counter.
@@ -108,6 +116,7 @@ impl Stats {
             ("hedges_total", g(&self.hedges)),
             ("hedges_won_total", g(&self.hedges_won)),
             ("hedge_bytes_total", g(&self.hedge_bytes)),
+            ("read_request_max_bytes", g(&self.read_request_max)),
             ("errors_not_found_total", g(&self.errors.not_found)),
             ("errors_denied_total", g(&self.errors.denied)),
             ("errors_io_total", g(&self.errors.io)),

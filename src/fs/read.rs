@@ -59,6 +59,7 @@ impl<C: HubClient> HubFs<C> {
         size: u32,
         next: impl FnOnce() -> Option<ReadTarget>,
     ) -> FsResult<Vec<Bytes>> {
+        Stats::raise(&self.stats.read_request_max, size as u64);
         let advice = self.prefetcher.on_read(target, offset, size as u64, next);
         // One deadline for the whole FUSE read, whatever retries, hedges and slow bodies happen
         // under it (dropping the wait stops a fetch no one else waits for).

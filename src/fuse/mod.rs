@@ -40,15 +40,30 @@ pub const MAX_READAHEAD_CAP: u32 = 8 << 20;
 /// (`fs.fuse.max_pages_limit`, Linux 6.13+; 256 pages before it), up to [`MAX_READAHEAD_CAP`].
 /// Larger reads mean fewer requests, replies and context switches per byte.
 pub fn readahead_to_ask() -> u32 {
-    let page = 4096u32;
+    max_pages_limit().map_or(MAX_READAHEAD, |pages| {
+        pages
+            .saturating_mul(PAGE)
+            .clamp(MAX_READAHEAD, MAX_READAHEAD_CAP)
+    })
+}
+
+const PAGE: u32 = 4096;
+
+/// The kernel's limit on the pages one FUSE request may carry (`fs.fuse.max_pages_limit`), where
+/// the kernel has that setting (Linux 6.13+, with the fuse module loaded).
+pub fn max_pages_limit() -> Option<u32> {
     std::fs::read_to_string("/proc/sys/fs/fuse/max_pages_limit")
         .ok()
         .and_then(|s| s.trim().parse::<u32>().ok())
-        .map_or(MAX_READAHEAD, |pages| {
-            pages
-                .saturating_mul(page)
-                .clamp(MAX_READAHEAD, MAX_READAHEAD_CAP)
-        })
+}
+
+/// Logs (at debug) the size of the FUSE reads this mount asked for and the kernel's limit on it.
+pub fn log_request_size() {
+    tracing::debug!(
+        read_kib = readahead_to_ask() / 1024,
+        max_pages_limit = ?max_pages_limit(),
+        "FUSE read size asked for"
+    );
 }
 /// Most background requests (read-ahead, async reads) the kernel keeps in flight.
 pub const MAX_BACKGROUND: u16 = 16;
@@ -230,6 +245,12 @@ impl<C: HubClient> Filesystem for FuseAdapter<C> {
             // The kernel offers less: take what it offers.
             let _ = config.set_max_readahead(nearest);
         }
+        // fuser asks for requests (`max_pages`) as large as the larger of max_write and
+        // max_readahead, and the kernel offers a max_readahead of only 128 KiB (the window is
+        // raised through sysfs after mounting), so max_write sets the request size: `want`, not
+        // fuser's default 16 MiB, which would let reads past our cap where the kernel's limit is
+        // raised. Nothing is written through a read-only mount.
+        let _ = config.set_max_write(want);
         let _ = config.set_max_background(MAX_BACKGROUND);
         let _ = config.set_congestion_threshold(MAX_BACKGROUND * 3 / 4);
         tracing::debug!("FUSE session initialised");

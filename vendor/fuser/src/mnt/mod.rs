@@ -207,7 +207,11 @@ fn is_mounted(fuse_device: &DevFuse) -> bool {
         let res = poll(slice::from_mut(&mut poll_fd), PollTimeout::ZERO);
         break match res {
             Ok(0) => true,
-            Ok(1) => poll_fd
+            // hubfs patch: the kernel reports POLLERR on /dev/fuse once the connection is gone
+            // (unmounted or aborted), so POLLERR means *not* mounted. Upstream 0.18.0 had this
+            // inverted, and a session ended by an external unmount then unmounted whatever was
+            // mounted at the path by then (a new daemon's mount).
+            Ok(1) => !poll_fd
                 .revents()
                 .is_some_and(|r| r.contains(PollFlags::POLLERR)),
             Ok(_) => unreachable!(),

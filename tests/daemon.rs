@@ -1,5 +1,6 @@
 //! The `hubfs` binary as users run it: mount, read, prove no disk writes, clean stop on SIGTERM,
-//! clear messages for a missing, busy or stale mountpoint.
+//! clear messages for a missing, busy or stale mountpoint, and a daemon unmounted from outside
+//! that leaves a newer mount at its path alone.
 
 mod support;
 
@@ -230,4 +231,64 @@ fn the_token_never_reaches_logs_at_trace_level_nor_the_cdn() {
                 && r.authorization.as_deref() == Some(&format!("Bearer {}", fakehub::TOKEN_FULL))),
         "the Hub got the token"
     );
+}
+
+#[test]
+fn a_daemon_unmounted_from_outside_leaves_a_new_mount_at_its_path_alone() {
+    if !support::fuse_available() {
+        return;
+    }
+    let (hub, fx) = support::standard_hub();
+    let mnt = tempfile::tempdir().unwrap();
+    let first = start(mnt.path(), &hub.endpoint());
+    first.wait_mounted();
+    // Held still, so that the new mount is up before it notices it lost its own.
+    let pid = nix::unistd::Pid::from_raw(first.child.id() as i32);
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGSTOP).unwrap();
+    // Unmounted from outside (`umount`, `hubfs unmount`), then mounted again at once, as a quick
+    // restart does.
+    nix::mount::umount2(mnt.path(), nix::mount::MntFlags::empty()).unwrap();
+    let second = start(mnt.path(), &hub.endpoint());
+    second.wait_mounted();
+    nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGCONT).unwrap();
+    let mut first = first;
+    first.mountpoint = None;
+    let t = Instant::now();
+    let status = loop {
+        if let Some(st) = first.child.try_wait().unwrap() {
+            break st;
+        }
+        assert!(
+            t.elapsed() < Duration::from_secs(15),
+            "the first daemon did not exit after losing its mount; log:\n{}",
+            first.log()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(status.success(), "{status:?}; log:\n{}", first.log());
+    assert!(
+        first.log().contains("external unmount"),
+        "log:\n{}",
+        first.log()
+    );
+    // The first daemon's exit took nothing with it: the second mount still serves.
+    assert!(
+        is_mounted(mnt.path()),
+        "the new mount went away when the old daemon exited; its log:\n{}",
+        second.log()
+    );
+    let c = fx
+        .repo(RepoType::Model, "acme/tiny-gpt2")
+        .unwrap()
+        .resolve("main")
+        .unwrap();
+    let (path, data) = c.files.iter().next().unwrap();
+    let p = mnt.path().join(format!(
+        "{}/{path}",
+        repo_dir(RepoType::Model, "acme/tiny-gpt2", "main")
+    ));
+    assert_eq!(sha256_file(&p).unwrap(), data.sha256_hex());
+    let (status, log) = stop(second);
+    assert!(status.success(), "exit status {status:?}; log:\n{log}");
+    assert!(!is_mounted(mnt.path()), "still mounted after SIGTERM");
 }

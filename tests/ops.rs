@@ -89,9 +89,20 @@ fn ready_is_sent_only_once_the_mount_answers_and_stats_are_served() {
     let data = &c.files["model.safetensors"];
     let p = mnt.path().join("acme/tiny-gpt2@main/model.safetensors");
     assert_eq!(sha256_file(&p).unwrap(), data.sha256_hex());
-    let v: serde_json::Value =
+    // A reader is served from blocks as they arrive; the fetch's bytes are counted when its run
+    // ends and is filed, a moment later.
+    let stats_now = || -> serde_json::Value {
         serde_json::from_str(&std::fs::read_to_string(mnt.path().join(".hubfs/stats")).unwrap())
-            .unwrap();
+            .unwrap()
+    };
+    let t = Instant::now();
+    let mut v = stats_now();
+    while v["bytes_fetched_total"].as_u64().unwrap() < data.len()
+        && t.elapsed() < Duration::from_secs(10)
+    {
+        std::thread::sleep(Duration::from_millis(20));
+        v = stats_now();
+    }
     assert!(
         v["bytes_served_total"].as_u64().unwrap() >= data.len(),
         "{v}"

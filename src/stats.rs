@@ -73,7 +73,11 @@ impl Stats {
 
     /// Raises a high-water mark to `n` if `n` is higher.
     pub fn raise(counter: &AtomicU64, n: u64) {
-        counter.fetch_max(n, Ordering::Relaxed);
+        // A read first: on a hot path the mark is rarely raised, and a load does not take the
+        // cache line from the other threads.
+        if n > counter.load(Ordering::Relaxed) {
+            counter.fetch_max(n, Ordering::Relaxed);
+        }
     }
 
     /// Reads a counter.

@@ -32,19 +32,25 @@ fn write_bytes(pid: u32) -> u64 {
         .unwrap()
 }
 
-fn stop(mut d: Daemon) -> (std::process::ExitStatus, String) {
+fn stop(d: Daemon) -> (std::process::ExitStatus, String) {
     support::sigterm(&d.child);
+    wait_exit(d, "on SIGTERM")
+}
+
+/// Waits up to 15 s for the daemon to exit (failing with `why` it should have); its exit status
+/// and log. The caller checks the unmount itself: the drop guard does not do it for it.
+fn wait_exit(mut d: Daemon, why: &str) -> (std::process::ExitStatus, String) {
     let t = Instant::now();
     loop {
         if let Some(st) = d.child.try_wait().unwrap() {
             std::thread::sleep(Duration::from_millis(100));
-            // The caller checks the unmount itself: the drop guard must not do it for it.
             d.mountpoint = None;
             return (st, d.log());
         }
         assert!(
             t.elapsed() < Duration::from_secs(15),
-            "hubfs did not stop on SIGTERM"
+            "hubfs did not stop {why}; log:\n{}",
+            d.log()
         );
         std::thread::sleep(Duration::from_millis(50));
     }
@@ -251,26 +257,9 @@ fn a_daemon_unmounted_from_outside_leaves_a_new_mount_at_its_path_alone() {
     let second = start(mnt.path(), &hub.endpoint());
     second.wait_mounted();
     nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGCONT).unwrap();
-    let mut first = first;
-    first.mountpoint = None;
-    let t = Instant::now();
-    let status = loop {
-        if let Some(st) = first.child.try_wait().unwrap() {
-            break st;
-        }
-        assert!(
-            t.elapsed() < Duration::from_secs(15),
-            "the first daemon did not exit after losing its mount; log:\n{}",
-            first.log()
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    };
-    assert!(status.success(), "{status:?}; log:\n{}", first.log());
-    assert!(
-        first.log().contains("external unmount"),
-        "log:\n{}",
-        first.log()
-    );
+    let (status, log) = wait_exit(first, "after losing its mount");
+    assert!(status.success(), "{status:?}; log:\n{log}");
+    assert!(log.contains("external unmount"), "log:\n{log}");
     // The first daemon's exit took nothing with it: the second mount still serves.
     assert!(
         is_mounted(mnt.path()),

@@ -83,13 +83,17 @@ impl Store {
         Some(b)
     }
 
+    /// Removes the oldest consumed block.
+    fn pop_consumed_lru(&mut self) -> Option<Bytes> {
+        let (_, b) = self.consumed.pop_lru()?;
+        self.consumed_bytes -= b.len() as u64;
+        Some(b)
+    }
+
     /// Evicts the oldest consumed block, else the least recently used read block.
     fn pop_read_lru(&mut self) -> Option<Bytes> {
-        if let Some((_, b)) = self.consumed.pop_lru() {
-            self.consumed_bytes -= b.len() as u64;
-            return Some(b);
-        }
-        self.read.pop_lru().map(|(_, b)| b)
+        self.pop_consumed_lru()
+            .or_else(|| self.read.pop_lru().map(|(_, b)| b))
     }
 
     /// Files `b` as consumed and drops the oldest consumed blocks beyond `keep_consumed`.
@@ -100,10 +104,9 @@ impl Store {
             self.bytes -= old.len() as u64;
         }
         while self.consumed_bytes > self.keep_consumed {
-            let Some((_, b)) = self.consumed.pop_lru() else {
+            let Some(b) = self.pop_consumed_lru() else {
                 break;
             };
-            self.consumed_bytes -= b.len() as u64;
             self.bytes -= b.len() as u64;
             self.dropped_behind += b.len() as u64;
         }

@@ -40,7 +40,12 @@ pub const MAX_READAHEAD_CAP: u32 = 8 << 20;
 /// (`fs.fuse.max_pages_limit`, Linux 6.13+; 256 pages before it), up to [`MAX_READAHEAD_CAP`].
 /// Larger reads mean fewer requests, replies and context switches per byte.
 pub fn readahead_to_ask() -> u32 {
-    max_pages_limit().map_or(MAX_READAHEAD, |pages| {
+    readahead_for(max_pages_limit())
+}
+
+/// [`readahead_to_ask`] for a kernel whose request limit is `pages` (`None`: no such setting).
+fn readahead_for(pages: Option<u32>) -> u32 {
+    pages.map_or(MAX_READAHEAD, |pages| {
         pages
             .saturating_mul(PAGE)
             .clamp(MAX_READAHEAD, MAX_READAHEAD_CAP)
@@ -59,9 +64,10 @@ pub fn max_pages_limit() -> Option<u32> {
 
 /// Logs (at debug) the size of the FUSE reads this mount asked for and the kernel's limit on it.
 pub fn log_request_size() {
+    let limit = max_pages_limit();
     tracing::debug!(
-        read_kib = readahead_to_ask() / 1024,
-        max_pages_limit = ?max_pages_limit(),
+        read_kib = readahead_for(limit) / 1024,
+        max_pages_limit = ?limit,
         "FUSE read size asked for"
     );
 }
